@@ -1,0 +1,21 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   -> installs into .venv, then trains the demo runs on generated data
+#   make test   -> installs into .venv (and Debian's chromium), lints, runs the test suite
+.PHONY: demo test lint serve env
+
+env:
+	bash scripts/setup-env.sh
+
+demo: env
+	.venv/bin/fae-lab demo --runs runs/demo
+
+serve: env
+	.venv/bin/fae-lab serve --runs runs/demo
+
+lint: env
+	.venv/bin/ruff check fae_lab lab tests benchmarks
+
+test:
+	bash scripts/setup-env.sh --browser
+	.venv/bin/ruff check fae_lab lab tests benchmarks
+	.venv/bin/python -m pytest -n 2 --timeout 600

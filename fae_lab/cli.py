@@ -1,0 +1,56 @@
+"""``fae-lab``: one console script, one subcommand per job.
+
+Each subcommand lives in its own module with a ``main(argv) -> int``; this dispatcher
+imports only the one asked for, so ``fae-lab --help`` and ``fae-lab data inspect`` start
+without loading JAX, and ``fae-lab serve`` is the single place where the backend's
+command line reaches into the dashboards (``lab``): the backend modules themselves never
+import Panel.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("fae_lab.demo", "train a baseline, an H1 and an RFF-output run on generated data"),
+    "train": ("fae_lab.train.cli", "train one FAE run (every flag of the seed's train_attention.py)"),
+    "phase": ("fae_lab.phase", "run the seed's experiments of phase a, b, c or combined"),
+    "sweep": ("fae_lab.sweep", "train a grid of settings as members of one vmapped program"),
+    "data": ("fae_lab.data.cli", "generate or inspect multiscale data files (.npz)"),
+    "serve": ("lab.cli", "serve the live dashboards over a directory of runs"),
+}
+
+USAGE = "usage: fae-lab {" + ",".join(SUBCOMMANDS) + "} ...\n"
+
+
+def _help() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [USAGE, "A diagnostic lab for spectral bias in functional autoencoders.\n", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    lines.append("\nRun 'fae-lab COMMAND --help' for a command's flags.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_help())
+        return 0 if args else 2
+    if args[0] == "--version":
+        from fae_lab import __version__
+
+        print(f"fae-lab {__version__}")
+        return 0
+    name = args[0]
+    if name not in SUBCOMMANDS:
+        choices = ", ".join(SUBCOMMANDS)
+        print(f"fae-lab: error: unknown command {name!r} (choose from {choices})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(args[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The periodic R x R grid over [0, 1)^2: coordinates and integer wavenumbers.
+
+NumPy only, so the data tools and the run store can use it without JAX.
+Grid point (iy, ix) sits at x = ix / R, y = iy / R; flattened point p = iy * R + ix.
+Mode n = (nx, ny) has integer components from ``fftfreq(R) * R`` (cycles per unit length).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def grid_coordinates(resolution: int) -> np.ndarray:
+    """Coordinates of every grid point, ``(R*R, 2)`` float32, columns ``(x, y)``."""
+    axis = np.arange(resolution, dtype=np.float32) / resolution
+    yy, xx = np.meshgrid(axis, axis, indexing="ij")
+    return np.stack([xx.ravel(), yy.ravel()], axis=-1)
+
+
+def integer_wavenumbers(resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ny, nx)``, each ``(R, R)`` float64, laid out like ``fft2`` output of ``u[y, x]``."""
+    n = np.fft.fftfreq(resolution) * resolution
+    ny, nx = np.meshgrid(n, n, indexing="ij")
+    return ny, nx
+
+
+def wavenumber_magnitude(resolution: int) -> np.ndarray:
+    """|n| = sqrt(nx^2 + ny^2) for every mode, ``(R, R)`` float64."""
+    ny, nx = integer_wavenumbers(resolution)
+    return np.sqrt(nx**2 + ny**2)
