@@ -1,0 +1,32 @@
+"""The functional autoencoder in Flax NNX: coordinate features, encoder, decoder, the whole.
+
+Typical use: ``model = build_model(cfg.model, resolution, seed=cfg.seed)``, then
+``graphdef, params, fixed = nnx.split(model, nnx.Param, ...)`` once and pure functions of
+``params`` that call ``nnx.merge(graphdef, params, fixed)``.
+"""
+
+from fae_lab.models.decoder import CoordinateDecoder
+from fae_lab.models.encoder import (
+    AttentionPool,
+    AugmentedResidualPool,
+    FactorisedLinear,
+    MeanPool,
+    PointSetEncoder,
+)
+from fae_lab.models.fae import FunctionalAutoencoder, build_model, count_parameters
+from fae_lab.models.features import CoordinateFeatures, FourierBasis, HiddenFourierFeatures
+
+__all__ = [
+    "AttentionPool",
+    "AugmentedResidualPool",
+    "CoordinateDecoder",
+    "CoordinateFeatures",
+    "FactorisedLinear",
+    "FourierBasis",
+    "FunctionalAutoencoder",
+    "HiddenFourierFeatures",
+    "MeanPool",
+    "PointSetEncoder",
+    "build_model",
+    "count_parameters",
+]

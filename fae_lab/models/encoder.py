@@ -1,0 +1,192 @@
+"""Point-set encoder f(u) -> z: per-point MLP on [γ(x), u(x)], pooling over points, linear map.
+
+Also the building blocks the decoder shares: the factorised first layer and the GELU stack.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fae_lab.config import POOLING_TYPES, ModelConfig
+from fae_lab.errors import UsageError
+from fae_lab.models.features import CoordinateFeatures
+
+
+class FactorisedLinear(nnx.Module):
+    """The first layer on a concatenated input, computed as two products.
+
+        W [c; v] + b = W_c c + W_v v + b,      W = [W_c; W_v] ∈ R^{(d_c + d_v) × H}
+
+    with c the coordinate features γ(x) and v the other input (the value u(x) in the encoder,
+    the latent z in the decoder). Same parameters as one layer on the concatenation (W_c, W_v
+    are drawn as one lecun-normal W and split), but W_c c is computed once per point and W_v v
+    once per sample (decoder) and broadcast-added by the caller.
+
+    Shapes: ``coordinate_term (..., d_c) -> (..., H)`` (includes b); ``input_term (..., d_v)
+    -> (..., H)``; both in ``compute_dtype``.
+    """
+
+    def __init__(self, coordinate_dim: int, input_dim: int, out_dim: int, *,
+                 compute_dtype=jnp.float32, rngs: nnx.Rngs):
+        joint = nnx.initializers.lecun_normal()(
+            rngs.params(), (coordinate_dim + input_dim, out_dim), jnp.float32
+        )
+        self.coordinate_kernel = nnx.Param(joint[:coordinate_dim])
+        self.input_kernel = nnx.Param(joint[coordinate_dim:])
+        self.bias = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
+        self.compute_dtype = compute_dtype
+
+    def coordinate_term(self, c: jax.Array) -> jax.Array:
+        """W_c c + b."""
+        cd = self.compute_dtype
+        y = c.astype(cd) @ self.coordinate_kernel[...].astype(cd)
+        return y + self.bias[...].astype(cd).reshape((1,) * (y.ndim - 1) + (-1,))
+
+    def input_term(self, v: jax.Array) -> jax.Array:
+        """W_v v."""
+        cd = self.compute_dtype
+        return v.astype(cd) @ self.input_kernel[...].astype(cd)
+
+
+class GeluStack(nnx.Module):
+    """h -> GELU(W_L ... GELU(W_1 h + b_1) ... + b_L): hidden layers of the given widths.
+
+    ``widths = (H_0, H_1, ..., H_L)``: L layers H_{i-1} -> H_i (none when len(widths) == 1).
+    Shapes ``(..., H_0) -> (..., H_L)`` in ``compute_dtype``; parameters float32.
+    """
+
+    def __init__(self, widths: Sequence[int], *, compute_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.layers = nnx.List([
+            nnx.Linear(a, b, dtype=compute_dtype, rngs=rngs)
+            for a, b in itertools.pairwise(widths)
+        ])
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        for layer in self.layers:
+            h = jax.nn.gelu(layer(h))
+        return h
+
+
+class MeanPool(nnx.Module):
+    """DeepSets mean pooling: p = (1/P) Σ_p h_p. ``(B, P, H) -> (B, H)`` float32."""
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        return jnp.mean(h, axis=-2, dtype=jnp.float32)
+
+
+class AttentionPool(nnx.Module):
+    """Multi-head attention pooling with one learned query per head.
+
+    For point embeddings h_p ∈ R^H and J heads of width d = H/J:
+
+        [k_p, v_p] = W_kv h_p + b_kv,           k_p = [k_p^1..k_p^J], v_p = [v_p^1..v_p^J]
+        a_p^j = softmax over p of (q_j · k_p^j / √d)
+        p^j = Σ_p a_p^j v_p^j,                  pool = [p^1, ..., p^J] ∈ R^H
+
+    Invariant to permuting the points and to repeating every point the same number of times.
+    Shapes ``(B, P, H) -> (B, H)`` float32 (softmax in float32).
+    """
+
+    def __init__(self, width: int, n_heads: int, *, compute_dtype=jnp.float32, rngs: nnx.Rngs):
+        if n_heads < 1 or width % n_heads:
+            raise UsageError(f"--n-heads: must divide the encoder width {width}, got {n_heads}")
+        self.n_heads = n_heads
+        self.head_dim = width // n_heads
+        self.key_value = nnx.Linear(width, 2 * width, dtype=compute_dtype, rngs=rngs)
+        self.query = nnx.Param(jax.random.normal(rngs.params(), (n_heads, self.head_dim), jnp.float32))
+        self.compute_dtype = compute_dtype
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        batch, n_points, width = h.shape
+        kv = self.key_value(h).reshape(batch, n_points, 2, self.n_heads, self.head_dim)
+        keys, values = kv[:, :, 0], kv[:, :, 1]
+        query = self.query[...].astype(self.compute_dtype)
+        logits = jnp.einsum("bpjd,jd->bjp", keys, query, preferred_element_type=jnp.float32)
+        weights = jax.nn.softmax(logits / jnp.sqrt(float(self.head_dim)), axis=-1)
+        pooled = jnp.einsum(
+            "bjp,bpjd->bjd", weights.astype(self.compute_dtype), values,
+            preferred_element_type=jnp.float32,
+        )
+        return pooled.reshape(batch, width)
+
+
+class AugmentedResidualPool(nnx.Module):
+    """Attention pooling augmented by a mean-pooled residual path and a pre-norm MLP block.
+
+    No public definition exists; ours is, for point embeddings h_p ∈ R^H,
+
+        s = (1/P) Σ_p h_p + AttentionPool(h)                (mean path + attention path)
+        t = s + W_2 GELU(W_1 LayerNorm(s) + b_1) + b_2       (W_1, W_2 ∈ R^{H×H})
+
+    and returns t. The mean path keeps the DeepSets summary (and its gradient) available from
+    the first step whatever the attention weights do; the block lets the two paths mix.
+    Permutation invariant. Shapes ``(B, P, H) -> (B, H)`` float32.
+    """
+
+    def __init__(self, width: int, n_heads: int, *, compute_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.attention = AttentionPool(width, n_heads, compute_dtype=compute_dtype, rngs=rngs)
+        self.norm = nnx.LayerNorm(width, rngs=rngs)
+        self.hidden = nnx.Linear(width, width, rngs=rngs)
+        self.out = nnx.Linear(width, width, rngs=rngs)
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        s = jnp.mean(h, axis=-2, dtype=jnp.float32) + self.attention(h)
+        return s + self.out(jax.nn.gelu(self.hidden(self.norm(s))))
+
+
+def make_pool(cfg: ModelConfig, width: int, *, compute_dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
+    """The pooling module named by ``cfg.pooling_type``."""
+    if cfg.pooling_type == "mean":
+        return MeanPool()
+    if cfg.pooling_type == "attention":
+        return AttentionPool(width, cfg.n_heads, compute_dtype=compute_dtype, rngs=rngs)
+    if cfg.pooling_type == "augmented_residual":
+        return AugmentedResidualPool(width, cfg.n_heads, compute_dtype=compute_dtype, rngs=rngs)
+    raise UsageError(f"--pooling-type: expected one of {', '.join(POOLING_TYPES)}, got {cfg.pooling_type!r}")
+
+
+class PointSetEncoder(nnx.Module):
+    """f(u) -> z from a point set {(x_p, u(x_p))}:
+
+        e_p = GELU(W_γ γ(x_p) + w_u u(x_p) + b)            (factorised [γ(x); u] layer)
+        h_p = GeluStack(e_p)                                (widths ``encoder_hidden``)
+        z   = W_z Pool({h_p}) + b_z                         (``pooling_type``; z ∈ R^latent_dim)
+
+    With mean pooling and ``encoder_hidden=(64, 64, 64)`` this is the encoder of Bunker et al.,
+    "Autoencoders in Function Space" (JMLR 2025).
+
+    Shapes: ``x (B, P, 2)`` or ``(P, 2)`` (one point set shared by the batch), ``u (B, P)``
+    -> ``z (B, latent_dim)`` float32.
+    """
+
+    def __init__(self, cfg: ModelConfig, coordinate_features: CoordinateFeatures, *,
+                 compute_dtype=jnp.float32, rngs: nnx.Rngs):
+        widths = tuple(cfg.encoder_hidden)
+        if not widths or min(widths) < 1:
+            raise UsageError(f"--encoder-hidden: expected one or more widths >= 1, got {widths}")
+        if cfg.latent_dim < 1:
+            raise UsageError(f"--latent-dim: expected >= 1, got {cfg.latent_dim}")
+        self.coordinate_features = coordinate_features
+        self.first = FactorisedLinear(coordinate_features.out_dim, 1, widths[0],
+                                      compute_dtype=compute_dtype, rngs=rngs)
+        self.hidden = GeluStack(widths, compute_dtype=compute_dtype, rngs=rngs)
+        self.pool = make_pool(cfg, widths[-1], compute_dtype=compute_dtype, rngs=rngs)
+        self.to_latent = nnx.Linear(widths[-1], cfg.latent_dim, rngs=rngs)
+
+    def embed_points(self, x: jax.Array, u: jax.Array) -> jax.Array:
+        """Per-point embeddings h_p before pooling: ``(B, P, H)`` in the compute dtype."""
+        if u.ndim != 2 or x.shape[-2] != u.shape[-1] or x.ndim not in (2, 3):
+            raise ValueError(f"encoder: expected x (B,P,2) or (P,2) and u (B,P), got {x.shape}, {u.shape}")
+        h = self.first.coordinate_term(self.coordinate_features(x))
+        if h.ndim == 2:
+            h = h[None]
+        h = jax.nn.gelu(h + self.first.input_term(u[..., None]))
+        return self.hidden(h)
+
+    def __call__(self, x: jax.Array, u: jax.Array) -> jax.Array:
+        return self.to_latent(self.pool(self.embed_points(x, u)))

@@ -1,0 +1,200 @@
+"""Fixed Fourier feature maps: of coordinates (the FAE's γ(x)) and of hidden layers.
+
+Every map here is a fixed random matrix B that is drawn once and never trained. It is held in
+a :class:`FourierBasis` variable, not an ``nnx.Param``, so ``nnx.split(model, nnx.Param, ...)``
+leaves it out of the trained state, of the optimiser and of parameter counts.
+
+The embedding of phases t = B·v (in cycles) is
+
+    φ(v) = [cos 2πt, sin 2πt],
+
+evaluated after reducing t to [-1/2, 1/2] (exact for the maths, since cos 2πt and sin 2πt have
+period 1 in t) so that large phases keep full float32 accuracy.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fae_lab.config import COORDINATE_FEATURES
+from fae_lab.errors import UsageError
+
+# Candidate rows drawn per wanted row when all-zero integer frequencies are redrawn.
+_PERIODIC_CANDIDATES = 32
+
+
+class FourierBasis(nnx.Variable):
+    """A fixed, untrained frequency matrix (cycles per unit of its input)."""
+
+
+def fourier_embedding(phases: jax.Array) -> jax.Array:
+    """``(..., n)`` phases t in cycles -> ``(..., 2n)`` float32 ``[cos 2πt, sin 2πt]``."""
+    phases = phases.astype(jnp.float32)
+    phases = phases - jnp.round(phases)
+    angle = 2.0 * jnp.pi * phases
+    return jnp.concatenate([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+
+
+def gaussian_frequencies(key: jax.Array, n: int, dim: int, sigma: float) -> jax.Array:
+    """``(n, dim)`` float32 frequencies B with entries drawn from N(0, σ²) (Tancik et al. 2020)."""
+    return sigma * jax.random.normal(key, (n, dim), jnp.float32)
+
+
+def periodic_frequencies(key: jax.Array, n: int, sigma: float, resolution: int) -> jax.Array:
+    """``(n, 2)`` float32 integer frequencies B = round(σ·N(0, 1)), clipped to |B_ij| <= R/2.
+
+    Integer frequencies make γ(x) exactly periodic on the unit torus. The all-zero row (a
+    constant feature) is redrawn: rows are drawn in order and the first ``n`` nonzero ones kept.
+    Raises :class:`UsageError` when σ is so small that too few nonzero rows come up.
+    """
+    chosen = _draw_periodic(key, n, sigma, resolution // 2)
+    if not isinstance(chosen, jax.core.Tracer) and not bool(jnp.all(jnp.any(chosen != 0, -1))):
+        raise UsageError(
+            f"periodic Fourier features: sigma={sigma} is too small to draw {n} nonzero "
+            "integer frequencies; use a larger sigma or gaussian features"
+        )
+    return chosen
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _draw_periodic(key: jax.Array, n: int, sigma: float, half: int) -> jax.Array:
+    candidates = jnp.round(sigma * jax.random.normal(key, (n * _PERIODIC_CANDIDATES, 2)))
+    candidates = jnp.clip(candidates, -half, half).astype(jnp.float32)
+    nonzero = jnp.any(candidates != 0, axis=-1)
+    order = jnp.argsort(~nonzero, stable=True)
+    return candidates[order[:n]]
+
+
+def _as_sigmas(sigma: float | Sequence[float], what: str) -> tuple[float, ...]:
+    sigmas = (float(sigma),) if isinstance(sigma, int | float) else tuple(float(s) for s in sigma)
+    if not sigmas or any(not s > 0 for s in sigmas):
+        raise UsageError(f"{what}: expected one or more values > 0, got {sigma!r}")
+    return sigmas
+
+
+class CoordinateFeatures(nnx.Module):
+    """Fourier features γ(x) of coordinates x in [0, 1)², one band per σ, concatenated.
+
+    For each band b with frequency matrix B_b of shape ``(n, 2)`` (rows n_i, cycles per unit):
+
+        γ_b(x) = [cos 2πB_b x, sin 2πB_b x] ∈ R^{2n},    γ(x) = [γ_1(x), ..., γ_K(x)] ∈ R^{2nK}
+
+    ``kind="gaussian"``: B_b ~ N(0, σ_b²) (Tancik et al., NeurIPS 2020); not periodic on the
+    torus in general. ``kind="periodic"``: integer B_b = round(σ_b·N(0, 1)), clipped to
+    |n_ij| <= R/2 and with no all-zero row, so γ(x + e_j) = γ(x) exactly. Several σ give the
+    multi-scale embedding of Wang, Wang & Perdikaris (CMAME 384, 2021).
+
+    The phases B_b x are formed elementwise (2 products), never as a matrix product, so a GPU's
+    reduced-precision (TF32) matmul mode cannot turn input rounding into phase noise.
+
+    Shapes: ``x (..., 2)`` -> ``__call__`` ``(..., 2nK)``, ``bands`` ``(..., K, 2n)``.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        n_frequencies: int,
+        sigma: float | Sequence[float],
+        resolution: int | None,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        if kind not in COORDINATE_FEATURES:
+            raise UsageError(
+                f"coordinate features: expected one of {', '.join(COORDINATE_FEATURES)}, got {kind!r}"
+            )
+        if n_frequencies < 1:
+            raise UsageError(f"coordinate features: expected >= 1 frequency, got {n_frequencies}")
+        sigmas = _as_sigmas(sigma, "coordinate features sigma")
+        if kind == "periodic" and (resolution is None or resolution < 2):
+            raise UsageError(f"periodic coordinate features need a grid resolution >= 2, got {resolution}")
+        keys = jax.random.split(rngs.features(), len(sigmas))
+        if kind == "gaussian":
+            matrices = [gaussian_frequencies(k, n_frequencies, 2, s) for k, s in zip(keys, sigmas, strict=True)]
+        else:
+            matrices = [
+                periodic_frequencies(k, n_frequencies, s, resolution) for k, s in zip(keys, sigmas, strict=True)
+            ]
+        self.kind = kind
+        self.sigmas = sigmas
+        self.n_frequencies = n_frequencies
+        self.frequencies = FourierBasis(jnp.stack(matrices))  # (K, n, 2)
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.sigmas)
+
+    @property
+    def band_dim(self) -> int:
+        """Features per band, 2n."""
+        return 2 * self.n_frequencies
+
+    @property
+    def out_dim(self) -> int:
+        """All features, 2nK."""
+        return self.n_bands * self.band_dim
+
+    def bands(self, x: jax.Array) -> jax.Array:
+        """``x (..., 2)`` -> ``(..., K, 2n)`` float32: γ_b(x) for each band b."""
+        if x.shape[-1] != 2:
+            raise ValueError(f"coordinates must have a last axis of 2 (x, y), got shape {x.shape}")
+        freqs = self.frequencies[...]
+        freqs = freqs.reshape((1,) * (x.ndim - 1) + freqs.shape)
+        x = x.astype(jnp.float32)[..., None, None, :]
+        phases = x[..., 0] * freqs[..., 0] + x[..., 1] * freqs[..., 1]
+        return fourier_embedding(phases)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``x (..., 2)`` -> γ(x) ``(..., 2nK)`` float32."""
+        return self.bands(x).reshape((*x.shape[:-1], self.out_dim))
+
+
+class HiddenFourierFeatures(nnx.Module):
+    """Random Fourier features of a hidden layer h ∈ R^d, one band per σ, concatenated.
+
+    For each band b, B_b ~ N(0, σ_b²) of shape ``(n_features/2, d)``, fixed, and
+
+        φ_b(h) = [cos 2πB_b h, sin 2πB_b h] ∈ R^{n_features},   φ(h) = [φ_1(h), ..., φ_K(h)].
+
+    ``n_features`` (the ``--rff-dim`` of the command line) counts output features per band,
+    cosines and sines together, so it must be even: n_features/2 frequencies per band and
+    K·n_features features in all. This is the penultimate-layer RFF of IFeF-PINN (Wu, Aguiar,
+    Johansson, Barreau, arXiv 2510.19399): it makes the readout's kernel stationary in h.
+
+    The phases are computed in float32 at the highest matmul precision (σ scales rounding of h
+    into phase error). Shapes: ``h (..., d)`` -> ``(..., K·n_features)`` float32.
+    """
+
+    def __init__(self, in_dim: int, n_features: int, sigmas: float | Sequence[float], *, rngs: nnx.Rngs):
+        if n_features < 2 or n_features % 2:
+            raise UsageError(
+                f"--rff-dim: expected an even number >= 2 of features (cos and sin pairs), got {n_features}"
+            )
+        sigmas = _as_sigmas(sigmas, "--rff-sigma / --rff-multiscale-sigmas")
+        keys = jax.random.split(rngs.features(), len(sigmas))
+        matrices = [
+            gaussian_frequencies(k, n_features // 2, in_dim, s) for k, s in zip(keys, sigmas, strict=True)
+        ]
+        self.in_dim = in_dim
+        self.n_features = n_features
+        self.sigmas = sigmas
+        self.frequencies = FourierBasis(jnp.stack(matrices))  # (K, n_features/2, d)
+
+    @property
+    def out_dim(self) -> int:
+        return len(self.sigmas) * self.n_features
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        """``h (..., d)`` -> φ(h) ``(..., K·n_features)`` float32."""
+        phases = jnp.einsum(
+            "...d,kfd->...kf",
+            h.astype(jnp.float32),
+            self.frequencies[...],
+            precision=jax.lax.Precision.HIGHEST,
+        )
+        return fourier_embedding(phases).reshape((*h.shape[:-1], self.out_dim))

@@ -1,0 +1,47 @@
+"""The run store (SPEC.md §3): NumPy, xarray and zarr only, never JAX.
+
+The training engine writes a run with :class:`RunStore` (or :class:`AsyncStoreWriter`, off
+the hot path); dashboards, notebooks and tests read it with :func:`open_run` or plain
+``xarray.open_zarr``. :func:`write_synthetic_run` fabricates plausible runs with the real
+writer. docs/run-store.md describes the files.
+"""
+
+from fae_lab.store.jsonio import read_json, write_json_atomic
+from fae_lab.store.layout import (
+    StoreLayout,
+    Variable,
+    eval_schedule,
+    final_metrics,
+    radial_bins,
+    train_schedule,
+)
+from fae_lab.store.reader import RunView, list_runs, open_run
+from fae_lab.store.writer import AsyncStoreWriter, RunStore
+
+__all__ = [
+    "AsyncStoreWriter",
+    "RunStore",
+    "RunView",
+    "StoreLayout",
+    "SyntheticRunWriter",
+    "Variable",
+    "eval_schedule",
+    "final_metrics",
+    "list_runs",
+    "open_run",
+    "radial_bins",
+    "read_json",
+    "train_schedule",
+    "write_json_atomic",
+    "write_synthetic_run",
+]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so that ``python -m fae_lab.store.synthetic`` does not find the
+    # module already imported by its own package.
+    if name in ("SyntheticRunWriter", "write_synthetic_run"):
+        from fae_lab.store import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module 'fae_lab.store' has no attribute {name!r}")
