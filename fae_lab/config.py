@@ -34,6 +34,8 @@ COORDINATE_FEATURES = ("gaussian", "periodic")
 LOSS_TYPES = ("l2", "h1", "fourier_weighted", "combined")
 H1_FORMS = ("finite_difference", "spectral")
 PRECISIONS = ("float32", "bf16")
+# Losses defined on the whole grid (FFTs, finite differences): no decoder point subsets.
+FULL_GRID_LOSSES = ("h1", "fourier_weighted", "combined")
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class RunConfig:
     checkpoint_every: int | None = None  # None: at every evaluation
     resume: bool = False
     overwrite: bool = False
+    stop_after_step: int | None = None  # stop (resumably) at the first evaluation at or after it
     wandb_project: str | None = None  # accepted from the seed: names the run's group
     wandb_name: str | None = None  # accepted from the seed: names the run
     data: DataConfig = field(default_factory=DataConfig)

@@ -1,0 +1,157 @@
+"""``fae-lab phase a|b|c|combined``: the seed's experiments of one phase, then a ranked table.
+
+Every run of the phase (sweeps included, a multi-scale baseline first) trains under one
+directory, ``RUNS/<experiment>``. Runs that already finished there are reused, so a phase
+can be extended or re-ranked without retraining. The table ranks by test relative MSE and
+shows the high-band error and the error of the sharpest scale (index 0), the two numbers
+that say whether blur went away; it is printed and written to ``RUNS/ranking.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fae_lab.cli_util import OneLineArgumentParser, positive, run_guarded
+from fae_lab.config import RunConfig
+from fae_lab.errors import UsageError
+from fae_lab.experiments import PHASES, Experiment, phase_experiments
+from fae_lab.train.args import parse_run_config
+
+COLUMNS = (
+    "rank", "run", "status", "loss_type", "decoder_type", "step",
+    "test_rel_mse", "high_freq_mse", "high_freq_error_ratio", "sharpest_scale_mse",
+)
+
+
+def build_parser() -> OneLineArgumentParser:
+    p = OneLineArgumentParser(prog="fae-lab phase", description=__doc__.splitlines()[0])
+    p.add_argument("phase", choices=PHASES)
+    p.add_argument("--runs", help="directory of the phase's runs (default runs/phase_<phase>)")
+    p.add_argument("--data-path", help=".npz data file (default: generated data)")
+    p.add_argument("--max-steps", type=positive(int), help="steps of every run (the seed's is 50,000)")
+    p.add_argument("--overwrite", action="store_true", help="retrain runs that already exist")
+    p.add_argument("--quiet", action="store_true")
+    p.epilog = "Further `fae-lab train` flags for every run go after --, e.g. -- --batch-size 16"
+    return p
+
+
+def split_train_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``[own flags] -- [train flags]`` -> the two lists."""
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
+
+
+def plan(experiments: Sequence[Experiment], runs: Path, data_path: str | None, max_steps: int | None,
+         extra: Sequence[str], overwrite: bool) -> list[tuple[str, RunConfig, list[str]]]:
+    """Each experiment's validated config and command line (nothing trained, nothing written)."""
+    planned = []
+    for exp in experiments:
+        argv = list(exp.argv)
+        if data_path:
+            argv += ["--data-path", data_path]
+        if max_steps:
+            argv += ["--max-steps", str(max_steps)]
+        argv += [*extra, "--output-dir", str(runs / exp.name), "--wandb-name", exp.name]
+        if overwrite:
+            argv.append("--overwrite")
+        planned.append((exp.name, parse_run_config(argv), argv))
+    return planned
+
+
+def read_final(run_dir: Path) -> dict | None:
+    path = run_dir / "final.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ranking(rows: list[dict]) -> list[dict]:
+    """Rows sorted by test relative MSE (runs without one last), numbered from 1."""
+
+    def key(row):
+        value = row.get("test_rel_mse")
+        return (value is None or not math.isfinite(value), value if value is not None else 0.0)
+
+    ordered = sorted(rows, key=key)
+    for i, row in enumerate(ordered, 1):
+        row["rank"] = i
+    return ordered
+
+
+def summary_row(name: str, config: RunConfig, final: dict | None) -> dict:
+    final = final or {}
+    sharpest = final.get("final/train_time_mse_t0", final.get("final/held_out_mse_t0"))
+    return {
+        "run": name,
+        "status": final.get("final/status", "missing"),
+        "loss_type": config.loss.loss_type,
+        "decoder_type": config.model.decoder_type + (
+            f"/{config.model.rff_location}" if config.model.decoder_type == "rff_output" else ""),
+        "step": final.get("final/step"),
+        "test_rel_mse": final.get("final/test_rel_mse"),
+        "high_freq_mse": final.get("final/spectral/high_freq_mse"),
+        "high_freq_error_ratio": final.get("final/spectral/high_freq_error_ratio"),
+        "sharpest_scale_mse": sharpest,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3e}"
+        return "-" if v is None else str(v)
+
+    table = [COLUMNS, *[[cell(r.get(c)) for c in COLUMNS] for r in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in table)
+
+
+def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None, max_steps=None,
+               extra=(), overwrite=False, quiet=False) -> list[dict]:
+    """Train each experiment under ``runs`` (reusing finished runs), rank, write ranking.csv."""
+    planned = plan(experiments, runs, data_path, max_steps, extra, overwrite)
+    from fae_lab.train.run import train
+
+    rows = []
+    for name, config, argv in planned:
+        run_dir = Path(config.output_dir)
+        final = None if overwrite else read_final(run_dir)
+        if final is None:
+            if (run_dir / "config.json").exists() and not overwrite:
+                raise UsageError(f"{run_dir} holds an unfinished run: resume it with `fae-lab train "
+                                 f"... --resume` or pass --overwrite")
+            if not quiet:
+                print(f"== {name}: fae-lab train {' '.join(argv)}", file=sys.stderr)
+            final = train(config, ["fae-lab", "train", *argv], quiet=quiet, label=name).final
+        elif not quiet:
+            print(f"== {name}: reusing the finished run in {run_dir}", file=sys.stderr)
+        rows.append(summary_row(name, config, final))
+    ordered = ranking(rows)
+    runs.mkdir(parents=True, exist_ok=True)
+    with open(runs / "ranking.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(ordered)
+    return ordered
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    own, train_flags = split_train_flags(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(own)
+
+    def body() -> int:
+        runs = Path(args.runs or f"runs/phase_{args.phase}")
+        rows = run_series(phase_experiments(args.phase), runs, data_path=args.data_path, max_steps=args.max_steps,
+                         extra=train_flags, overwrite=args.overwrite, quiet=args.quiet)
+        print(format_table(rows))
+        print(f"\nranking written to {runs / 'ranking.csv'}; look at the runs with: "
+              f"fae-lab serve --runs {runs}")
+        return 0
+
+    return run_guarded("fae-lab phase", body)

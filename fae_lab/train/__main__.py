@@ -1,0 +1,5 @@
+import sys
+
+from fae_lab.train.cli import main
+
+sys.exit(main(prog="python -m fae_lab.train"))

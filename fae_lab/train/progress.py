@@ -1,0 +1,76 @@
+"""Progress of a run: a bar on a terminal (steps/s, loss, ETA), plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class ProgressReporter:
+    def __init__(self, max_steps: int, *, quiet: bool = False, stream=None, label: str = ""):
+        self.max_steps, self.quiet = max_steps, quiet
+        self.stream = stream or sys.stderr
+        self.label = f"[{label}] " if label else ""
+        self.bar = None
+        self.t0 = time.perf_counter()
+        self.step0 = 0
+        self.loss = float("nan")
+
+    def start(self, step: int) -> None:
+        self.t0, self.step0 = time.perf_counter(), step
+        if self.quiet or not getattr(self.stream, "isatty", lambda: False)():
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.max_steps, initial=step, file=self.stream, unit="step",
+                        dynamic_ncols=True, desc=self.label.strip() or "train")
+
+    def rate(self, step: int) -> float:
+        dt = time.perf_counter() - self.t0
+        return (step - self.step0) / dt if dt > 0 else float("nan")
+
+    def update(self, step: int, loss: float) -> None:
+        self.loss = loss
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
+            self.bar.refresh()
+
+    def evaluation(self, step: int, metrics: dict) -> None:
+        if self.quiet:
+            return
+        rate = self.rate(step)
+        eta = (self.max_steps - step) / rate if rate and rate > 0 else float("nan")
+        line = (
+            f"{self.label}step {step}/{self.max_steps}  loss {self.loss:.3e}  "
+            f"eval rel_mse {float(metrics['eval_rel_mse']):.3e}  "
+            f"high/total {float(metrics['eval_high_freq_error_ratio']):.2f}  "
+            f"{rate:.1f} steps/s  ETA {_duration(eta)}"
+        )
+        self.note(line)
+
+    def note(self, line: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def finish(self, final: dict) -> None:
+        if self.bar is not None:
+            self.bar.n = self.max_steps
+            self.bar.refresh()
+        self.note(f"{self.label}finished: test rel MSE {final['final/test_rel_mse']:.3e}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,216 @@
+"""The training step and the many-steps-per-call chunk, as pure functions of pytrees.
+
+One step draws a batch on the device (sample, scale and point subsets from
+``fold_in(key, step)``, so a resumed run draws exactly what an uninterrupted one would),
+evaluates the loss terms, clips the gradient, and applies Adam with a staircase-decayed
+learning rate::
+
+    lr(step)  = learning_rate * lr_decay_rate ** floor(step / lr_decay_steps)
+    g        <- g * min(1, grad_clip / |g|)                       (grad_clip = inf: off)
+    params   <- params - lr(step) * adam(g)
+
+Settings a sweep may vary (learning rate, beta, lambda_grad, p, clipping, schedules) live in
+the ``Hyper`` pytree of scalars, not in the traced program, so ``jax.vmap`` over a stack of
+them trains several members at once. A non-finite loss or gradient freezes the state (no
+update is applied from then on) and records the step: the host ends the run as
+``diverged`` with the last good parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fae_lab.config import RunConfig
+from fae_lab.data.sampling import draw_point_subsets, gather_points
+from fae_lab.losses import field_loss_terms, latent_penalty, point_l2
+
+Array = jax.Array
+PyTree = Any
+
+
+class TrainState(NamedTuple):
+    params: PyTree
+    opt_state: PyTree
+    step: Array  # int32 scalar: steps taken
+    diverged_step: Array  # int32 scalar: first step with a non-finite loss, -1 while healthy
+
+
+class TrainData(NamedTuple):
+    """Everything a step reads, resident on the device."""
+
+    fields: Array  # (N_train, T, R, R) float32
+    training_scales: Array  # (T_train,) int32, sharpest first
+    grid: Array  # (R*R, 2) float32 coordinates of the grid points
+
+
+@dataclass(frozen=True)
+class StepStatics:
+    """The static (shape- and branch-deciding) part of a run's training program."""
+
+    loss_type: str
+    h1_form: str
+    h1_k0: float | None
+    resolution: int
+    batch_size: int
+    encoder_points: int | None
+    decoder_points: int | None
+
+    @classmethod
+    def from_config(cls, config: RunConfig, resolution: int) -> StepStatics:
+        return cls(
+            loss_type=config.loss.loss_type,
+            h1_form=config.loss.h1_form,
+            h1_k0=config.loss.h1_k0,
+            resolution=resolution,
+            batch_size=config.optim.batch_size,
+            encoder_points=config.data.encoder_points,
+            decoder_points=config.data.decoder_points,
+        )
+
+
+def hyper_from_config(config: RunConfig) -> dict[str, Array]:
+    """The per-run scalars of the training program (a pytree a sweep can stack)."""
+    o, loss, s = config.optim, config.loss, config.schedule
+    f32 = jnp.float32
+    return {
+        "learning_rate": jnp.asarray(o.learning_rate, f32),
+        "lr_decay_rate": jnp.asarray(o.lr_decay_rate, f32),
+        "lr_decay_steps": jnp.asarray(o.lr_decay_steps, f32),
+        "grad_clip": jnp.asarray(o.grad_clip if o.grad_clip is not None else jnp.inf, f32),
+        "beta": jnp.asarray(loss.beta, f32),
+        "lambda_grad": jnp.asarray(loss.lambda_grad, f32),
+        "lambda_grad_start": jnp.asarray(s.lambda_grad_start, f32),
+        "lambda_grad_warmup_steps": jnp.asarray(s.lambda_grad_warmup_steps, f32),
+        "freq_weight_power": jnp.asarray(loss.freq_weight_power, f32),
+        "curriculum_steps": jnp.asarray(s.curriculum_steps, jnp.int32),
+    }
+
+
+def learning_rate_at(hyper: dict[str, Array], step: Array) -> Array:
+    """Staircase exponential decay (Bunker et al.: x0.98 every 1000 steps)."""
+    return hyper["learning_rate"] * hyper["lr_decay_rate"] ** jnp.floor(
+        step.astype(jnp.float32) / hyper["lr_decay_steps"]
+    )
+
+
+def lambda_grad_at(hyper: dict[str, Array], step: Array) -> Array:
+    """lambda_grad rising linearly from ``lambda_grad_start`` over the warm-up (the seed's
+    "dynamic loss weighting"); constant when the warm-up is 0."""
+    warm = hyper["lambda_grad_warmup_steps"]
+    frac = jnp.where(warm > 0, jnp.clip(step.astype(jnp.float32) / jnp.maximum(warm, 1.0), 0.0, 1.0), 1.0)
+    return hyper["lambda_grad_start"] + frac * (hyper["lambda_grad"] - hyper["lambda_grad_start"])
+
+
+def active_scale_count(hyper: dict[str, Array], step: Array, n_training_scales: int) -> Array:
+    """Curriculum: the sharpest scale first, one more every ``curriculum_steps`` steps."""
+    every = hyper["curriculum_steps"]
+    grown = 1 + step // jnp.maximum(every, 1)
+    return jnp.where(every > 0, jnp.minimum(grown, n_training_scales), n_training_scales)
+
+
+ApplyFn = Callable[[PyTree, Array, Array, Array], tuple[Array, Array]]
+
+
+def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.GradientTransformation):
+    """Build ``step_fn(state, key, data, hyper) -> (state, per-step metrics)``.
+
+    ``apply_fn(params, x_enc (Pe,2)|(B,Pe,2), u_enc (B,Pe), x_dec (P,2)|(B,Pd,2)) -> (u_hat (B,Pd), z)``.
+    """
+    R, B = statics.resolution, statics.batch_size
+    n_points = R * R
+
+    def batch_loss(params, data: TrainData, key: Array, hyper, lambda_grad, n_active):
+        k_sample, k_scale, k_points = jax.random.split(key, 3)
+        n_train = data.fields.shape[0]
+        sample = jax.random.randint(k_sample, (B,), 0, n_train)
+        scale = data.training_scales[jax.random.randint(k_scale, (B,), 0, n_active)]
+        u = data.fields[sample, scale]  # (B, R, R)
+        u_flat = u.reshape(B, n_points)
+        enc_idx, dec_idx = draw_point_subsets(
+            k_points, B, n_points, statics.encoder_points, statics.decoder_points
+        )
+        if enc_idx is None:
+            x_enc, u_enc = data.grid, u_flat  # the shared grid, (P, 2): its features once, not per sample
+        else:
+            x_enc, u_enc = gather_points(u_flat, data.grid, enc_idx)
+        if dec_idx is None:
+            pred, z = apply_fn(params, x_enc, u_enc, data.grid)
+            terms = field_loss_terms(
+                pred.reshape(B, R, R),
+                u,
+                loss_type=statics.loss_type,
+                lambda_grad=lambda_grad,
+                freq_weight_power=hyper["freq_weight_power"],
+                h1_form=statics.h1_form,
+                k0=statics.h1_k0,
+            )
+        else:
+            x_dec, u_dec = gather_points(u_flat, data.grid, dec_idx)
+            pred, z = apply_fn(params, x_enc, u_enc, x_dec)
+            terms = {"l2": point_l2(pred, u_dec)}
+        terms = dict(terms)
+        terms["latent"] = latent_penalty(z, hyper["beta"])
+        total = sum(terms.values())
+        return total, terms
+
+    grad_fn = jax.value_and_grad(batch_loss, has_aux=True)
+
+    def step_fn(state: TrainState, key: Array, data: TrainData, hyper):
+        step = state.step
+        lambda_grad = lambda_grad_at(hyper, step)
+        n_active = active_scale_count(hyper, step, data.training_scales.shape[0])
+        (loss, terms), grads = grad_fn(
+            state.params, data, jax.random.fold_in(key, step), hyper, lambda_grad, n_active
+        )
+        grad_norm = optax.global_norm(grads)
+        clip = jnp.minimum(1.0, hyper["grad_clip"] / jnp.maximum(grad_norm, 1e-30))
+        grads = jax.tree.map(lambda g: g * clip, grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        lr = learning_rate_at(hyper, step)
+        params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+
+        healthy = (state.diverged_step < 0) & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(healthy, a, b), new, old)  # noqa: E731
+        diverged_step = jnp.where(
+            state.diverged_step >= 0, state.diverged_step, jnp.where(healthy, -1, step)
+        ).astype(jnp.int32)
+        new_state = TrainState(
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            step=step + 1,
+            diverged_step=diverged_step,
+        )
+        metrics = {
+            "train_loss": loss,
+            "grad_norm": grad_norm,
+            "learning_rate": lr,
+            "lambda_grad": lambda_grad,
+            "diverged_step": diverged_step,  # read by the host; the state itself is donated
+            **{f"train_loss_{name}": value for name, value in terms.items()},
+        }
+        return new_state, metrics
+
+    return step_fn
+
+
+def make_chunk(step_fn, n_steps: int):
+    """``n_steps`` training steps in one ``lax.scan``: one host call, metrics stacked (n_steps,)."""
+
+    def chunk(state: TrainState, key: Array, data: TrainData, hyper):
+        def body(carry, _):
+            return step_fn(carry, key, data, hyper)
+
+        return jax.lax.scan(body, state, None, length=n_steps)
+
+    return chunk
+
+
+def adam() -> optax.GradientTransformation:
+    """Adam's moment scaling; the learning rate and sign are applied by the step."""
+    return optax.scale_by_adam()

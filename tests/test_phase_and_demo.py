@@ -1,0 +1,71 @@
+"""``fae-lab phase`` and ``fae-lab demo``: the seed's programme as runs under one directory."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from fae_lab.experiments import PHASES, SEED_COMMANDS, phase_experiments
+from fae_lab.phase import main as phase_main
+from fae_lab.phase import plan
+from tests.train_helpers import read_json, run_cli, write_tiny_data
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_every_phase_plans_valid_runs_with_its_sweeps(phase, tmp_path):
+    planned = plan(phase_experiments(phase), tmp_path, None, 10, [], False)
+    names = [name for name, _, _ in planned]
+    assert names[0] == "baseline_multi_scale" and len(set(names)) == len(names)
+    configs = {name: cfg for name, cfg, _ in planned}
+    if phase == "b":
+        assert sorted(c.loss.freq_weight_power for n, c in configs.items() if "fourier" in n) == [0.5, 1.0, 2.0]
+    if phase == "c":
+        assert sorted(c.model.rff_dim for n, c in configs.items() if "penultimate" in n) == [256, 512, 1024]
+        assert {c.model.rff_location for c in configs.values() if c.model.decoder_type == "rff_output"} == {
+            "penultimate", "coordinates", "both"}
+    for _, cfg, _ in planned:
+        assert cfg.max_steps == 10 and cfg.output_dir.startswith(str(tmp_path))
+    assert set(n for n in SEED_COMMANDS if n.startswith(f"phase_{phase}_")) <= set(names) | {
+        "phase_b_fourier_p1"}
+
+
+def test_phase_combined_trains_ranks_and_writes_csv(tmp_path, capsys):
+    data = write_tiny_data(tmp_path / "d.npz")
+    runs = tmp_path / "runs"
+    assert phase_main(["combined", "--runs", str(runs), "--data-path", str(data), "--max-steps", "6",
+                       "--quiet", "--", "--batch-size", "4", "--eval-every", "3", "--steps-per-call", "3"]) == 0
+    table = capsys.readouterr().out
+    with open(runs / "ranking.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["rank"] for r in rows] == ["1", "2"]
+    assert {r["run"] for r in rows} == {"baseline_multi_scale", "combined_best"}
+    values = [float(r["test_rel_mse"]) for r in rows]
+    assert values == sorted(values)
+    for r in rows:
+        final = read_json(runs / r["run"] / "final.json")
+        assert float(r["test_rel_mse"]) == pytest.approx(final["final/test_rel_mse"])
+        assert float(r["high_freq_mse"]) == pytest.approx(final["final/spectral/high_freq_mse"])
+    assert "combined_best" in table and "ranking written" in table
+    # Run again: finished runs are reused, not retrained (their stores are unchanged).
+    before = (runs / "combined_best" / "final.json").read_bytes()
+    assert phase_main(["combined", "--runs", str(runs), "--data-path", str(data), "--max-steps", "6",
+                       "--quiet", "--", "--batch-size", "4", "--eval-every", "3", "--steps-per-call", "3"]) == 0
+    assert (runs / "combined_best" / "final.json").read_bytes() == before
+
+
+def test_phase_rejects_a_bad_phase_with_one_line():
+    result = run_cli("phase", "d")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "phase" in result.stderr
+
+
+def test_demo_trains_three_runs_and_says_where_they_are(tmp_path):
+    runs = tmp_path / "demo"
+    result = run_cli("demo", "--runs", str(runs), "--max-steps", "10", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("baseline", "h1", "rff_output"):
+        assert read_json(runs / name / "progress.json")["status"] == "finished"
+    assert read_json(runs / "h1" / "config.json")["tags"][1] == "h1"
+    assert read_json(runs / "rff_output" / "config.json")["tags"][2] == "rff_output"
+    assert "fae-lab serve --runs" in result.stdout and str(runs) in result.stdout

@@ -1,0 +1,172 @@
+"""The training engine's behaviour: resume, live readers, divergence, learning, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from fae_lab.train.cli import main as train_main
+from tests.train_helpers import TINY, read_json, run_cli, write_tiny_data
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_tiny_data(tmp_path_factory.mktemp("data") / "tiny.npz")
+
+
+def _common(data, out):
+    return ["--data-path", str(data), "--output-dir", str(out), "--pooling-type", "mean",
+            "--encoder-hidden", "32,32", "--decoder-hidden", "32,32,32", "--latent-dim", "16"]
+
+
+def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(tiny_data, tmp_path):
+    steps = ["--max-steps", "30", "--eval-every", "10", "--log-every", "3", "--batch-size", "4",
+             "--steps-per-call", "4", "--loss-type", "h1", "--seed", "3"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train_main([*_common(tiny_data, whole), *steps]) == 0
+    assert train_main([*_common(tiny_data, parts), *steps, "--stop-after-step", "12"]) == 0
+    stopped = read_json(parts / "progress.json")
+    assert stopped["status"] == "failed" and "resume" in stopped["message"]
+    assert stopped["step"] == 20 and stopped["n_eval"] == 3  # stopped at the first eval >= 12
+    assert train_main([*_common(tiny_data, parts), *steps, "--resume"]) == 0
+    assert read_json(parts / "progress.json")["status"] == "finished"
+
+    a = xr.open_zarr(whole / "metrics.zarr").load()
+    b = xr.open_zarr(parts / "metrics.zarr").load()
+    for name in a.data_vars:
+        if name in ("wall_time", "eval_wall_time"):
+            continue
+        np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-5, atol=1e-8, err_msg=name)
+    fa, fb = read_json(whole / "final.json"), read_json(parts / "final.json")
+    assert fb["final/test_rel_mse"] == pytest.approx(fa["final/test_rel_mse"], rel=1e-5)
+
+
+def test_resume_refuses_changed_settings_and_missing_runs(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert train_main([*_common(tiny_data, out), *TINY]) == 0
+    before = (out / "config.json").read_bytes()
+    result = run_cli("train", *_common(tiny_data, out), *TINY, "--resume", "--beta", "0.5")
+    assert result.returncode == 2 and "--beta" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (out / "config.json").read_bytes() == before
+    result = run_cli("train", *_common(tiny_data, tmp_path / "nothing"), *TINY, "--resume")
+    assert result.returncode == 2 and "no run" in result.stderr
+
+
+def test_existing_run_is_refused_and_left_untouched(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert train_main([*_common(tiny_data, out), *TINY]) == 0
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in out.iterdir() if p.is_file()}
+    result = run_cli("train", *_common(tiny_data, out), *TINY)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "already holds a run" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in out.iterdir() if p.is_file()} == digest
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--loss-type", "h3"], "--loss-type"),
+    (["--decoder-type", "cnn"], "--decoder-type"),
+    (["--rff-location", "middle"], "--rff-location"),
+    (["--max-steps", "-5"], "--max-steps"),
+    (["--rff-multiscale-sigmas", "0.5,x"], "--rff-multiscale-sigmas"),
+    (["--rff-dim", "33"], "--rff-dim"),
+    (["--loss-type", "h1", "--decoder-points", "10"], "--decoder-points"),
+    (["--single-scale-index", "7", "--training-mode", "single_scale"], "--single-scale-index"),
+])
+def test_bad_flag_values_get_one_line_and_status_2(flags, named, tiny_data, tmp_path):
+    out = tmp_path / "never"
+    result = run_cli("train", "--data-path", str(tiny_data), "--output-dir", str(out), *flags)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert not out.exists()
+
+
+def test_bad_data_file_is_refused_by_train(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, fields=np.zeros((4, 2, 8, 8)), resolution=16, times=np.array([0.0, 1.0]))
+    result = run_cli("train", "--data-path", str(bad), "--output-dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "resolution" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_divergence_ends_the_run_as_diverged_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    # The learning rate multiplies by 1e8 at step 10: training blows up right after the
+    # evaluation (and checkpoint) at step 10.
+    argv = [*_common(tiny_data, out), "--max-steps", "40", "--eval-every", "10", "--log-every", "1",
+            "--batch-size", "4", "--steps-per-call", "5", "--lr-decay-rate", "1e8", "--lr-decay-steps", "10"]
+    assert train_main(argv) == 1
+    progress = read_json(out / "progress.json")
+    assert progress["status"] == "diverged"
+    assert 10 <= progress["step"] < 40 and str(progress["step"]) in progress["message"]
+    metrics = xr.open_zarr(out / "metrics.zarr")
+    losses = metrics["train_loss"].values[: progress["n_train"]]
+    assert np.isfinite(losses[:10]).all()
+    assert progress["n_eval"] == 2  # steps 0 and 10; nothing evaluated after the blow-up
+
+    from fae_lab.train.checkpoint import Checkpoints
+
+    ckpt = Checkpoints(out, keep_best=False)
+    assert ckpt.latest_step() == 10
+    ckpt.close()
+    assert read_json(out / "final.json")["final/status"] == "diverged"
+
+
+def test_reader_process_never_sees_errors_or_half_rows_while_training_writes(tiny_data, tmp_path):
+    out = tmp_path / "live"
+    train = subprocess.Popen(
+        [sys.executable, "-m", "fae_lab.train", *_common(tiny_data, out), "--max-steps", "300",
+         "--eval-every", "10", "--log-every", "2", "--batch-size", "4", "--steps-per-call", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reads, errors, seen_eval = 0, [], set()
+    try:
+        deadline = time.time() + 240
+        while train.poll() is None and time.time() < deadline:
+            if not (out / "progress.json").exists() or not (out / "metrics.zarr" / "zarr.json").exists():
+                time.sleep(0.05)
+                continue
+            try:
+                progress = json.loads((out / "progress.json").read_text())
+                ds = xr.open_zarr(out / "metrics.zarr")
+                ev = ds[["eval_mse", "eval_scale_mse", "eval_spectral_mse"]].isel(
+                    eval_step=slice(0, progress["n_eval"])).load()
+                tr = ds["train_loss"].isel(step=slice(0, progress["n_train"])).load()
+                for name in ev.data_vars:
+                    if not np.isfinite(ev[name].values).all():
+                        errors.append(f"half-written {name} at n_eval={progress['n_eval']}")
+                if not np.isfinite(tr.values).all():
+                    errors.append(f"half-written train row at n_train={progress['n_train']}")
+                seen_eval.add(progress["n_eval"])
+                reads += 1
+            except Exception as err:  # any read failure is what this test exists to catch
+                errors.append(f"{type(err).__name__}: {err}")
+    finally:
+        if train.poll() is None:
+            train.kill()
+        _, stderr = train.communicate()
+    assert train.returncode == 0, stderr
+    assert not errors, errors[:5]
+    assert reads > 20 and len(seen_eval) > 5  # the reader really watched the run grow
+
+
+def test_baseline_test_error_falls_during_training(tmp_path):
+    data = write_tiny_data(tmp_path / "d.npz", n_samples=24, resolution=16, n_scales=3, seed=1)
+    out = tmp_path / "run"
+    assert train_main(["--data-path", str(data), "--output-dir", str(out), "--pooling-type", "mean",
+                       "--max-steps", "150", "--eval-every", "50", "--batch-size", "8",
+                       "--learning-rate", "2e-3", "--steps-per-call", "25"]) == 0
+    rel = xr.open_zarr(out / "metrics.zarr")["eval_rel_mse"].values
+    assert np.all(np.isfinite(rel))
+    assert rel[-1] < 0.5 * rel[0], rel

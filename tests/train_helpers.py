@@ -1,0 +1,68 @@
+"""Shared helpers of the training tests: tiny data files, run invocation, NumPy re-derivations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# Small steps, small batches: a run compiles and trains in seconds on a CPU.
+TINY = ["--max-steps", "10", "--eval-every", "5", "--log-every", "2", "--batch-size", "4",
+        "--steps-per-call", "5", "--n-reconstruction-samples", "8", "--eval-batch-size", "4"]
+
+
+def write_tiny_data(path: Path, *, n_samples=10, resolution=16, n_scales=3, seed=0) -> Path:
+    from fae_lab.data.generate import generate_microstructures
+    from fae_lab.data.npz import save_npz
+
+    save_npz(path, generate_microstructures(n_samples=n_samples, resolution=resolution,
+                                            n_scales=n_scales, seed=seed))
+    return path
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m fae_lab ARGS`` in a fresh process (what a user's shell does)."""
+    return subprocess.run([sys.executable, "-m", "fae_lab", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def numpy_radial_bins(resolution: int, n_bins: int):
+    """SPEC.md section 4, written again in NumPy: bin of every mode, equal width over [0, R/sqrt2]."""
+    n = np.fft.fftfreq(resolution) * resolution
+    ny, nx = np.meshgrid(n, n, indexing="ij")
+    mag = np.sqrt(nx**2 + ny**2)
+    width = (resolution / np.sqrt(2)) / n_bins
+    # A mode on an edge belongs to the upper bin; the tolerance keeps float rounding from deciding.
+    return np.minimum(np.floor(mag / width + 1e-9).astype(int), n_bins - 1), mag
+
+
+def numpy_eval_metrics(truth: np.ndarray, recon: np.ndarray, trained: np.ndarray, n_bins: int,
+                       cutoff: float) -> dict[str, np.ndarray]:
+    """Re-derive the store's evaluation variables from ``truth``/``recon`` (S, T, R, R)."""
+    e = recon.astype(np.float64) - truth.astype(np.float64)
+    R = e.shape[-1]
+    power = np.abs(np.fft.fft2(e) / R**2) ** 2  # (S, T, R, R)
+    target_power = np.abs(np.fft.fft2(truth.astype(np.float64)) / R**2) ** 2
+    index, mag = numpy_radial_bins(R, n_bins)
+    spec = np.stack([power[..., index == b].sum(-1) for b in range(n_bins)], -1)  # (S, T, n_bins)
+    spec_t = np.stack([target_power[..., index == b].sum(-1) for b in range(n_bins)], -1)
+    scale_mse = (e**2).mean(axis=(-1, -2)).mean(0)  # (T,)
+    low = power[..., mag < cutoff].sum(-1).mean(0)
+    high = power[..., mag >= cutoff].sum(-1).mean(0)
+    return {
+        "eval_scale_mse": scale_mse,
+        "eval_mse": scale_mse[trained].mean(),
+        "eval_rel_mse": (e[:, trained] ** 2).sum() / (truth[:, trained].astype(np.float64) ** 2).sum(),
+        "eval_scale_spectral_mse": spec.mean(0),
+        "eval_spectral_mse": spec.mean(0)[trained].mean(0),
+        "eval_spectral_target": spec_t.mean(0)[trained].mean(0),
+        "eval_low_freq_mse": low[trained].mean(),
+        "eval_high_freq_mse": high[trained].mean(),
+    }
