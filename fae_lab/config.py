@@ -148,6 +148,7 @@ class RunConfig:
     resume: bool = False
     overwrite: bool = False
     stop_after_step: int | None = None  # stop (resumably) at the first evaluation at or after it
+    n_devices: int | None = None  # local devices to use (None: all); see fae_lab.train.devices
     wandb_project: str | None = None  # accepted from the seed: names the run's group
     wandb_name: str | None = None  # accepted from the seed: names the run
     data: DataConfig = field(default_factory=DataConfig)

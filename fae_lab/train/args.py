@@ -41,6 +41,7 @@ _FIELDS: dict[str, tuple[str | None, str]] = {
     "resume": (None, "resume"),
     "overwrite": (None, "overwrite"),
     "stop_after_step": (None, "stop_after_step"),
+    "n_devices": (None, "n_devices"),
     "wandb_project": (None, "wandb_project"),
     "wandb_name": (None, "wandb_name"),
     "data_path": ("data", "data_path"),
@@ -140,7 +141,10 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
                    help="also keep the checkpoint with the lowest eval relative MSE")
     g.add_argument("--checkpoint-every", type=pos_int, help="steps between checkpoints (default: every evaluation)")
     g.add_argument("--steps-per-call", type=pos_int, help="training steps per compiled call (lax.scan length)")
-    g.add_argument("--precision", choices=C.PRECISIONS)
+    g.add_argument("--precision", choices=C.PRECISIONS,
+                   help="bf16: bfloat16 matrix products with float32 parameters and accumulation")
+    g.add_argument("--n-devices", type=pos_int,
+                   help="local devices to use (default: all): a sweep's members, or each batch, are split over them")
     g.add_argument("--wandb-project", help="accepted from the seed: names the run's group")
     g.add_argument("--wandb-name", help="accepted from the seed: names the run")
 

@@ -44,32 +44,32 @@ def prepare_eval_data(test_fields: np.ndarray, batch_size: int, training_mask: n
 
 
 def make_evaluate(apply_fn, bins: RadialBins, cutoff: float, n_reconstructions: int):
-    """Build ``evaluate(params, data) -> (metrics dict, reconstructions (S_r, T, R, R))``."""
+    """Build ``evaluate(params, rest, data) -> (metrics dict, reconstructions (S_r, T, R, R))``."""
 
-    def reconstruct(params, fields, grid):
+    def reconstruct(params, rest, fields, grid):
         S, T, R, _ = fields.shape
-        pred, _ = apply_fn(params, grid, fields.reshape(S * T, R * R), grid)
+        pred, _ = apply_fn(params, rest, grid, fields.reshape(S * T, R * R), grid)
         return pred.reshape(S, T, R, R)
 
-    def batch_sums(params, batch, grid):
+    def batch_sums(params, rest, batch, grid):
         fields, valid = batch
-        pred = reconstruct(params, fields, grid)
+        pred = reconstruct(params, rest, fields, grid)
         return evaluation_sums(pred.astype(fields.dtype), fields, bins, cutoff, valid=valid)
 
-    def evaluate(params, data: EvalData):
+    def evaluate(params, rest, data: EvalData):
         batches = (data.fields, data.valid)
         first = jax.tree.map(lambda a: a[0], batches)
         zero = jax.tree.map(
-            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(batch_sums, params, first, data.grid)
+            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(batch_sums, params, rest, first, data.grid)
         )
 
         def body(total, batch):
-            return jax.tree.map(jnp.add, total, batch_sums(params, batch, data.grid)), None
+            return jax.tree.map(jnp.add, total, batch_sums(params, rest, batch, data.grid)), None
 
         total, _ = jax.lax.scan(body, zero, batches)
         metrics = evaluation_metrics(total, data.training_mask)
         n_rec = min(n_reconstructions, data.fields.shape[1])
-        recon = reconstruct(params, data.fields[0, :n_rec], data.grid)
+        recon = reconstruct(params, rest, data.fields[0, :n_rec], data.grid)
         return metrics, recon
 
     return evaluate

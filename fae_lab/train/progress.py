@@ -36,16 +36,17 @@ class ProgressReporter:
             self.bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
             self.bar.refresh()
 
-    def evaluation(self, step: int, metrics: dict) -> None:
+    def evaluation(self, step: int, metrics: dict, prefix: str = "") -> None:
         if self.quiet:
             return
         rate = self.rate(step)
         eta = (self.max_steps - step) / rate if rate and rate > 0 else float("nan")
+        loss = f"{self.loss:.3e}" if self.loss == self.loss else "-"
         line = (
-            f"{self.label}step {step}/{self.max_steps}  loss {self.loss:.3e}  "
+            f"{self.label}{prefix}step {step}/{self.max_steps}  loss {loss}  "
             f"eval rel_mse {float(metrics['eval_rel_mse']):.3e}  "
             f"high/total {float(metrics['eval_high_freq_error_ratio']):.2f}  "
-            f"{rate:.1f} steps/s  ETA {_duration(eta)}"
+            + (f"{rate:.1f} steps/s  ETA {_duration(eta)}" if step > self.step0 else "")
         )
         self.note(line)
 
@@ -57,11 +58,12 @@ class ProgressReporter:
         else:
             print(line, file=self.stream, flush=True)
 
-    def finish(self, final: dict) -> None:
+    def finish(self, final: dict, member: str = "") -> None:
         if self.bar is not None:
             self.bar.n = self.max_steps
             self.bar.refresh()
-        self.note(f"{self.label}finished: test rel MSE {final['final/test_rel_mse']:.3e}")
+        who = f"[{member}] " if member else ""
+        self.note(f"{self.label}{who}finished: test rel MSE {final['final/test_rel_mse']:.3e}")
 
     def close(self) -> None:
         if self.bar is not None:

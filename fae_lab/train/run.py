@@ -1,15 +1,23 @@
-"""One training run, top to bottom: data, model, store, loop, final metrics.
+"""Training runs, top to bottom: data, model, store, loop, final metrics.
+
+A *group* is one or more runs that share the training program (same data, shapes and
+loss type) and differ in the values of ``Hyper`` scalars, seeds and Fourier scales. The
+group trains as one ``jax.vmap``-ed program: member i's state is slice i of a stacked
+state, and every member writes its own run store. A single run is a group of one; a
+``fae-lab sweep`` is a larger group.
 
 The loop keeps the device busy: each host call runs ``steps_per_call`` steps in a
 ``lax.scan``; the next call is dispatched before the previous call's metrics are read, and
-everything written to the run store goes through a background writer thread. Evaluations
-run on the device at the steps of the store's evaluation schedule; a checkpoint follows
-each evaluation, so a run stopped at any point resumes from its last evaluation.
+every store write goes through a background writer thread. Evaluations run on the device at
+the steps of the store's evaluation schedule; a checkpoint follows each evaluation, so a run
+stopped at any point resumes from its last evaluation. Several local devices hold either
+different members (a sweep) or different parts of each batch (data parallel).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import signal
@@ -31,7 +39,7 @@ from fae_lab.errors import UsageError
 from fae_lab.grid import grid_coordinates
 from fae_lab.losses import loss_term_names
 from fae_lab.models import build_model
-from fae_lab.spectral import radial_bins, resolve_cutoff
+from fae_lab.spectral import RadialBins, radial_bins, resolve_cutoff
 from fae_lab.store import (
     AsyncStoreWriter,
     RunStore,
@@ -42,7 +50,8 @@ from fae_lab.store import (
 )
 from fae_lab.store.writer import package_versions
 from fae_lab.train.checkpoint import Checkpoints
-from fae_lab.train.evaluate import make_evaluate, prepare_eval_data
+from fae_lab.train.devices import plan_placement
+from fae_lab.train.evaluate import EvalData, make_evaluate, prepare_eval_data
 from fae_lab.train.progress import ProgressReporter
 from fae_lab.train.rows import TrainRowAggregator
 from fae_lab.train.step import (
@@ -66,6 +75,29 @@ class RunResult:
     final: dict[str, Any] | None
 
 
+# ----------------------------------------------------------------------------- the problem
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """The data side of a group: fields, split, scale roles, bins, on-device arrays."""
+
+    data: MultiscaleData
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    training_scales: np.ndarray  # int32, sharpest first
+    training_mask: np.ndarray  # (T,) bool
+    bins: RadialBins
+    cutoff: float
+    n_reconstructions: int
+    train_data: TrainData
+    eval_data: EvalData
+
+    @property
+    def resolution(self) -> int:
+        return self.data.resolution
+
+
 def load_data(config: RunConfig) -> MultiscaleData:
     """The data file of ``--data-path``, or the built-in generated microstructures."""
     d = config.data
@@ -79,6 +111,42 @@ def load_data(config: RunConfig) -> MultiscaleData:
     )
 
 
+def prepare_problem(config: RunConfig) -> Problem:
+    data = load_data(config)
+    d = config.data
+    roles = resolve_scales(data, d.training_mode, d.single_scale_index, d.held_out_indices)
+    train_idx, test_idx = split_samples(data.n_samples, d.test_fraction, d.split_seed)
+    R, T = data.resolution, data.n_scales
+    for flag, points in (("--encoder-points", d.encoder_points), ("--decoder-points", d.decoder_points)):
+        if points is not None and points > R * R:
+            raise UsageError(f"{flag}: at most {R * R} points on a {R}x{R} grid, got {points}")
+    training_scales = np.asarray(sorted(roles.training), np.int32)
+    training_mask = np.isin(np.arange(T), training_scales)
+    grid = grid_coordinates(R)
+    n_rec = min(config.eval.n_reconstruction_samples, len(test_idx))
+    return Problem(
+        data=data,
+        train_idx=train_idx,
+        test_idx=test_idx,
+        training_scales=training_scales,
+        training_mask=training_mask,
+        bins=radial_bins(R, config.eval.spectral_n_bins),
+        cutoff=resolve_cutoff(R, config.eval.spectral_cutoff),
+        n_reconstructions=n_rec,
+        train_data=TrainData(
+            fields=jnp.asarray(data.fields[train_idx]),
+            training_scales=jnp.asarray(training_scales),
+            grid=jnp.asarray(grid),
+        ),
+        eval_data=prepare_eval_data(
+            data.fields[test_idx], max(config.eval.eval_batch_size, n_rec), training_mask, grid
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------- one member
+
+
 def check_output_dir(config: RunConfig) -> Path:
     """Refuse to clobber a run, or to resume one that is not there, before any work."""
     run_dir = Path(config.output_dir)
@@ -89,16 +157,16 @@ def check_output_dir(config: RunConfig) -> Path:
         raise UsageError(f"--output-dir: {run_dir} already holds a run (use --resume or --overwrite)")
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--output-dir: {run_dir} exists and is not a directory")
+    if config.resume:
+        check_resume_matches(config, run_dir)
     return run_dir
 
 
-_RESUME_MAY_CHANGE = {"resume", "overwrite", "stop_after_step"}
+_RESUME_MAY_CHANGE = {"resume", "overwrite", "stop_after_step", "n_devices"}
 
 
 def check_resume_matches(config: RunConfig, run_dir: Path) -> None:
     """A resumed run must be the same run: refuse a changed setting, naming it."""
-    import json
-
     stored = json.loads((run_dir / "config.json").read_text())["config"]
     current = json.loads(json.dumps(to_json_dict(config)))
 
@@ -117,167 +185,242 @@ def check_resume_matches(config: RunConfig, run_dir: Path) -> None:
         raise UsageError(f"--resume: {flag} was {was!r} in the stored run, now {now!r}; resume with the same settings")
 
 
-def train(config: RunConfig, command_line: list[str] | None = None, *, quiet: bool = False,
-          label: str = "") -> RunResult:
-    """Train one run as configured; return when it finishes, diverges or is stopped."""
-    run_dir = check_output_dir(config)
-    if config.resume:
-        check_resume_matches(config, run_dir)
-    data = load_data(config)
-    roles = resolve_scales(
-        data, config.data.training_mode, config.data.single_scale_index, config.data.held_out_indices
-    )
-    train_idx, test_idx = split_samples(data.n_samples, config.data.test_fraction, config.data.split_seed)
-    R, T = data.resolution, data.n_scales
-    for flag, points in (("--encoder-points", config.data.encoder_points),
-                         ("--decoder-points", config.data.decoder_points)):
-        if points is not None and points > R * R:
-            raise UsageError(f"{flag}: at most {R * R} points on a {R}x{R} grid, got {points}")
-    bins = radial_bins(R, config.eval.spectral_n_bins)
-    cutoff = resolve_cutoff(R, config.eval.spectral_cutoff)
+@dataclasses.dataclass
+class Member:
+    """One run of a group: its configuration, store, checkpoints and bookkeeping."""
 
-    compute_dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
-    model = build_model(config.model, R, seed=config.seed, compute_dtype=compute_dtype)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    config: RunConfig
+    run_dir: Path
+    command_line: list[str]
+    label: str
+    layout: StoreLayout | None = None
+    writer: AsyncStoreWriter | None = None
+    checkpoints: Checkpoints | None = None
+    rows: TrainRowAggregator | None = None
+    record: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"n_eval": 0, "best_rel_mse": None, "elapsed": 0.0})
+    status: str = "running"
+    step: int = 0
+    last_metrics: dict[str, np.ndarray] | None = None
+    is_best: bool = False
+    final: dict[str, Any] | None = None
 
-    def apply_fn(p, x_enc, u_enc, x_dec):
-        return nnx.merge(graphdef, p, rest)(x_enc, u_enc, x_dec)
+    def result(self) -> RunResult:
+        return RunResult(run_dir=self.run_dir, status=self.status, step=self.step, final=self.final)
 
-    optimizer = adam()
-    state = TrainState(
-        params=params,
-        opt_state=optimizer.init(params),
-        step=jnp.asarray(0, jnp.int32),
-        diverged_step=jnp.asarray(-1, jnp.int32),
-    )
-    training_scales = np.asarray(sorted(roles.training), np.int32)
-    training_mask = np.isin(np.arange(T), training_scales)
-    grid = grid_coordinates(R)
-    train_data = TrainData(
-        fields=jnp.asarray(data.fields[train_idx]),
-        training_scales=jnp.asarray(training_scales),
-        grid=jnp.asarray(grid),
-    )
-    n_rec = min(config.eval.n_reconstruction_samples, len(test_idx))
-    eval_data = prepare_eval_data(
-        data.fields[test_idx], max(config.eval.eval_batch_size, n_rec), training_mask, grid
-    )
 
-    statics = StepStatics.from_config(config, R)
-    step_fn = make_train_step(statics, apply_fn, optimizer)
-    hyper = hyper_from_config(config)
-    key = jax.random.key(config.seed)
-    evaluate = jax.jit(make_evaluate(apply_fn, bins, cutoff, n_rec))
-    chunks: dict[int, Any] = {}
-
-    def run_chunk(state, n):
-        if n not in chunks:
-            chunks[n] = jax.jit(make_chunk(step_fn, n), donate_argnums=(0,))
-        return chunks[n](state, key, train_data, hyper)
-
-    point_terms = config.data.decoder_points is not None
-    terms = ("l2",) if point_terms else loss_term_names(config.loss.loss_type)
-    layout = StoreLayout(
+def store_layout(config: RunConfig, problem: Problem, run_name: str) -> StoreLayout:
+    data, T = problem.data, problem.data.n_scales
+    terms = ("l2",) if config.data.decoder_points is not None else loss_term_names(config.loss.loss_type)
+    return StoreLayout(
         train_steps=train_schedule(config.max_steps, config.eval.log_every),
         eval_steps=eval_schedule(config.max_steps, config.eval.eval_every),
         loss_terms=(*terms, "latent"),
         scales=np.arange(T, dtype=np.int64),
         times=np.asarray(data.times, np.float64),
         sigmas=np.asarray(data.sigmas if data.sigmas is not None else np.full(T, np.nan), np.float64),
-        held_out=~training_mask,
-        k_centres=bins.centres,
-        k_lower=bins.lower,
-        k_upper=bins.upper,
-        spectral_cutoff=cutoff,
-        resolution=R,
-        recon_samples=np.asarray(test_idx[:n_rec], np.int64),
-        run_name=config.wandb_name or run_dir.name,
+        held_out=~problem.training_mask,
+        k_centres=problem.bins.centres,
+        k_lower=problem.bins.lower,
+        k_upper=problem.bins.upper,
+        spectral_cutoff=problem.cutoff,
+        resolution=problem.resolution,
+        recon_samples=np.asarray(problem.test_idx[: problem.n_reconstructions], np.int64),
+        run_name=run_name,
         tags=tuple(tags(config)),
     )
-    rows = TrainRowAggregator(layout.train_steps)
-    record: dict[str, Any] = {"n_eval": 0, "best_rel_mse": None, "elapsed": 0.0}
-    if config.resume:
-        store = RunStore.open(run_dir)
-        checkpoints = Checkpoints(run_dir, keep_best=config.save_best_model)
-        if checkpoints.latest_step() is None:
-            raise UsageError(f"--resume: {run_dir} has no checkpoint yet")
-        state, record = checkpoints.restore_latest(state)
-        rows.restore(record["rows"])
-        store.truncate(n_train=rows.n_rows, n_eval=record["n_eval"])
+
+
+def open_member_store(member: Member, problem: Problem, n_parameters: int) -> None:
+    """Create (or, with ``--resume``, reopen) the member's run store and checkpoints."""
+    cfg = member.config
+    member.layout = store_layout(cfg, problem, cfg.wandb_name or member.run_dir.name)
+    member.rows = TrainRowAggregator(member.layout.train_steps)
+    if cfg.resume:
+        store = RunStore.open(member.run_dir)
     else:
         payload = {
-            "config": to_json_dict(config),
-            "tags": list(tags(config)),
-            "command_line": list(command_line or []),
+            "config": to_json_dict(cfg),
+            "tags": list(tags(cfg)),
+            "command_line": member.command_line,
             "versions": {**package_versions(), "jax_backend": jax.default_backend()},
-            "run_name": layout.run_name,
-            "group": config.wandb_project,
-            "n_parameters": int(sum(x.size for x in jax.tree.leaves(params))),
-            "roles": {"training_scales": [int(s) for s in training_scales],
-                      "held_out_scales": [int(s) for s in np.flatnonzero(~training_mask)]},
-            "split": {"train": [int(i) for i in train_idx], "test": [int(i) for i in test_idx]},
-            "data_source": data.source,
+            "run_name": member.layout.run_name,
+            "group": cfg.wandb_project,
+            "n_parameters": n_parameters,
+            "roles": {"training_scales": [int(s) for s in problem.training_scales],
+                      "held_out_scales": [int(s) for s in np.flatnonzero(~problem.training_mask)]},
+            "split": {"train": [int(i) for i in problem.train_idx], "test": [int(i) for i in problem.test_idx]},
+            "data_source": problem.data.source,
         }
-        store = RunStore.create(
-            run_dir, layout, config=payload, command_line=list(command_line or []),
-            truth=np.asarray(data.fields[test_idx[:n_rec]], np.float32), overwrite=config.overwrite,
-        )
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        checkpoints = Checkpoints(run_dir, keep_best=config.save_best_model)
-    writer = AsyncStoreWriter(store)
-    progress = ProgressReporter(config.max_steps, quiet=quiet, label=label)
-    loop = _Loop(config, layout, writer, checkpoints, rows, record, progress, evaluate, eval_data,
-                 run_chunk, config.stop_after_step)
+        truth = problem.data.fields[problem.test_idx[: problem.n_reconstructions]]
+        store = RunStore.create(member.run_dir, member.layout, config=payload, command_line=member.command_line,
+                                truth=np.asarray(truth, np.float32), overwrite=cfg.overwrite)
+        shutil.rmtree(member.run_dir / "checkpoints", ignore_errors=True)
+    member.writer = AsyncStoreWriter(store)
+    member.checkpoints = Checkpoints(member.run_dir, keep_best=cfg.save_best_model)
+
+
+# ----------------------------------------------------------------------------- a group
+
+
+def program_key(config: RunConfig) -> tuple:
+    """The settings that shape the compiled program; members of a group must agree on them.
+
+    Everything else (seed, learning rate and its decay, clipping, beta, lambda_grad, p,
+    schedules, Fourier scales and feature seed) is a value a vmapped program can vary.
+    """
+    m = config.model
+    shape_model = dataclasses.replace(m, coordinate_sigma=0.0, rff_sigma=0.0, feature_seed=0,
+                                      rff_multiscale_sigmas=None if m.rff_multiscale_sigmas is None
+                                      else (0.0,) * len(m.rff_multiscale_sigmas))
+    return (config.data, shape_model, config.loss.loss_type, config.loss.h1_form, config.loss.h1_k0,
+            config.optim.batch_size, config.max_steps, config.steps_per_call, config.precision,
+            config.eval, config.checkpoint_every, config.stop_after_step)
+
+
+def train(config: RunConfig, command_line: list[str] | None = None, *, quiet: bool = False,
+          label: str = "") -> RunResult:
+    """Train one run as configured; return when it finishes, diverges or is stopped."""
+    return train_group([config], [command_line or []], quiet=quiet, labels=[label])[0]
+
+
+def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None = None, *,
+                quiet: bool = False, labels: list[str] | None = None) -> list[RunResult]:
+    """Train members that share one program as one vmapped computation."""
+    first = configs[0]
+    for cfg in configs[1:]:
+        if program_key(cfg) != program_key(first):
+            raise UsageError("sweep: members differ in a setting that changes the program's shapes; "
+                             "run them as separate groups")
+    command_lines = command_lines or [[] for _ in configs]
+    labels = labels or [""] * len(configs)
+    members = [Member(cfg, check_output_dir(cfg), list(cl), lab)
+               for cfg, cl, lab in zip(configs, command_lines, labels, strict=True)]
+    if len({m.run_dir.resolve() for m in members}) != len(members):
+        raise UsageError("sweep: two members would write the same --output-dir")
+    problem = prepare_problem(first)
+    R = problem.resolution
+    compute_dtype = jnp.bfloat16 if first.precision == "bf16" else jnp.float32
+
+    graphdef, params_list, rest_list = None, [], []
+    for cfg in configs:
+        model = build_model(cfg.model, R, seed=cfg.seed, compute_dtype=compute_dtype)
+        gd, params, rest = nnx.split(model, nnx.Param, ...)
+        graphdef = graphdef or gd
+        params_list.append(params)
+        rest_list.append(rest)
+    stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
+    optimizer = adam()
+    state = TrainState(
+        params=stack(params_list),
+        opt_state=stack([optimizer.init(p) for p in params_list]),
+        step=jnp.zeros(len(configs), jnp.int32),
+        diverged_step=jnp.full(len(configs), -1, jnp.int32),
+    )
+    rest = stack(rest_list)
+    hyper = stack([hyper_from_config(cfg) for cfg in configs])
+    keys = jnp.stack([jax.random.key_data(jax.random.key(cfg.seed)) for cfg in configs])
+    n_parameters = int(sum(x.size for x in jax.tree.leaves(params_list[0])))
+
+    placement = plan_placement(len(configs), first.optim.batch_size, first.n_devices)
+
+    def apply_fn(p, r, x_enc, u_enc, x_dec):
+        return nnx.merge(graphdef, p, r)(x_enc, u_enc, x_dec)
+
+    statics = StepStatics.from_config(first, R)
+    step_fn = make_train_step(statics, apply_fn, optimizer, shard_batch=placement.shard_batch)
+    evaluate_one = make_evaluate(apply_fn, problem.bins, problem.cutoff, problem.n_reconstructions)
+    evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, 0, None)))
+    chunks: dict[int, Any] = {}
+
+    def run_chunk(state, n):
+        if n not in chunks:
+            member_chunk = make_chunk(step_fn, n)
+            batched = jax.vmap(member_chunk, in_axes=(0, 0, None, 0, 0))
+            chunks[n] = jax.jit(batched, donate_argnums=(0,))
+        return chunks[n](state, keys_typed, problem.train_data, hyper, rest)
+
+    state, rest, hyper, keys = placement.place_members((state, rest, hyper, keys))
+    keys_typed = jax.random.wrap_key_data(keys)
+    problem = dataclasses.replace(problem, train_data=placement.place_shared(problem.train_data),
+                                  eval_data=placement.place_shared(problem.eval_data))
+
+    for member in members:
+        open_member_store(member, problem, n_parameters)
+    if first.resume:
+        state = restore_group(members, state)
+        state = placement.place_members(state)
+
+    progress = ProgressReporter(first.max_steps, quiet=quiet,
+                                label=labels[0] if len(members) == 1 else f"{len(members)} members")
+    loop = GroupLoop(first, members, progress, evaluate, problem.eval_data, run_chunk, rest)
     try:
-        status, step, final = loop.run(state)
-    except KeyboardInterrupt:
-        writer.set_status("failed", f"interrupted at step {loop.step}: continue with --resume")
-        writer.close()
-        checkpoints.wait()
-        checkpoints.close()
-        progress.close()
-        raise
+        loop.run(state)
     except BaseException as err:
-        writer.set_status("failed", f"{type(err).__name__}: {err}".splitlines()[0])
-        writer.close()
-        checkpoints.close()
-        progress.close()
+        interrupted = isinstance(err, KeyboardInterrupt)
+        for member in members:
+            if member.status == "running":
+                message = (f"interrupted at step {loop.step}: continue with --resume" if interrupted
+                           else f"{type(err).__name__}: {err}".splitlines()[0])
+                member.writer.set_status("failed", message)
         raise
-    writer.close()
-    checkpoints.wait()
-    checkpoints.close()
-    progress.close()
-    return RunResult(run_dir=run_dir, status=status, step=step, final=final)
+    finally:
+        for member in members:
+            member.writer.close()
+            member.checkpoints.wait()
+            member.checkpoints.close()
+        progress.close()
+    return [member.result() for member in members]
 
 
-class _Loop:
-    """The training loop's state between host calls (kept small and explicit)."""
+def restore_group(members: list[Member], state: TrainState) -> TrainState:
+    """Each member's latest checkpoint, stacked; all members must stand at the same step."""
+    restored = []
+    for i, member in enumerate(members):
+        if member.checkpoints.latest_step() is None:
+            raise UsageError(f"--resume: {member.run_dir} has no checkpoint yet")
+        mine = jax.tree.map(lambda a, i=i: a[i], state)
+        member_state, member.record = member.checkpoints.restore_latest(mine)
+        member.rows.restore(member.record["rows"])
+        member.writer.truncate(n_train=member.rows.n_rows, n_eval=member.record["n_eval"])
+        restored.append(member_state)
+    steps = {int(s.step) for s in restored}
+    if len(steps) != 1:
+        raise UsageError(f"--resume: the sweep's members stopped at different steps {sorted(steps)}")
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *restored)
 
-    def __init__(self, config, layout, writer, checkpoints, rows, record, progress, evaluate,
-                 eval_data, run_chunk, stop_after_step):
-        self.config, self.layout, self.writer = config, layout, writer
-        self.checkpoints, self.rows, self.record = checkpoints, rows, record
-        self.progress, self.evaluate, self.eval_data = progress, evaluate, eval_data
-        self.run_chunk, self.stop_after_step = run_chunk, stop_after_step
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class GroupLoop:
+    """The training loop of a group, between host calls (kept small and explicit)."""
+
+    def __init__(self, config: RunConfig, members: list[Member], progress: ProgressReporter,
+                 evaluate, eval_data: EvalData, run_chunk, rest):
+        self.config, self.members, self.progress = config, members, progress
+        self.evaluate, self.eval_data, self.run_chunk, self.rest = evaluate, eval_data, run_chunk, rest
         self.step = 0
-        self.last_metrics: dict[str, np.ndarray] | None = None
+        self.eval_steps = [int(s) for s in members[0].layout.eval_steps]
 
-    def elapsed(self) -> float:
-        return self.record["elapsed"] + (time.perf_counter() - self.t0)
+    def elapsed(self, member: Member) -> float:
+        return member.record["elapsed"] + (time.perf_counter() - self.t0)
 
-    def run(self, state: TrainState) -> tuple[str, int, dict | None]:
+    def running(self) -> list[tuple[int, Member]]:
+        return [(i, m) for i, m in enumerate(self.members) if m.status == "running"]
+
+    def run(self, state: TrainState) -> None:
         cfg = self.config
         self.t0 = time.perf_counter()
-        self.step = int(state.step)
-        eval_steps = [int(s) for s in self.layout.eval_steps]
-        n_eval = self.record["n_eval"]
-        if n_eval == 0 and eval_steps[0] == 0 and self.step == 0:
+        self.step = int(state.step[0])
+        n_eval = self.members[0].record["n_eval"]
+        if n_eval == 0 and self.step == 0:
             self._evaluate(state, 0)
             n_eval = 1
         self.progress.start(self.step)
         pending = None  # (metrics of the chunk in flight, its first step)
-        while self.step < cfg.max_steps:
-            target = eval_steps[n_eval] if n_eval < len(eval_steps) else cfg.max_steps
+        while self.step < cfg.max_steps and self.running():
+            target = self.eval_steps[n_eval] if n_eval < len(self.eval_steps) else cfg.max_steps
             n = min(cfg.steps_per_call, target - self.step)
             state, metrics = self.run_chunk(state, n)
             if pending is not None:
@@ -287,84 +430,96 @@ class _Loop:
             if self.step == target:
                 self._absorb(*pending)
                 pending = None
-                if self.rows.diverged_at is not None:
-                    return self._diverged(state)
+                if not self.running():
+                    break
                 self._evaluate(state, n_eval)
                 n_eval += 1
-                stop = self.stop_after_step is not None and self.step >= self.stop_after_step
+                stop = cfg.stop_after_step is not None and self.step >= cfg.stop_after_step
                 if stop or self.step == cfg.max_steps or self._due_checkpoint(self.step):
                     self._checkpoint(state, n_eval)
                 if stop and self.step < cfg.max_steps:
-                    self.writer.set_status("failed", f"stopped at step {self.step}: continue with --resume")
-                    return "failed", self.step, None
-            elif self.rows.diverged_at is not None:
-                return self._diverged(state)
-        final = self._final()
-        self.writer.write_final(final)
-        self.writer.update_progress(status="finished", step=self.step, message="")
-        self.progress.finish(final)
-        return "finished", self.step, final
+                    for _, member in self.running():
+                        member.status, member.step = "failed", self.step
+                        member.writer.set_status("failed", f"stopped at step {self.step}: continue with --resume")
+                    return
+        for _, member in self.running():
+            member.status, member.step = "finished", self.step
+            member.final = self._final(member, "finished")
+            member.writer.write_final(member.final)
+            member.writer.update_progress(status="finished", step=self.step, message="")
+            self.progress.finish(member.final, member.label if len(self.members) > 1 else "")
 
     def _due_checkpoint(self, step: int) -> bool:
         every = self.config.checkpoint_every
         return every is None or step % every == 0
 
     def _absorb(self, metrics, first_step: int) -> None:
-        host = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
-        diverged = int(host.pop("diverged_step")[-1])
-        n = len(next(iter(host.values())))
-        steps = np.arange(first_step + 1, first_step + n + 1)
-        if diverged >= 0:
-            keep = steps <= diverged  # the step that produced NaN is logged (it is the evidence)
-            host = {k: v[keep] for k, v in host.items()}
-            steps = steps[keep]
-            self.rows.diverged_at = diverged
-        for start, block in self.rows.add(steps, host, self.elapsed()):
-            self.writer.write_train_rows(start, block)
-        if len(steps):
-            self.progress.update(int(steps[-1]), float(host["train_loss"][-1]))
+        host_all = {k: np.asarray(v, np.float64) for k, v in metrics.items()}  # (M, n) each
+        for i, member in self.running():
+            host = {k: v[i] for k, v in host_all.items()}
+            diverged = int(host.pop("diverged_step")[-1])
+            steps = np.arange(first_step + 1, first_step + len(host["train_loss"]) + 1)
+            if diverged >= 0:
+                keep = steps <= diverged  # the step that produced NaN is logged: it is the evidence
+                host = {k: v[keep] for k, v in host.items()}
+                steps = steps[keep]
+            for start, block in member.rows.add(steps, host, self.elapsed(member)):
+                member.writer.write_train_rows(start, block)
+            if diverged >= 0:
+                self._diverged(member, diverged)
+        if len(self.members) == 1 and self.members[0].status == "running":
+            self.progress.update(first_step + len(host_all["train_loss"][0]),
+                                 float(host_all["train_loss"][0, -1]))
 
     def _evaluate(self, state: TrainState, row: int) -> None:
-        metrics, recon = self.evaluate(state.params, self.eval_data)
-        host = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
-        host["eval_wall_time"] = np.asarray(self.elapsed())
-        self.writer.write_eval(row, host, np.asarray(recon, np.float32))
-        self.writer.update_progress(step=self.step)
-        self.last_metrics = host
-        rel = float(host["eval_rel_mse"])
-        best = self.record["best_rel_mse"]
-        self.is_best = math.isfinite(rel) and (best is None or rel < best)
-        if self.is_best:
-            self.record["best_rel_mse"] = rel
-            self.record["best_step"] = self.step
-        self.progress.evaluation(self.step, host)
+        metrics, recon = self.evaluate(state.params, self.rest, self.eval_data)
+        host_all = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
+        recon = np.asarray(recon, np.float32)
+        for i, member in self.running():
+            host = {k: v[i] for k, v in host_all.items()}
+            host["eval_wall_time"] = np.asarray(self.elapsed(member))
+            member.writer.write_eval(row, host, recon[i])
+            member.writer.update_progress(step=self.step)
+            member.last_metrics, member.step = host, self.step
+            rel, best = float(host["eval_rel_mse"]), member.record["best_rel_mse"]
+            member.is_best = math.isfinite(rel) and (best is None or rel < best)
+            if member.is_best:
+                member.record.update(best_rel_mse=rel, best_step=self.step)
+            prefix = f"[{member.label}] " if len(self.members) > 1 and member.label else ""
+            self.progress.evaluation(self.step, host, prefix=prefix)
 
     def _checkpoint(self, state: TrainState, n_eval: int) -> None:
-        self.record.update(n_eval=n_eval, rows=self.rows.snapshot(), elapsed=self.elapsed(), step=self.step)
-        self.writer.flush()  # the rows the checkpoint counts are on disk before it exists
-        self.t0 = time.perf_counter()
-        self.checkpoints.save(self.step, state, dict(self.record),
-                              best=self.config.save_best_model and getattr(self, "is_best", False))
+        now = time.perf_counter()
+        for member in self.members:
+            member.record["elapsed"] += now - self.t0
+        self.t0 = now
+        for i, member in self.running():
+            member.record.update(n_eval=n_eval, rows=member.rows.snapshot(), step=self.step)
+            member.writer.flush()  # the rows the checkpoint counts are on disk before it exists
+            mine = jax.tree.map(lambda a, i=i: a[i], state)
+            member.checkpoints.save(self.step, mine, dict(member.record),
+                                    best=member.config.save_best_model and member.is_best)
 
-    def _diverged(self, state: TrainState) -> tuple[str, int, dict | None]:
-        step = self.rows.diverged_at
-        final = self._final("diverged") if self.last_metrics is not None else None
-        if final is not None:
-            self.writer.write_final(final)
-        self.writer.update_progress(
+    def _diverged(self, member: Member, step: int) -> None:
+        member.status, member.step = "diverged", int(step)
+        if member.last_metrics is not None:
+            member.final = self._final(member, "diverged")
+            member.writer.write_final(member.final)
+        member.writer.update_progress(
             status="diverged", step=int(step),
             message=f"non-finite loss or gradient at step {step}; the last checkpoint holds the last good state",
         )
-        self.progress.note(f"diverged at step {step}")
-        return "diverged", int(step), final
+        self.progress.note(f"{member.label or 'run'} diverged at step {step}")
 
-    def _final(self, status: str = "finished") -> dict[str, Any]:
-        lay = self.layout
-        return final_metrics(self.last_metrics, lay.scales, lay.held_out, lay.k_centres,
-                             step=self.step, status=status)
+    def _final(self, member: Member, status: str) -> dict[str, Any]:
+        lay = member.layout
+        return final_metrics(member.last_metrics, lay.scales, lay.held_out, lay.k_centres,
+                             step=member.step, status=status)
 
 
 def install_sigterm_as_interrupt() -> None:
     """SIGTERM ends a run like Ctrl-C: status 'failed' with a resumable checkpoint."""
     if sys.platform != "win32":
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+

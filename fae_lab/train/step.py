@@ -114,23 +114,31 @@ def active_scale_count(hyper: dict[str, Array], step: Array, n_training_scales: 
     return jnp.where(every > 0, jnp.minimum(grown, n_training_scales), n_training_scales)
 
 
-ApplyFn = Callable[[PyTree, Array, Array, Array], tuple[Array, Array]]
+ApplyFn = Callable[[PyTree, PyTree, Array, Array, Array], tuple[Array, Array]]
 
 
-def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.GradientTransformation):
-    """Build ``step_fn(state, key, data, hyper) -> (state, per-step metrics)``.
+def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
+                    shard_batch: Callable[[Array], Array] | None = None):
+    """Build ``step_fn(state, key, data, hyper, rest) -> (state, per-step metrics)``.
 
-    ``apply_fn(params, x_enc (Pe,2)|(B,Pe,2), u_enc (B,Pe), x_dec (P,2)|(B,Pd,2)) -> (u_hat (B,Pd), z)``.
+    ``rest`` is the model's untrained state (fixed Fourier matrices). ``shard_batch``, when
+    given, constrains the batch's fields to be split over devices (data parallelism: XLA
+    then computes each device's part and all-reduces the gradient).
+
+    ``apply_fn(params, rest, x_enc (Pe,2)|(B,Pe,2), u_enc (B,Pe), x_dec (P,2)|(B,Pd,2))
+    -> (u_hat (B,Pd), z)``.
     """
     R, B = statics.resolution, statics.batch_size
     n_points = R * R
 
-    def batch_loss(params, data: TrainData, key: Array, hyper, lambda_grad, n_active):
+    def batch_loss(params, rest, data: TrainData, key: Array, hyper, lambda_grad, n_active):
         k_sample, k_scale, k_points = jax.random.split(key, 3)
         n_train = data.fields.shape[0]
         sample = jax.random.randint(k_sample, (B,), 0, n_train)
         scale = data.training_scales[jax.random.randint(k_scale, (B,), 0, n_active)]
         u = data.fields[sample, scale]  # (B, R, R)
+        if shard_batch is not None:
+            u = shard_batch(u)
         u_flat = u.reshape(B, n_points)
         enc_idx, dec_idx = draw_point_subsets(
             k_points, B, n_points, statics.encoder_points, statics.decoder_points
@@ -140,7 +148,7 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
         else:
             x_enc, u_enc = gather_points(u_flat, data.grid, enc_idx)
         if dec_idx is None:
-            pred, z = apply_fn(params, x_enc, u_enc, data.grid)
+            pred, z = apply_fn(params, rest, x_enc, u_enc, data.grid)
             terms = field_loss_terms(
                 pred.reshape(B, R, R),
                 u,
@@ -152,7 +160,7 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
             )
         else:
             x_dec, u_dec = gather_points(u_flat, data.grid, dec_idx)
-            pred, z = apply_fn(params, x_enc, u_enc, x_dec)
+            pred, z = apply_fn(params, rest, x_enc, u_enc, x_dec)
             terms = {"l2": point_l2(pred, u_dec)}
         terms = dict(terms)
         terms["latent"] = latent_penalty(z, hyper["beta"])
@@ -161,12 +169,12 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
 
     grad_fn = jax.value_and_grad(batch_loss, has_aux=True)
 
-    def step_fn(state: TrainState, key: Array, data: TrainData, hyper):
+    def step_fn(state: TrainState, key: Array, data: TrainData, hyper, rest):
         step = state.step
         lambda_grad = lambda_grad_at(hyper, step)
         n_active = active_scale_count(hyper, step, data.training_scales.shape[0])
         (loss, terms), grads = grad_fn(
-            state.params, data, jax.random.fold_in(key, step), hyper, lambda_grad, n_active
+            state.params, rest, data, jax.random.fold_in(key, step), hyper, lambda_grad, n_active
         )
         grad_norm = optax.global_norm(grads)
         clip = jnp.minimum(1.0, hyper["grad_clip"] / jnp.maximum(grad_norm, 1e-30))
@@ -202,9 +210,9 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
 def make_chunk(step_fn, n_steps: int):
     """``n_steps`` training steps in one ``lax.scan``: one host call, metrics stacked (n_steps,)."""
 
-    def chunk(state: TrainState, key: Array, data: TrainData, hyper):
+    def chunk(state: TrainState, key: Array, data: TrainData, hyper, rest):
         def body(carry, _):
-            return step_fn(carry, key, data, hyper)
+            return step_fn(carry, key, data, hyper, rest)
 
         return jax.lax.scan(body, state, None, length=n_steps)
 
