@@ -113,25 +113,41 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None, max_steps=None,
-               extra=(), overwrite=False, quiet=False) -> list[dict]:
-    """Train each experiment under ``runs`` (reusing finished runs), rank, write ranking.csv."""
-    planned = plan(experiments, runs, data_path, max_steps, extra, overwrite)
-    from fae_lab.train.run import train
+               extra=(), overwrite=False, quiet=False, vmapped=True) -> list[dict]:
+    """Train each experiment under ``runs`` (reusing finished runs), rank, write ranking.csv.
 
-    rows = []
+    Experiments that share a training program (same shapes and loss type, different values:
+    a sweep over p, beta, seeds ...) train together as members of one vmapped program
+    unless ``vmapped`` is False.
+    """
+    planned = plan(experiments, runs, data_path, max_steps, extra, overwrite)
+    from fae_lab.train.run import program_key, train_group
+
+    finals: dict[str, dict | None] = {}
+    groups: dict[tuple, list[tuple[str, RunConfig, list[str]]]] = {}
     for name, config, argv in planned:
         run_dir = Path(config.output_dir)
-        final = None if overwrite else read_final(run_dir)
-        if final is None:
-            if (run_dir / "config.json").exists() and not overwrite:
-                raise UsageError(f"{run_dir} holds an unfinished run: resume it with `fae-lab train "
-                                 f"... --resume` or pass --overwrite")
+        finals[name] = None if overwrite else read_final(run_dir)
+        if finals[name] is not None:
             if not quiet:
+                print(f"== {name}: reusing the finished run in {run_dir}", file=sys.stderr)
+            continue
+        if (run_dir / "config.json").exists() and not overwrite:
+            raise UsageError(f"{run_dir} holds an unfinished run: resume it with `fae-lab train "
+                             f"... --resume` or pass --overwrite")
+        key = program_key(config) if vmapped else (name,)
+        groups.setdefault(key, []).append((name, config, argv))
+    for group in groups.values():
+        if not quiet:
+            for name, _, argv in group:
                 print(f"== {name}: fae-lab train {' '.join(argv)}", file=sys.stderr)
-            final = train(config, ["fae-lab", "train", *argv], quiet=quiet, label=name).final
-        elif not quiet:
-            print(f"== {name}: reusing the finished run in {run_dir}", file=sys.stderr)
-        rows.append(summary_row(name, config, final))
+            if len(group) > 1:
+                print(f"== training {len(group)} runs as one vmapped program", file=sys.stderr)
+        results = train_group([c for _, c, _ in group], [["fae-lab", "train", *a] for _, _, a in group],
+                              quiet=quiet, labels=[n for n, _, _ in group])
+        for (name, _, _), result in zip(group, results, strict=True):
+            finals[name] = result.final
+    rows = [summary_row(name, config, finals[name]) for name, config, _ in planned]
     ordered = ranking(rows)
     runs.mkdir(parents=True, exist_ok=True)
     with open(runs / "ranking.csv", "w", newline="") as f:

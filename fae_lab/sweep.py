@@ -1,0 +1,84 @@
+"""``fae-lab sweep``: a grid of settings trained as members of one vmapped program.
+
+    fae-lab sweep --runs runs/p_sweep --grid freq-weight-power=0.5,1,2 --grid seed=0,1 \\
+        -- --loss-type fourier_weighted --max-steps 20000
+
+Every combination of the ``--grid`` values is a run of its own (``RUNS/<name>``, a full run
+store) and the runs that share a program (seeds, beta, lambda_grad, p, learning rate,
+Fourier sigmas ...) train together under ``jax.vmap``; a setting that changes shapes (say
+``rff-dim``) makes one compiled group per value. With several local devices the members are
+spread over them. The ranked table of ``fae-lab phase`` closes the sweep.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fae_lab.cli_util import OneLineArgumentParser, run_guarded
+from fae_lab.errors import UsageError
+from fae_lab.experiments import Experiment
+from fae_lab.phase import format_table, run_series, split_train_flags
+from fae_lab.train.args import build_parser as build_train_parser
+
+
+def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``["seed=0,1", "beta=1e-3,1e-4"]`` -> ``[("seed", ["0","1"]), ("beta", [...])]``."""
+    known = {a.dest for a in build_train_parser()._actions}
+    axes = []
+    for item in items:
+        name, sep, values = item.partition("=")
+        flag = name.strip().lstrip("-")
+        if not sep or not values.strip():
+            raise UsageError(f"--grid: expected NAME=V1,V2,..., got {item!r}")
+        if flag.replace("-", "_") not in known or flag in ("output-dir", "config", "resume", "overwrite"):
+            raise UsageError(f"--grid: {flag!r} is not a `fae-lab train` setting that can be swept")
+        separator = ";" if ";" in values else ","
+        axes.append((flag, [v.strip() for v in values.split(separator) if v.strip()]))
+    return axes
+
+
+def grid_experiments(axes: list[tuple[str, list[str]]]) -> list[Experiment]:
+    experiments = []
+    for combo in itertools.product(*[values for _, values in axes]):
+        argv: list[str] = []
+        parts = []
+        for (flag, _), value in zip(axes, combo, strict=True):
+            argv += [f"--{flag}", value]
+            parts.append(f"{flag.replace('-', '_')}={value}")
+        experiments.append(Experiment("_".join(parts) or "run", "sweep", tuple(argv), "sweep member"))
+    return experiments
+
+
+def build_parser() -> OneLineArgumentParser:
+    p = OneLineArgumentParser(prog="fae-lab sweep", description=__doc__.splitlines()[0],
+                              epilog="Flags for every member go after --, e.g. -- --max-steps 5000")
+    p.add_argument("--runs", required=True, help="directory of the sweep's runs")
+    p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                   help="a train setting and its values (repeat for a grid; ';' separates values "
+                   "that contain commas, e.g. rff-multiscale-sigmas=1,2;2,4)")
+    p.add_argument("--sequential", action="store_true",
+                   help="train the members one after another instead of vmapped (for comparison)")
+    p.add_argument("--overwrite", action="store_true", help="retrain members that already exist")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    own, train_flags = split_train_flags(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(own)
+
+    def body() -> int:
+        if not args.grid:
+            raise UsageError("--grid: give at least one NAME=V1,V2,...")
+        experiments = grid_experiments(parse_grid(args.grid))
+        runs = Path(args.runs)
+        rows = run_series(experiments, runs, extra=train_flags, overwrite=args.overwrite,
+                          quiet=args.quiet, vmapped=not args.sequential)
+        print(format_table(rows))
+        print(f"\nranking written to {runs / 'ranking.csv'}; look at the runs with: fae-lab serve --runs {runs}")
+        return 0
+
+    return run_guarded("fae-lab sweep", body)

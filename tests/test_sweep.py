@@ -1,0 +1,120 @@
+"""``fae-lab sweep``: vmapped members equal separate runs; groups split by shape; devices."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from fae_lab.sweep import grid_experiments, parse_grid
+from fae_lab.sweep import main as sweep_main
+from tests.train_helpers import read_json, run_cli, write_tiny_data
+
+SMALL = ["--pooling-type", "mean", "--encoder-hidden", "16,16", "--decoder-hidden", "16,16",
+         "--latent-dim", "8", "--max-steps", "12", "--eval-every", "6", "--log-every", "3",
+         "--batch-size", "4", "--steps-per-call", "3", "--n-devices", "1"]
+
+
+def _metrics(run_dir):
+    ds = xr.open_zarr(run_dir / "metrics.zarr").load()
+    return {k: ds[k].values for k in ds.data_vars if "wall_time" not in k}
+
+
+def test_vmapped_members_match_the_same_runs_trained_one_by_one(tmp_path):
+    data = write_tiny_data(tmp_path / "d.npz")
+    grid = ["--grid", "seed=0,1", "--grid", "freq-weight-power=0.5,2"]
+    flags = ["--", "--data-path", str(data), "--loss-type", "fourier_weighted", *SMALL]
+    assert sweep_main(["--runs", str(tmp_path / "vmapped"), *grid, "--quiet", *flags]) == 0
+    assert sweep_main(["--runs", str(tmp_path / "sequential"), *grid, "--sequential", "--quiet", *flags]) == 0
+    names = sorted(p.name for p in (tmp_path / "vmapped").iterdir() if p.is_dir())
+    assert names == ["seed=0_freq_weight_power=0.5", "seed=0_freq_weight_power=2",
+                     "seed=1_freq_weight_power=0.5", "seed=1_freq_weight_power=2"]
+    losses = []
+    for name in names:
+        a, b = _metrics(tmp_path / "vmapped" / name), _metrics(tmp_path / "sequential" / name)
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=2e-5, atol=1e-7, err_msg=f"{name}: {key}")
+        cfg = read_json(tmp_path / "vmapped" / name / "config.json")["config"]
+        assert f"seed={cfg['seed']}" in name and f"power={cfg['loss']['freq_weight_power']:g}" in name
+        losses.append(a["train_loss"][0])
+    assert len(set(np.round(losses, 12))) == 4  # the members really differ
+
+
+def test_shape_changing_values_train_as_separate_groups(tmp_path, capsys):
+    data = write_tiny_data(tmp_path / "d.npz")
+    assert sweep_main(["--runs", str(tmp_path / "r"), "--grid", "rff-dim=8,16",
+                       "--", "--data-path", str(data), "--decoder-type", "rff_output", *SMALL]) == 0
+    err = capsys.readouterr().err
+    assert "as one vmapped program" not in err  # two groups of one
+    for dim in (8, 16):
+        cfg = read_json(tmp_path / "r" / f"rff_dim={dim}" / "config.json")
+        assert cfg["config"]["model"]["rff_dim"] == dim
+        assert read_json(tmp_path / "r" / f"rff_dim={dim}" / "progress.json")["status"] == "finished"
+
+
+@pytest.mark.parametrize("grid, named", [(["--grid", "bogus=1,2"], "bogus"),
+                                         (["--grid", "seed"], "--grid"),
+                                         (["--grid", "beta=-1,2"], "--beta")])
+def test_bad_grid_gets_one_line_and_status_2(grid, named, tmp_path):
+    result = run_cli("sweep", "--runs", str(tmp_path / "r"), *grid, "--", "--max-steps", "2")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and named in result.stderr
+
+
+def test_grid_values_with_commas_use_semicolons():
+    axes = parse_grid(["rff-multiscale-sigmas=1,2;2,4", "seed=0,1"])
+    assert axes == [("rff-multiscale-sigmas", ["1,2", "2,4"]), ("seed", ["0", "1"])]
+    assert len(grid_experiments(axes)) == 4
+
+
+DEVICE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np, xarray as xr
+    from fae_lab.train.args import parse_run_config
+    from fae_lab.train.run import train_group
+    from fae_lab.train.devices import plan_placement
+    assert len(jax.devices()) == 4, jax.devices()
+    data, out = sys.argv[1], sys.argv[2]
+    small = %r
+    def cfg(name, *extra):
+        return parse_run_config(["--data-path", data, "--output-dir", f"{out}/{name}", *small, *extra])
+    result = {}
+    # data parallel: one run, batch 8 over 4 devices vs 1 device
+    result["mode_data"] = plan_placement(1, 8, None).mode
+    train_group([cfg("dp4", "--n-devices", "4", "--batch-size", "8")], quiet=True)
+    train_group([cfg("dp1", "--n-devices", "1", "--batch-size", "8")], quiet=True)
+    # members: 4 seeds over 4 devices vs the same 4 on one device
+    result["mode_members"] = plan_placement(4, 4, None).mode
+    train_group([cfg(f"m4_{s}", "--seed", str(s), "--n-devices", "4") for s in range(4)], quiet=True)
+    train_group([cfg(f"m1_{s}", "--seed", str(s), "--n-devices", "1") for s in range(4)], quiet=True)
+    def loss(name):
+        return xr.open_zarr(f"{out}/{name}/metrics.zarr")["train_loss"].values.tolist()
+    result["dp4"], result["dp1"] = loss("dp4"), loss("dp1")
+    result["m4"] = [loss(f"m4_{s}") for s in range(4)]
+    result["m1"] = [loss(f"m1_{s}") for s in range(4)]
+    print(json.dumps(result))
+""")
+
+
+def test_several_devices_give_the_same_loss_curves_as_one(tmp_path):
+    import json
+
+    data = write_tiny_data(tmp_path / "d.npz")
+    small = [f for f in SMALL if f not in ("--n-devices", "1")]
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    script = tmp_path / "devices.py"
+    script.write_text(DEVICE_SCRIPT % (small,))
+    proc = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "runs")],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=os.getcwd())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["mode_data"] == "data" and result["mode_members"] == "members"
+    np.testing.assert_allclose(result["dp4"], result["dp1"], rtol=1e-4)
+    np.testing.assert_allclose(result["m4"], result["m1"], rtol=1e-5)
+    assert np.all(np.isfinite(result["dp4"]))
