@@ -144,7 +144,7 @@ class RunConfig:
     steps_per_call: int = 50
     precision: Precision = "float32"
     save_best_model: bool = False
-    checkpoint_every: int | None = None  # None: at every evaluation
+    checkpoint_every: int | None = None  # None: at an evaluation once a minute has passed
     resume: bool = False
     overwrite: bool = False
     stop_after_step: int | None = None  # stop (resumably) at the first evaluation at or after it

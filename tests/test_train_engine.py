@@ -106,7 +106,8 @@ def test_divergence_ends_the_run_as_diverged_and_keeps_the_last_good_checkpoint(
     # The learning rate multiplies by 1e8 at step 10: training blows up right after the
     # evaluation (and checkpoint) at step 10.
     argv = [*_common(tiny_data, out), "--max-steps", "40", "--eval-every", "10", "--log-every", "1",
-            "--batch-size", "4", "--steps-per-call", "5", "--lr-decay-rate", "1e8", "--lr-decay-steps", "10"]
+            "--batch-size", "4", "--steps-per-call", "5", "--lr-decay-rate", "1e8", "--lr-decay-steps", "10",
+            "--checkpoint-every", "10"]
     assert train_main(argv) == 1
     progress = read_json(out / "progress.json")
     assert progress["status"] == "diverged"

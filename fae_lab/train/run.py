@@ -9,8 +9,8 @@ state, and every member writes its own run store. A single run is a group of one
 The loop keeps the device busy: each host call runs ``steps_per_call`` steps in a
 ``lax.scan``; the next call is dispatched before the previous call's metrics are read, and
 every store write goes through a background writer thread. Evaluations run on the device at
-the steps of the store's evaluation schedule; a checkpoint follows each evaluation, so a run
-stopped at any point resumes from its last evaluation. Several local devices hold either
+the steps of the store's evaluation schedule; checkpoints are taken at evaluations (once a
+minute by default, at the end, and when stopped), so a run resumes from its last checkpoint. Several local devices hold either
 different members (a sweep) or different parts of each batch (data parallel).
 """
 
@@ -392,6 +392,8 @@ def restore_group(members: list[Member], state: TrainState) -> TrainState:
 
 # ----------------------------------------------------------------------------- the loop
 
+CHECKPOINT_SECONDS = 60.0
+
 
 class GroupLoop:
     """The training loop of a group, between host calls (kept small and explicit)."""
@@ -411,7 +413,7 @@ class GroupLoop:
 
     def run(self, state: TrainState) -> None:
         cfg = self.config
-        self.t0 = time.perf_counter()
+        self.t0 = self.last_checkpoint = time.perf_counter()
         self.step = int(state.step[0])
         n_eval = self.members[0].record["n_eval"]
         if n_eval == 0 and self.step == 0:
@@ -450,8 +452,14 @@ class GroupLoop:
             self.progress.finish(member.final, member.label if len(self.members) > 1 else "")
 
     def _due_checkpoint(self, step: int) -> bool:
+        """At the evaluations that are multiples of ``--checkpoint-every``; by default at the
+        first evaluation after ``CHECKPOINT_SECONDS`` since the last checkpoint (saving at
+        every evaluation cost 15% of the paper configuration's training time on one H100;
+        benchmarks/RESULTS.md)."""
         every = self.config.checkpoint_every
-        return every is None or step % every == 0
+        if every is not None:
+            return step % every == 0
+        return time.perf_counter() - self.last_checkpoint >= CHECKPOINT_SECONDS
 
     def _absorb(self, metrics, first_step: int) -> None:
         host_all = {k: np.asarray(v, np.float64) for k, v in metrics.items()}  # (M, n) each
@@ -489,7 +497,7 @@ class GroupLoop:
             self.progress.evaluation(self.step, host, prefix=prefix)
 
     def _checkpoint(self, state: TrainState, n_eval: int) -> None:
-        now = time.perf_counter()
+        now = self.last_checkpoint = time.perf_counter()
         for member in self.members:
             member.record["elapsed"] += now - self.t0
         self.t0 = now

@@ -1,0 +1,272 @@
+"""The served dashboards in a real browser: Debian's chromium through pytest-playwright against
+``python -m fae_lab serve`` in its own process (the command a user runs).
+
+What is drawn is read from the page itself: the BokehJS document's data sources (one per drawn
+run, named ``train:RUN`` / ``eval:RUN``) and the page's text. Expectations come from the run
+folders on disk. Screenshots go to test-artifacts/lab/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lab.conftest import tags_on_disk
+
+pytestmark = pytest.mark.browser
+
+# Models reachable from the document's roots: BokehJS keeps replaced models in
+# ``all_models`` for a while, so that set would also list runs no longer drawn.
+ON_PAGE = """
+    const onPage = new Set();
+    for (const root of Bokeh.documents[0].roots()) {
+        for (const model of root.references()) {
+            onPage.add(model);
+        }
+    }"""
+DRAWN_RUNS = """() => {""" + ON_PAGE + """
+    const names = new Set();
+    for (const model of onPage) {
+        const name = model.type === "GlyphRenderer" ? model.data_source.name : null;
+        if (name && name.startsWith("eval:")) {
+            names.add(name.slice(5));
+        }
+    }
+    return [...names].sort();
+}"""
+EVAL_ROWS = """(run) => {""" + ON_PAGE + """
+    for (const model of onPage) {
+        if (model.type === "ColumnDataSource" && model.name === "eval:" + run) {
+            return model.data.step.length;
+        }
+    }
+    return -1;
+}"""
+DEEP_TEXT = """(element) => {
+    const text = (node) => {
+        if (node.nodeName === "STYLE" || node.nodeName === "SCRIPT") {
+            return "";
+        }
+        let out = node.shadowRoot ? text(node.shadowRoot) : "";
+        for (const child of node.childNodes) {
+            out += child.nodeType === Node.TEXT_NODE ? child.textContent + " " : text(child);
+        }
+        return out;
+    };
+    return text(element);
+}"""
+ERROR_TEXT = ("Traceback", "Exception", "Error:", "error:")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def served(runs_dir, tmp_path_factory):
+    """``python -m fae_lab serve`` over a copy of the fixture's runs, on 127.0.0.1."""
+    runs = Path(shutil.copytree(runs_dir, tmp_path_factory.mktemp("served") / "runs"))
+    port = free_port()
+    log = open(runs.parent / "server.log", "w+")  # closed in the finally below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fae_lab", "serve", "--runs", str(runs), "--port", str(port),
+         "--poll-interval", "0.5"], stdout=log, stderr=subprocess.STDOUT)
+
+    def listening():
+        assert server.poll() is None, f"server exited: {Path(log.name).read_text()}"
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(listening, 90, what="the server")
+        yield runs, f"http://127.0.0.1:{port}/"
+    finally:
+        stop(server)
+        log.close()
+
+
+class PageWatch:
+    """Console errors, uncaught exceptions and requests leaving this machine, of one page."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        self.external: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("request", lambda r: None if r.url.startswith(("http://127.0.0.1", "ws://127",
+                                                                "data:", "blob:"))
+                else self.external.append(r.url))
+
+
+def open_app(page, url: str) -> PageWatch:
+    watch = PageWatch(page)
+    page.set_viewport_size({"width": 1500, "height": 1000})
+    page.goto(url)
+    page.wait_for_function("() => window.Bokeh !== undefined && Bokeh.documents.length > 0",
+                           timeout=60_000)
+    page.wait_for_function(f"() => ({DRAWN_RUNS})().length > 0", timeout=60_000)
+    return watch
+
+
+def text_of(page, css_class: str) -> str:
+    """All text under the component with ``css_class``, through its shadow roots."""
+    return page.locator(f".{css_class}").first.evaluate(DEEP_TEXT)
+
+
+def click_tab(page, name: str) -> None:
+    page.locator(".bk-tab", has_text=name).first.click()
+
+
+def expected_runs(runs: Path, keep=lambda tags: True) -> list[str]:
+    """Runs on disk (a folder with config.json) whose tags pass ``keep``, as the app names them."""
+    found = [p.parent for p in runs.rglob("config.json") if ".launches" not in p.parts]
+    return sorted(p.relative_to(runs).as_posix() for p in found if keep(tags_on_disk(p)))
+
+
+def assert_clean(page, watch: PageWatch) -> None:
+    text = page.locator("body").evaluate(DEEP_TEXT)
+    assert not [t for t in ERROR_TEXT if t in text], text
+    assert page.locator(".alert-danger").count() == 0
+    assert watch.errors == []
+    assert watch.external == []  # offline: no CDN, no web fonts
+
+
+def test_page_loads_with_every_run_and_no_errors(served, page, artifacts):
+    runs, url = served
+    watch = open_app(page, url)
+    assert page.evaluate(DRAWN_RUNS) == expected_runs(runs)
+    for tab in ("Runs", "Frequency bands", "Reconstructions", "Per scale", "Compare two runs",
+                "Launch", "Curves"):
+        click_tab(page, tab)
+        page.wait_for_timeout(800)
+        if tab in ("Runs", "Reconstructions"):
+            page.screenshot(path=artifacts / f"tab-{tab.lower()}.png", full_page=True)
+    page.wait_for_timeout(500)
+    page.screenshot(path=artifacts / "loaded.png", full_page=True)
+    assert_clean(page, watch)
+
+
+def test_live_rows_appear_without_a_reload(served, page, artifacts):
+    runs, url = served
+    watch = open_app(page, url)
+    page.evaluate("() => { window.__not_reloaded = true; }")
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "fae_lab.store.synthetic", str(runs / "live"), "--live",
+         "--interval", "0.5", "--n-evals", "16", "--eval-every", "20", "--resolution", "16",
+         "--n-scales", "3", "--n-bins", "8", "--loss-type", "fourier_weighted",
+         "--decoder-type", "rff_output"])
+    try:
+        wait_for(lambda: page.evaluate(EVAL_ROWS, "live") >= 1, 30, what="the live run")
+        # Each evaluation the writer declares valid is on the page within 2 s.
+        for _ in range(3):
+            written = json.loads((runs / "live" / "progress.json").read_text())["n_eval"]
+            started = time.monotonic()
+            wait_for(lambda n=written: page.evaluate(EVAL_ROWS, "live") >= n, 2.0,
+                     what=f"evaluation {written} on the page")
+            assert time.monotonic() - started < 2.0
+            time.sleep(0.6)
+        assert writer.wait(timeout=60) == 0
+        wait_for(lambda: page.evaluate(EVAL_ROWS, "live") == 16, 5, what="all evaluations")
+    finally:
+        stop(writer)
+    assert page.evaluate("() => window.__not_reloaded === true")
+    assert "live" in text_of(page, "drawn-runs")
+    click_tab(page, "Frequency bands")
+    page.get_by_label("Run", exact=True).select_option("live")
+    page.wait_for_timeout(1000)
+    page.screenshot(path=artifacts / "live-bands.png", full_page=True)
+    click_tab(page, "Curves")
+    page.wait_for_timeout(1000)
+    page.screenshot(path=artifacts / "live-curves.png", full_page=True)
+    assert_clean(page, watch)
+
+
+def test_tag_toggles_change_which_runs_are_drawn(served, page, artifacts):
+    runs, url = served
+    watch = open_app(page, url)
+    assert page.evaluate(DRAWN_RUNS) == expected_runs(runs)
+    page.locator("button", has_text="h1").first.click()
+    no_h1 = expected_runs(runs, lambda t: t["loss_type"] != "h1")
+    wait_for(lambda: page.evaluate(DRAWN_RUNS) == no_h1, 10, what=f"runs {no_h1}")
+    page.locator("button", has_text="rff_output").first.click()
+    neither = expected_runs(runs, lambda t: t["loss_type"] != "h1"
+                            and t["decoder_type"] != "rff_output")
+    wait_for(lambda: page.evaluate(DRAWN_RUNS) == neither, 10, what=f"runs {neither}")
+    assert neither and set(neither) < set(no_h1)
+    summary = text_of(page, "drawn-runs")
+    assert f"Drawing {len(neither)} of {len(expected_runs(runs))} runs" in summary
+    page.screenshot(path=artifacts / "toggled.png", full_page=True)
+    page.locator("button", has_text="h1").first.click()
+    page.locator("button", has_text="rff_output").first.click()
+    wait_for(lambda: page.evaluate(DRAWN_RUNS) == expected_runs(runs), 10, what="every run")
+    assert_clean(page, watch)
+
+
+def test_a_run_launched_from_the_form_appears(served, page, artifacts):
+    runs, url = served
+    watch = open_app(page, url)
+    click_tab(page, "Launch")
+    form = {"Run name": "launched-h1", "Samples": "8", "Resolution R": "16", "Scales T": "3",
+            "Max steps": "20", "Evaluate every": "10", "Batch size": "0"}
+    for label, value in form.items():
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+    page.get_by_label("Loss type", exact=True).select_option("h1")
+    page.locator("button", has_text="Launch training run").click()
+    wait_for(lambda: "--batch-size" in text_of(page, "launch-feedback"), 10, what="the refusal")
+    assert not (runs / "launched-h1").exists()
+    field = page.get_by_label("Batch size", exact=True)
+    field.fill("4")
+    field.press("Enter")
+    page.locator("button", has_text="Launch training run").click()
+    wait_for(lambda: "Launched" in text_of(page, "launch-feedback"), 10, what="the launch")
+    page.screenshot(path=artifacts / "launch-form.png", full_page=True)
+    pid = int(text_of(page, "launch-table").split("launched-h1")[1].split()[0])
+    try:
+        click_tab(page, "Curves")
+        wait_for(lambda: "launched-h1" in page.evaluate(DRAWN_RUNS), 150, interval=1,
+                 what="the launched run")
+        # Its evaluations at steps 0, 10, 20 arrive live.
+        wait_for(lambda: page.evaluate(EVAL_ROWS, "launched-h1") == 3, 150, interval=1,
+                 what="the launched run's evaluations")
+    finally:
+        try:
+            os.kill(pid, signal.SIGTERM)  # the trainer this test started, if still running
+        except ProcessLookupError:
+            pass
+    assert tags_on_disk(runs / "launched-h1")["loss_type"] == "h1"
+    page.wait_for_timeout(1000)
+    page.screenshot(path=artifacts / "launched-run.png", full_page=True)
+    assert_clean(page, watch)

@@ -1,0 +1,114 @@
+"""lab.launcher: the launch form's command line, checked by the trainer's own parser, started
+from an argument list (no shell)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fae_lab.errors import UsageError
+from lab.launcher import (
+    FLAGS,
+    GENERATE_FLAGS,
+    form_defaults,
+    launch,
+    run_directory,
+    train_argv,
+    validate_train_argv,
+)
+
+TINY = dict(form_defaults(), loss_type="h1", decoder_type="rff_output", pooling_type="mean",
+            latent_dim=8, beta=1e-4, lambda_grad=0.25, freq_weight_power=2.0, rff_dim=64,
+            max_steps=20, learning_rate=3e-3, batch_size=4, eval_every=10, seed=3,
+            generate_n_samples=8, generate_resolution=16, generate_n_scales=3)
+
+
+def test_every_form_value_reaches_the_run_configuration(tmp_path):
+    config = validate_train_argv(train_argv(TINY, tmp_path / "tiny"))
+    assert config.output_dir == str((tmp_path / "tiny").absolute())
+    assert (config.loss.loss_type, config.model.decoder_type, config.model.pooling_type) == (
+        "h1", "rff_output", "mean")
+    assert (config.model.latent_dim, config.model.rff_dim, config.max_steps, config.seed) == (
+        8, 64, 20, 3)
+    assert (config.loss.beta, config.loss.lambda_grad, config.loss.freq_weight_power) == (
+        1e-4, 0.25, 2.0)
+    assert (config.optim.learning_rate, config.optim.batch_size, config.eval.eval_every) == (
+        3e-3, 4, 10)
+    assert config.data.data_path is None
+    assert (config.data.generate_n_samples, config.data.generate_resolution,
+            config.data.generate_n_scales) == (8, 16, 3)
+
+
+def test_argv_is_flag_value_pairs_one_element_each(tmp_path):
+    argv = train_argv(dict(TINY, data_path=""), tmp_path / "r")
+    pairs = dict(zip(argv[::2], argv[1::2], strict=True))
+    assert set(pairs) == {"--output-dir", *FLAGS.values(), *GENERATE_FLAGS.values()}
+    assert pairs["--learning-rate"] == "0.003" and pairs["--batch-size"] == "4"
+
+
+def test_a_data_file_replaces_the_generated_data(tmp_path):
+    data = tmp_path / "fields.npz"
+    data.write_bytes(b"")
+    argv = train_argv(dict(TINY, data_path=str(data)), tmp_path / "r")
+    assert "--data-path" in argv and "--generate-n-samples" not in argv
+    assert validate_train_argv(argv).data.data_path == str(data)
+    missing = train_argv(dict(TINY, data_path=str(tmp_path / "nope.npz")), tmp_path / "r")
+    with pytest.raises(UsageError, match="--data-path"):
+        validate_train_argv(missing)
+
+
+@pytest.mark.parametrize("field,value,flag", [
+    ("batch_size", 0, "--batch-size"),
+    ("latent_dim", -3, "--latent-dim"),
+    ("learning_rate", -1e-3, "--learning-rate"),
+    ("beta", -1.0, "--beta"),
+    ("rff_dim", 31, "--rff-dim"),  # cos/sin pairs: the CLI's own cross-check
+    ("loss_type", "h2", "--loss-type"),
+    ("decoder_type", "standard; rm -rf /", "--decoder-type"),
+])
+def test_bad_values_get_the_clis_one_line_message(tmp_path, field, value, flag):
+    with pytest.raises(UsageError, match=flag) as caught:
+        validate_train_argv(train_argv(dict(TINY, **{field: value}), tmp_path / "r"))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "../up", ".hidden", "x y", "a;b", "$(id)", "é",
+                                  "a" * 101])
+def test_run_names_are_plain_folder_names(tmp_path, name):
+    with pytest.raises(UsageError, match="run name"):
+        run_directory(tmp_path, name)
+
+
+def test_an_existing_folder_is_not_reused(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(UsageError, match="already exists"):
+        run_directory(tmp_path, "taken")
+    assert run_directory(tmp_path, "free-1.2_x") == tmp_path / "free-1.2_x"
+
+
+def test_launch_starts_the_trainer_from_an_argument_list(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeProcess:
+        pid = 4242
+
+        def __init__(self, args, **kwargs):
+            calls.append((args, kwargs))
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    started = launch(tmp_path, "tiny", TINY)
+    (args, kwargs), = calls
+    assert args[:3] == [sys.executable, "-m", "fae_lab.train"]
+    assert args[3:] == started.argv == train_argv(TINY, tmp_path / "tiny")
+    assert not kwargs.get("shell") and kwargs["start_new_session"]
+    assert started.log_path == tmp_path / ".launches" / "tiny.log"
+    assert started.status == "running"
+    calls.clear()
+    with pytest.raises(UsageError):
+        launch(tmp_path, "bad", dict(TINY, batch_size=0))
+    assert not calls  # refused before anything started

@@ -1,0 +1,263 @@
+"""Each view on stores made by the fixture (no server, no browser): what it draws equals what
+plain xarray reads from the stores, live rows arrive by streaming into the same sources, and
+the tag filter decides which runs are drawn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from bokeh.document import Document
+
+from fae_lab.store.synthetic import SyntheticRunWriter
+from lab.state import LabState
+from lab.views import (
+    CurvesView,
+    FrequencyBandsView,
+    LaunchForm,
+    PerScaleView,
+    ReconstructionsView,
+    RunFilter,
+    RunsTable,
+    TwoRunComparison,
+)
+from tests.lab.conftest import RUNS, tags_on_disk
+
+
+def on_disk(run_dir, name, store="metrics.zarr"):
+    """Valid rows of ``name`` read with plain xarray (independent of lab.source)."""
+    progress = json.loads((run_dir / "progress.json").read_text())
+    with xr.open_zarr(run_dir / store) as ds:
+        variable = ds[name]
+        if "eval_step" in variable.dims:
+            variable = variable.isel(eval_step=slice(0, progress["n_eval"]))
+        if "step" in variable.dims:
+            variable = variable.isel(step=slice(0, progress["n_train"]))
+        return variable.values
+
+
+def live_run(root, name="live", **kwargs) -> SyntheticRunWriter:
+    options = dict(n_evals=10, eval_every=20, log_every=5, resolution=16, n_scales=3,
+                   n_bins=8, loss_type="fourier_weighted", decoder_type="rff_output", seed=7)
+    options.update(kwargs)
+    return SyntheticRunWriter(root / name, **options)
+
+
+def test_curves_draw_the_stored_rows_of_every_run(runs_dir):
+    view = CurvesView(LabState(runs_dir))
+    assert sorted(view.train_sources) == sorted(name for name, *_ in RUNS)
+    for name, *_ in RUNS:
+        train, evals = view.train_sources[name].data, view.eval_sources[name].data
+        np.testing.assert_array_equal(train["train_loss"], on_disk(runs_dir / name, "train_loss"))
+        np.testing.assert_array_equal(evals["eval_high_freq_error_ratio"],
+                                      on_disk(runs_dir / name, "eval_high_freq_error_ratio"))
+        with xr.open_zarr(runs_dir / name / "metrics.zarr") as ds:
+            steps = ds["eval_step"].values[:len(evals["step"])]
+        np.testing.assert_array_equal(evals["step"], steps)
+    # One line per run in each panel, and one per loss term in the terms panel.
+    lines = view.figures["eval_rel_mse"].renderers
+    assert sorted(r.name for r in lines) == sorted(view.eval_sources)
+    terms = {name: len(LabState(runs_dir).source[name].loss_terms) for name, *_ in RUNS}
+    assert len(view.figures["terms"].renderers) == sum(terms.values())
+
+
+def test_new_rows_stream_into_the_same_sources(fresh_runs):
+    writer = live_run(fresh_runs)
+    writer.advance(2)
+    state = LabState(fresh_runs)
+    view = CurvesView(state)
+    Document().add_root(view.__panel__().get_root())
+    source = view.eval_sources["live"]
+    figure = view.figures["eval_rel_mse"]
+    writer.advance(3)
+    state.poll()
+    assert view.eval_sources["live"] is source  # streamed, not redrawn
+    assert view.figures["eval_rel_mse"] is figure
+    np.testing.assert_array_equal(source.data["eval_rel_mse"],
+                                  on_disk(fresh_runs / "live", "eval_rel_mse"))
+    assert len(source.data["step"]) == 5
+    np.testing.assert_array_equal(view.train_sources["live"].data["train_loss"],
+                                  on_disk(fresh_runs / "live", "train_loss"))
+
+
+def test_a_new_run_is_drawn_at_the_next_poll(fresh_runs):
+    state = LabState(fresh_runs)
+    view = CurvesView(state)
+    assert "late" not in view.train_sources
+    live_run(fresh_runs, "late").advance(1)
+    state.poll()
+    assert "late" in view.train_sources and len(view.eval_sources["late"].data["step"]) == 1
+
+
+def test_the_tag_toggles_decide_which_runs_are_drawn(runs_dir):
+    state = LabState(runs_dir)
+    view, table, controls = CurvesView(state), RunsTable(state), RunFilter(state)
+    tags = {name: tags_on_disk(runs_dir / name) for name, *_ in RUNS}
+    state.loss_type = [v for v in state.loss_type if v != "h1"]
+    expected = sorted(n for n, t in tags.items() if t["loss_type"] != "h1")
+    assert sorted(view.train_sources) == expected
+    assert sorted(table.table.value["run"]) == expected
+    state.decoder_type = ["standard"]
+    expected = sorted(n for n, t in tags.items()
+                      if t["loss_type"] != "h1" and t["decoder_type"] == "standard")
+    assert sorted(view.train_sources) == expected == ["baseline"]
+    assert "Drawing 1 of 4 runs: baseline" in controls.summary.object
+    # The toggle widgets are the state's own parameters.
+    controls.toggles["decoder_type"].value = ["standard", "rff_output"]
+    assert "rff" in view.train_sources
+
+
+def test_colours_follow_the_chosen_tag(runs_dir):
+    state = LabState(runs_dir, colour_by="decoder_type")
+    view = CurvesView(state)
+    colours = {r.name: r.glyph.line_color for r in view.figures["eval_rel_mse"].renderers}
+    decoders = {name: tags_on_disk(runs_dir / name)["decoder_type"] for name, *_ in RUNS}
+    for a in colours:
+        for b in colours:
+            assert (colours[a] == colours[b]) == (decoders[a] == decoders[b])
+
+
+def test_runs_table_shows_status_step_and_final_metrics(runs_dir):
+    table = RunsTable(LabState(runs_dir)).table.value.set_index("run")
+    for name, *_, status in RUNS:
+        progress = json.loads((runs_dir / name / "progress.json").read_text())
+        row = table.loc[name]
+        assert (row["status"], row["step"], row["evaluations"]) == (
+            status, progress["step"], progress["n_eval"])
+        final_path = runs_dir / name / "final.json"
+        if final_path.exists():
+            final = json.loads(final_path.read_text())
+            assert row["final_test_rel_mse"] == pytest.approx(final["final/test_rel_mse"])
+        else:
+            assert np.isnan(row["final_test_rel_mse"])
+
+
+def test_runs_table_patches_cells_as_a_run_progresses(fresh_runs):
+    writer = live_run(fresh_runs)
+    writer.advance(1)
+    state = LabState(fresh_runs)
+    table = RunsTable(state)
+    before = table.table.value
+    writer.advance(2)
+    state.poll()
+    row = table.table.value.set_index("run").loc["live"]
+    assert row["evaluations"] == 3
+    assert row["rel_mse"] == on_disk(fresh_runs / "live", "eval_rel_mse")[-1]
+    assert list(table.table.value["run"]) == list(before["run"])
+
+
+def test_frequency_bands_map_is_log_error_relative_to_the_first_evaluation(fresh_runs):
+    writer = live_run(fresh_runs)
+    writer.advance(3)
+    state = LabState(fresh_runs)
+    view = FrequencyBandsView(state, run="live", n_curves=2)
+    raw = on_disk(fresh_runs / "live", "eval_spectral_mse")
+    n_bins = raw.shape[1]
+    cells = view.cells.data
+    assert len(cells["log_ratio"]) == 3 * n_bins
+    np.testing.assert_allclose(np.asarray(cells["log_ratio"]).reshape(3, n_bins),
+                               np.log10(raw / raw[0]), rtol=1e-12)
+    # Spectra at the first and the newest evaluation, the newest last.
+    assert list(view.spectra.data["step"]) == [0, 40]
+    np.testing.assert_array_equal(view.spectra.data["ys"][-1], raw[-1])
+    source = view.cells
+    writer.advance(2)
+    state.poll()
+    assert view.cells is source and len(source.data["log_ratio"]) == 5 * n_bins
+    raw = on_disk(fresh_runs / "live", "eval_spectral_mse")
+    np.testing.assert_allclose(np.asarray(source.data["log_ratio"])[-n_bins:],
+                               np.log10(raw[-1] / raw[0]), rtol=1e-12)
+    # One scale: the per-scale variant.
+    view.scale = 2
+    per_scale = on_disk(fresh_runs / "live", "eval_scale_spectral_mse")[:, 2]
+    np.testing.assert_allclose(view.spectra.data["ys"][-1], per_scale[-1], rtol=1e-12)
+
+
+def test_reconstructions_follow_the_newest_evaluation(fresh_runs):
+    writer = live_run(fresh_runs)
+    writer.advance(2)
+    state = LabState(fresh_runs)
+    view = ReconstructionsView(state)
+    view.param.update(run="live", scale=1, sample=1)
+    assert view.evaluation == 1
+    writer.advance(2)
+    state.poll()
+    assert view.evaluation == 3
+    truth_img, recon_img, error_img = view.images
+    truth = on_disk(fresh_runs / "live", "truth", "reconstructions.zarr")[1, 1]
+    recon = on_disk(fresh_runs / "live", "recon", "reconstructions.zarr")[3, 1, 1]
+    np.testing.assert_array_equal(truth_img.dimension_values(2, flat=False), truth)
+    np.testing.assert_array_equal(recon_img.dimension_values(2, flat=False), recon)
+    np.testing.assert_allclose(error_img.dimension_values(2, flat=False),
+                               recon.astype(float) - truth, rtol=1e-12)
+    assert "Step 60" in view.message.object
+    view.follow = False
+    view.evaluation = 0
+    writer.advance(1)
+    state.poll()
+    assert view.evaluation == 0  # held where the user put it
+
+
+def test_per_scale_bars_are_each_runs_newest_scale_errors(runs_dir):
+    view = PerScaleView(LabState(runs_dir))
+    data = view.source.data
+    for name, *_ in RUNS:
+        newest = on_disk(runs_dir / name, "eval_scale_mse")[-1]
+        ours = [v for run, v in zip(data["run"], data["value"], strict=True) if run == name]
+        np.testing.assert_array_equal(ours, newest)
+    held = [h for h, x in zip(data["hatch"], data["x"], strict=True) if "held-out" in x[0]]
+    assert held and set(held) == {"/"}
+
+
+def test_two_run_comparison_spectra_and_ratio(runs_dir):
+    state = LabState(runs_dir)
+    view = TwoRunComparison(state)
+    # Defaults: the l2 / standard baseline, and the first run found that differs from it.
+    tags = {name: tags_on_disk(runs_dir / name) for name in state.runs}
+    other = next(n for n in state.runs if (tags[n]["loss_type"], tags[n]["decoder_type"])
+                 != ("l2", "standard"))
+    assert (view.run_a, view.run_b) == ("baseline", other)
+    view.run_b = "h1"
+    a = on_disk(runs_dir / "baseline", "eval_spectral_mse")
+    b = on_disk(runs_dir / "h1", "eval_spectral_mse")
+    assert view.step == 140  # newest common evaluation: 8 evaluations, every 20 steps
+    np.testing.assert_array_equal(view.spectra.data["a"], a[-1])
+    np.testing.assert_allclose(view.spectra.data["log10_ratio"], np.log10(b[-1] / a[-1]))
+    assert len(view.cells.data["log10_ratio"]) == a.size
+    view.run_b = "group/combined-rff"  # half way: common steps end earlier
+    n = on_disk(runs_dir / "group/combined-rff", "eval_spectral_mse").shape[0]
+    assert view.step == 20 * (n - 1)
+    errors = view.images[3:]
+    truth = on_disk(runs_dir / "baseline", "truth", "reconstructions.zarr")[0, 0]
+    recon = on_disk(runs_dir / "baseline", "recon", "reconstructions.zarr")[n - 1, 0, 0]
+    np.testing.assert_allclose(errors[0].dimension_values(2, flat=False),
+                               recon.astype(float) - truth)
+
+
+def test_a_hidden_view_catches_up_when_shown(fresh_runs):
+    writer = live_run(fresh_runs)
+    writer.advance(1)
+    state = LabState(fresh_runs)
+    view = PerScaleView(state, shown=False)
+    assert len(view.source.data["value"]) == 0  # nothing drawn while hidden
+    writer.advance(2)
+    state.poll()
+    assert len(view.source.data["value"]) == 0
+    view.shown = True
+    newest = on_disk(fresh_runs / "live", "eval_scale_mse")[-1]
+    ours = [v for run, v in zip(view.source.data["run"], view.source.data["value"], strict=True)
+            if run == "live"]
+    np.testing.assert_array_equal(ours, newest)
+
+
+def test_launch_form_refuses_bad_values_with_the_clis_message(fresh_runs):
+    form = LaunchForm(LabState(fresh_runs), run_name="bad", batch_size=0)
+    assert form.submit() is None
+    assert form.feedback.alert_type == "danger" and "--batch-size" in form.feedback.object
+    form.batch_size, form.rff_dim = 4, 33
+    assert form.submit() is None and "--rff-dim" in form.feedback.object
+    form.rff_dim, form.run_name = 32, "../escape"
+    assert form.submit() is None and "run name" in form.feedback.object
+    assert not (fresh_runs / "bad").exists() and not form.launches
