@@ -34,6 +34,13 @@ COORDINATE_FEATURES = ("gaussian", "periodic")
 LOSS_TYPES = ("l2", "h1", "fourier_weighted", "combined")
 H1_FORMS = ("finite_difference", "spectral")
 PRECISIONS = ("float32", "bf16")
+# The data-loss terms each loss type logs (train_loss_<term>); the FAE penalty adds "latent".
+LOSS_TERM_NAMES = {
+    "l2": ("l2",),
+    "h1": ("l2", "grad"),
+    "fourier_weighted": ("fourier",),
+    "combined": ("fourier", "grad"),
+}
 # Losses defined on the whole grid (FFTs, finite differences): no decoder point subsets.
 FULL_GRID_LOSSES = ("h1", "fourier_weighted", "combined")
 

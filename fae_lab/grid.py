@@ -28,3 +28,13 @@ def wavenumber_magnitude(resolution: int) -> np.ndarray:
     """|n| = sqrt(nx^2 + ny^2) for every mode, ``(R, R)`` float64."""
     ny, nx = integer_wavenumbers(resolution)
     return np.sqrt(nx**2 + ny**2)
+
+
+def radial_bin_edges(resolution: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n_bins`` equal-width bins of |n| over [0, R/sqrt(2)] (SPEC.md section 4).
+
+    Returns ``(centres, lower, upper)``, each ``(n_bins,)`` float64, in cycles per unit length.
+    Which mode falls in which bin is :func:`fae_lab.spectral.radial_bins`'s business.
+    """
+    edges = np.linspace(0.0, resolution / np.sqrt(2.0), n_bins + 1)
+    return 0.5 * (edges[:-1] + edges[1:]), edges[:-1].copy(), edges[1:].copy()

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fae_lab.config import H1_FORMS, LOSS_TYPES
+from fae_lab.config import H1_FORMS, LOSS_TERM_NAMES, LOSS_TYPES
 from fae_lab.errors import UsageError
 from fae_lab.grid import wavenumber_magnitude
 
@@ -48,18 +48,12 @@ __all__ = [
     "spectral_gradient_energy",
 ]
 
-_TERM_NAMES = {
-    "l2": ("l2",),
-    "h1": ("l2", "grad"),
-    "fourier_weighted": ("fourier",),
-    "combined": ("fourier", "grad"),
-}
 
 
 def loss_term_names(loss_type: str) -> tuple[str, ...]:
     """Names of the data-loss terms of ``loss_type``, in the order they are logged."""
     _check_choice("--loss-type", loss_type, LOSS_TYPES)
-    return _TERM_NAMES[loss_type]
+    return LOSS_TERM_NAMES[loss_type]
 
 
 def requires_full_grid(loss_type: str) -> bool:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fae_lab.errors import UsageError
-from fae_lab.grid import integer_wavenumbers, wavenumber_magnitude
+from fae_lab.grid import integer_wavenumbers, radial_bin_edges, wavenumber_magnitude
 
 __all__ = [
     "RadialBins",
@@ -83,13 +83,8 @@ def radial_bins(resolution: int, n_bins: int) -> RadialBins:
     index = np.searchsorted(edges_squared, 2 * n_bins**2 * n_squared, side="right")
     index = np.minimum(index, n_bins - 1).astype(np.int32)
 
-    edges = np.linspace(0.0, resolution / math.sqrt(2.0), n_bins + 1)
-    arrays = {
-        "index": index,
-        "centres": 0.5 * (edges[:-1] + edges[1:]),
-        "lower": edges[:-1].copy(),
-        "upper": edges[1:].copy(),
-    }
+    centres, lower, upper = radial_bin_edges(resolution, n_bins)
+    arrays = {"index": index, "centres": centres, "lower": lower, "upper": upper}
     for array in arrays.values():
         array.setflags(write=False)
     return RadialBins(**arrays, resolution=resolution, n_bins=n_bins)

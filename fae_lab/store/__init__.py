@@ -6,13 +6,13 @@ the hot path); dashboards, notebooks and tests read it with :func:`open_run` or 
 writer. docs/run-store.md describes the files.
 """
 
+from fae_lab.grid import radial_bin_edges as radial_bins
 from fae_lab.store.jsonio import read_json, write_json_atomic
 from fae_lab.store.layout import (
     StoreLayout,
     Variable,
     eval_schedule,
     final_metrics,
-    radial_bins,
     train_schedule,
 )
 from fae_lab.store.reader import RunView, list_runs, open_run

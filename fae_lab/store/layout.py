@@ -115,16 +115,6 @@ def eval_schedule(max_steps: int, eval_every: int) -> np.ndarray:
     return steps
 
 
-def radial_bins(resolution: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n_bins`` equal-width bins of |n| over [0, R/sqrt(2)] (SPEC.md §4).
-
-    Returns ``(k_centres, k_lower, k_upper)``, each ``(n_bins,)`` float64, in cycles per
-    unit length.
-    """
-    edges = np.linspace(0.0, resolution / math.sqrt(2.0), n_bins + 1)
-    return 0.5 * (edges[:-1] + edges[1:]), edges[:-1].copy(), edges[1:].copy()
-
-
 def _frozen(values, dtype) -> np.ndarray:
     array = np.array(values, dtype=dtype, copy=True)
     array.setflags(write=False)

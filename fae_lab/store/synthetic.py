@@ -36,19 +36,16 @@ import numpy as np
 from fae_lab import config as cfg
 from fae_lab.cli_util import OneLineArgumentParser, positive, run_guarded
 from fae_lab.errors import UsageError
-from fae_lab.grid import integer_wavenumbers, wavenumber_magnitude
+from fae_lab.grid import integer_wavenumbers, radial_bin_edges, wavenumber_magnitude
 from fae_lab.store.layout import (
     StoreLayout,
     eval_schedule,
     final_metrics,
-    radial_bins,
     train_schedule,
 )
 from fae_lab.store.writer import RunStore
 
-LOSS_TERMS = {"l2": ("l2", "latent"), "h1": ("l2", "grad", "latent"),
-              "fourier_weighted": ("fourier", "latent"),
-              "combined": ("l2", "grad", "fourier", "latent")}
+LOSS_TERMS = {loss: (*terms, "latent") for loss, terms in cfg.LOSS_TERM_NAMES.items()}
 # High-|n| rate boost w(|n|) = 1 + (|n| / (R * c))^2 per loss / decoder: smaller c, stronger boost.
 _LOSS_BOOST = {"l2": None, "h1": 1 / 8, "fourier_weighted": 1 / 6, "combined": 1 / 10}
 _DECODER_BOOST = {"standard": None, "rff_output": 1 / 8}
@@ -178,7 +175,7 @@ class SyntheticRunWriter:
             eval=cfg.EvalConfig(eval_every=eval_every, log_every=log_every,
                                 spectral_n_bins=n_bins, spectral_cutoff=R / 4,
                                 n_reconstruction_samples=n_samples))
-        k_centres, k_lower, k_upper = radial_bins(R, n_bins)
+        k_centres, k_lower, k_upper = radial_bin_edges(R, n_bins)
         self.layout = StoreLayout(
             train_steps=train_schedule(max_steps, log_every),
             eval_steps=eval_schedule(max_steps, eval_every)[:n_evals],
