@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import panel as pn
 import pytest
 
 from fae_lab.store.synthetic import write_synthetic_run
@@ -50,14 +49,6 @@ def runs_dir(tmp_path_factory) -> Path:
 def fresh_runs(runs_dir, tmp_path) -> Path:
     """A copy of the four runs, in a folder the test may change."""
     return Path(shutil.copytree(runs_dir, tmp_path / "runs"))
-
-
-@pytest.fixture
-def no_servers():
-    """Panel servers started in this process are stopped after the test (else pytest hangs)."""
-    yield
-    pn.state.kill_all_servers()
-    pn.state.reset()
 
 
 @pytest.fixture(scope="session")

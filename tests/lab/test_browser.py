@@ -64,6 +64,14 @@ DEEP_TEXT = """(element) => {
     };
     return text(element);
 }"""
+STEP_AXIS = """() => {""" + ON_PAGE + """
+    for (const model of onPage) {
+        if (model.type === "Figure" && model.title.text.startsWith("Test relative MSE")) {
+            return [model.x_range.start, model.x_range.end];
+        }
+    }
+    return null;
+}"""
 ERROR_TEXT = ("Traceback", "Exception", "Error:", "error:")
 
 
@@ -129,6 +137,14 @@ class PageWatch:
                 else self.external.append(r.url))
 
 
+def more_rows(page, count: int, run: str = "live") -> None:
+    """Wait until ``count`` more evaluations of ``run`` are on the page, and drawn."""
+    rows = page.evaluate(EVAL_ROWS, run)
+    wait_for(lambda: page.evaluate(EVAL_ROWS, run) >= rows + count, 10,
+             what=f"{count} more evaluations")
+    page.wait_for_timeout(300)
+
+
 def open_app(page, url: str) -> PageWatch:
     watch = PageWatch(page)
     page.set_viewport_size({"width": 1500, "height": 1000})
@@ -183,7 +199,7 @@ def test_live_rows_appear_without_a_reload(served, page, artifacts):
     page.evaluate("() => { window.__not_reloaded = true; }")
     writer = subprocess.Popen(
         [sys.executable, "-m", "fae_lab.store.synthetic", str(runs / "live"), "--live",
-         "--interval", "0.5", "--n-evals", "16", "--eval-every", "20", "--resolution", "16",
+         "--interval", "0.5", "--n-evals", "24", "--eval-every", "20", "--resolution", "16",
          "--n-scales", "3", "--n-bins", "8", "--loss-type", "fourier_weighted",
          "--decoder-type", "rff_output"])
     try:
@@ -196,8 +212,24 @@ def test_live_rows_appear_without_a_reload(served, page, artifacts):
                      what=f"evaluation {written} on the page")
             assert time.monotonic() - started < 2.0
             time.sleep(0.6)
+        # The step axis follows new rows until the user pans; then it keeps the user's view.
+        before = page.evaluate(STEP_AXIS)
+        more_rows(page, 2)
+        followed = page.evaluate(STEP_AXIS)
+        assert followed[1] > before[1]
+        box = page.locator("canvas").first.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x - 120, y, steps=6)
+        page.mouse.up()
+        page.wait_for_timeout(300)
+        panned = page.evaluate(STEP_AXIS)
+        assert panned != followed
+        more_rows(page, 3)
+        assert page.evaluate(STEP_AXIS) == panned
         assert writer.wait(timeout=60) == 0
-        wait_for(lambda: page.evaluate(EVAL_ROWS, "live") == 16, 5, what="all evaluations")
+        wait_for(lambda: page.evaluate(EVAL_ROWS, "live") == 24, 5, what="all evaluations")
     finally:
         stop(writer)
     assert page.evaluate("() => window.__not_reloaded === true")

@@ -229,11 +229,14 @@ def test_two_run_comparison_spectra_and_ratio(runs_dir):
     view.run_b = "group/combined-rff"  # half way: common steps end earlier
     n = on_disk(runs_dir / "group/combined-rff", "eval_spectral_mse").shape[0]
     assert view.step == 20 * (n - 1)
-    errors = view.images[3:]
+    # Images of the first training scale (the spectra are over the training scales).
+    images = [source.data["image"][0] for source in view.images.sources]
     truth = on_disk(runs_dir / "baseline", "truth", "reconstructions.zarr")[0, 0]
     recon = on_disk(runs_dir / "baseline", "recon", "reconstructions.zarr")[n - 1, 0, 0]
-    np.testing.assert_allclose(errors[0].dimension_values(2, flat=False),
-                               recon.astype(float) - truth)
+    np.testing.assert_array_equal(images[0], truth)
+    np.testing.assert_allclose(images[3], recon.astype(float) - truth)
+    bound = max(np.abs(images[3]).max(), np.abs(images[4]).max())
+    assert (view.images.mappers[3].low, view.images.mappers[3].high) == (-bound, bound)
 
 
 def test_a_hidden_view_catches_up_when_shown(fresh_runs):
@@ -261,3 +264,27 @@ def test_launch_form_refuses_bad_values_with_the_clis_message(fresh_runs):
     form.rff_dim, form.run_name = 32, "../escape"
     assert form.submit() is None and "run name" in form.feedback.object
     assert not (fresh_runs / "bad").exists() and not form.launches
+
+
+def test_two_run_comparison_map_grows_with_the_common_steps(fresh_runs):
+    first = live_run(fresh_runs, "a", loss_type="l2", decoder_type="standard")
+    second = live_run(fresh_runs, "b", loss_type="h1")
+    first.advance(3)
+    second.advance(2)
+    state = LabState(fresh_runs)
+    view = TwoRunComparison(state)
+    view.param.update(run_a="a", run_b="b")
+    n_bins = len(state.source["a"].k)
+    cells = view.cells
+    assert len(cells.data["log10_ratio"]) == 2 * n_bins and view.step == 20
+    first.advance(1)
+    state.poll()  # nothing new in common: the map is unchanged
+    assert len(cells.data["log10_ratio"]) == 2 * n_bins and view.step == 20
+    second.advance(2)
+    state.poll()
+    assert view.cells is cells and view.step == 60  # follows the newest common step
+    a = on_disk(fresh_runs / "a", "eval_spectral_mse")[:4]
+    b = on_disk(fresh_runs / "b", "eval_spectral_mse")[:4]
+    np.testing.assert_allclose(np.asarray(cells.data["log10_ratio"]).reshape(4, n_bins),
+                               np.log10(b / a), rtol=1e-12)
+    np.testing.assert_allclose(view.spectra.data["log10_ratio"], np.log10(b[-1] / a[-1]))

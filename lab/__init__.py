@@ -1,0 +1,13 @@
+"""fae-lab's live dashboards: Panel and HoloViews over a directory of run stores.
+
+The dashboards read run stores (SPEC.md §3, docs/run-store.md) with xarray only and never
+import JAX, so they start fast and can run on a laptop while training runs elsewhere.
+
+- :mod:`lab.source`: the data source, the run store reader (discovers runs, reads only the
+  rows written since the last poll);
+- :mod:`lab.transforms`: pure functions of xarray / NumPy (band errors relative to the first
+  evaluation, run differences, per-scale tables);
+- :mod:`lab.views`: one ``pn.viewable.Viewer`` per page;
+- :mod:`lab.app`: the served application (``panel serve lab/app.py --args --runs DIR``);
+- :mod:`lab.cli`: ``fae-lab serve``.
+"""

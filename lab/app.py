@@ -1,0 +1,135 @@
+"""The served dashboards over a directory of runs.
+
+Start it with ``fae-lab serve --runs DIR`` (bound to 127.0.0.1:5006), or with Panel itself (the
+page is then http://127.0.0.1:5006/app)::
+
+    panel serve lab/app.py --address 127.0.0.1 --port 5006 \\
+        --allow-websocket-origin 127.0.0.1:5006 --args --runs DIR
+
+Each browser session gets its own :class:`LabApp`: a :class:`lab.state.LabState` over ``DIR``
+polled every ``poll_ms`` milliseconds (reading only the rows written since the last poll), the
+tag filter in the sidebar and one tab per view. No JAX is imported: the app reads stores with
+xarray and launches training as a separate process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import panel as pn
+
+from lab.state import LabState
+from lab.views import (
+    CurvesView,
+    FrequencyBandsView,
+    LaunchForm,
+    PerScaleView,
+    ReconstructionsView,
+    RunFilter,
+    RunsTable,
+    TwoRunComparison,
+)
+
+POLL_MS = 500
+log = logging.getLogger(__name__)
+
+pn.extension("tabulator", notifications=False)
+
+
+class LabApp(pn.viewable.Viewer):
+    """Every view of one session over ``runs_dir``, in a Bootstrap template.
+
+    The template asks for no web fonts or CDN files, so the page works offline.
+    """
+
+    def __init__(self, runs_dir: str | os.PathLike, poll_ms: int = POLL_MS, **params):
+        super().__init__(**params)
+        self.poll_ms = poll_ms
+        self.state = LabState(runs_dir)
+        self.filter = RunFilter(self.state)
+        # Only the first tab is drawn now; the others draw when first shown.
+        self.views = {
+            "Curves": CurvesView(self.state),
+            "Runs": RunsTable(self.state, shown=False),
+            "Frequency bands": FrequencyBandsView(self.state, shown=False),
+            "Reconstructions": ReconstructionsView(self.state, shown=False),
+            "Per scale": PerScaleView(self.state, shown=False),
+            "Compare two runs": TwoRunComparison(self.state, shown=False),
+            "Launch": LaunchForm(self.state),
+        }
+        self.tabs = pn.Tabs(*self.views.items(), dynamic=True, sizing_mode="stretch_width")
+        self.tabs.param.watch(self._show_active, "active")
+        self.template = pn.template.BootstrapTemplate(
+            title="fae-lab: spectral bias in functional autoencoders", sidebar_width=320,
+            sidebar=[pn.pane.Markdown(f"**Runs under** `{self.state.source.root}`"),
+                     self.filter],
+            main=[self.tabs])
+        self._callback = None
+
+    def __panel__(self):
+        return self.template
+
+    def _show_active(self, *_events) -> None:
+        for index, view in enumerate(self.views.values()):
+            if "shown" in view.param:
+                view.shown = index == self.tabs.active
+
+    def prime(self) -> None:
+        """Draw the hidden tabs once (after the page has loaded: not part of its first render),
+        so that a tab shown later renders with data and then catches up."""
+        for view in self.views.values():
+            if "shown" in view.param and not view.shown:
+                view.prime()
+
+    def poll(self) -> None:
+        """One poll of the runs; a failure is logged and the next poll tries again."""
+        try:
+            self.state.poll()
+        except Exception:
+            log.exception("fae-lab dashboards: polling %s failed", self.state.source.root)
+
+    def start_polling(self) -> None:
+        """Poll every ``poll_ms`` ms while this session lives (needs a server session)."""
+        self._callback = pn.state.add_periodic_callback(self.poll, period=self.poll_ms)
+
+
+def create_app(runs_dir: str | os.PathLike, poll_ms: int = POLL_MS) -> pn.template.BaseTemplate:
+    """The page of one new session: a :class:`LabApp` that polls ``runs_dir``."""
+    app = LabApp(runs_dir, poll_ms)
+    app.start_polling()
+    pn.state.onload(app.prime)
+    return app.template
+
+
+def serve(runs_dir: str | os.PathLike, port: int, address: str = "127.0.0.1",
+          show: bool = False, poll_ms: int = POLL_MS, websocket_origins: list[str] | None = None,
+          threaded: bool = False, **kwargs):
+    """Serve the dashboards on ``address:port`` (blocking unless ``threaded``).
+
+    WebSocket connections are accepted from the page's own origins (``address``, localhost and
+    127.0.0.1 on ``port``) and ``websocket_origins``.
+    """
+    origins = {f"{host}:{port}" for host in (address, "localhost", "127.0.0.1")}
+    origins.update(websocket_origins or [])
+
+    def page() -> pn.template.BaseTemplate:  # a function: Panel serves a partial as text
+        return create_app(runs_dir, poll_ms)
+
+    return pn.serve({"/": page}, port=port, address=address,
+                    show=show, websocket_origin=sorted(origins), threaded=threaded,
+                    title="fae-lab", **kwargs)
+
+
+def _served_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="panel serve lab/app.py --args")
+    parser.add_argument("--runs", default="runs", help="directory of runs (default: runs)")
+    parser.add_argument("--poll-ms", type=int, default=POLL_MS)
+    return parser.parse_args(argv)
+
+
+if __name__.startswith("bokeh"):  # panel serve lab/app.py --args --runs DIR
+    _args = _served_args(sys.argv[1:])
+    create_app(_args.runs, _args.poll_ms).servable()

@@ -1,0 +1,172 @@
+"""Start a training run from the dashboards: build, validate and launch its command line.
+
+The values of the launch form become a ``fae-lab train`` argument list (:func:`train_argv`),
+which is checked by the trainer's own parser (:func:`validate_train_argv`, calling
+``fae_lab.train.args.parse_run_config``), so the command line's choices and ranges are the one
+source of truth. :func:`launch` then starts ``python -m fae_lab.train ARGV`` as a background
+process from an argument list: no shell ever sees what was typed. Its output goes to
+``RUNS/.launches/NAME.log`` (a hidden folder, which run discovery skips).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fae_lab import config as C
+from fae_lab.errors import UsageError
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+LOG_FOLDER = ".launches"
+
+# Form field -> flag, in the order they appear on the command line.
+FLAGS: dict[str, str] = {
+    "training_mode": "--training-mode",
+    "loss_type": "--loss-type",
+    "decoder_type": "--decoder-type",
+    "pooling_type": "--pooling-type",
+    "latent_dim": "--latent-dim",
+    "beta": "--beta",
+    "lambda_grad": "--lambda-grad",
+    "freq_weight_power": "--freq-weight-power",
+    "rff_dim": "--rff-dim",
+    "max_steps": "--max-steps",
+    "learning_rate": "--learning-rate",
+    "batch_size": "--batch-size",
+    "eval_every": "--eval-every",
+    "seed": "--seed",
+}
+GENERATE_FLAGS: dict[str, str] = {
+    "generate_n_samples": "--generate-n-samples",
+    "generate_resolution": "--generate-resolution",
+    "generate_n_scales": "--generate-n-scales",
+}
+
+
+def form_defaults() -> dict[str, Any]:
+    """The form's starting values: the defaults of :class:`fae_lab.config.RunConfig`, except
+    a short run on small generated data (something that finishes on a laptop)."""
+    base = C.RunConfig()
+    return {
+        "training_mode": base.data.training_mode, "loss_type": base.loss.loss_type,
+        "decoder_type": base.model.decoder_type, "pooling_type": base.model.pooling_type,
+        "latent_dim": base.model.latent_dim, "beta": base.loss.beta,
+        "lambda_grad": base.loss.lambda_grad, "freq_weight_power": base.loss.freq_weight_power,
+        "rff_dim": base.model.rff_dim, "max_steps": 2000,
+        "learning_rate": base.optim.learning_rate, "batch_size": base.optim.batch_size,
+        "eval_every": 100, "seed": base.seed, "data_path": "",
+        "generate_n_samples": 64, "generate_resolution": 32, "generate_n_scales": 4,
+    }
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        raise UsageError(f"expected a number or a choice, got {value!r}")
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def run_directory(runs_dir: str | Path, name: str) -> Path:
+    """``runs_dir / name`` for a new run; the name must be a plain folder name, not yet taken."""
+    if not RUN_NAME.fullmatch(name or ""):
+        raise UsageError(f"run name {name!r}: use letters, digits, '.', '_' or '-' "
+                         "(starting with a letter or digit, at most 100 characters)")
+    path = Path(runs_dir) / name
+    if path.exists():
+        raise UsageError(f"run name {name!r}: {path} already exists")
+    return path
+
+
+def train_argv(values: Mapping[str, Any], output_dir: str | Path) -> list[str]:
+    """The ``fae-lab train`` arguments for the form's ``values`` (keys of :data:`FLAGS`,
+    ``data_path`` and :data:`GENERATE_FLAGS`).
+
+    A non-empty ``data_path`` (made absolute) trains on that file, else on generated data of
+    the given size. Every value is one list element; nothing is joined or quoted.
+    """
+    argv = ["--output-dir", str(Path(output_dir).absolute())]
+    for field, flag in FLAGS.items():
+        if values.get(field) is not None:
+            argv += [flag, _text(values[field])]
+    data_path = str(values.get("data_path") or "").strip()
+    if data_path:
+        argv += ["--data-path", str(Path(data_path).expanduser().absolute())]
+    else:
+        for field, flag in GENERATE_FLAGS.items():
+            if values.get(field) is not None:
+                argv += [flag, _text(values[field])]
+    return argv
+
+
+def validate_train_argv(argv: Sequence[str]) -> C.RunConfig:
+    """The :class:`RunConfig` of ``argv`` by ``fae_lab.train.args.parse_run_config``.
+
+    Raises :class:`UsageError` with the parser's one-line message (argparse's own errors exit;
+    their line is captured) or if the data file does not exist.
+    """
+    try:
+        from fae_lab.train.args import parse_run_config
+    except ImportError as err:
+        raise UsageError(f"the trainer cannot be imported ({err}); cannot launch runs") from None
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            config = parse_run_config(list(argv))
+    except SystemExit:
+        lines = [line for line in captured.getvalue().splitlines() if line.strip()]
+        message = lines[-1] if lines else "invalid settings"
+        raise UsageError(message.split(": error: ", 1)[-1]) from None
+    data_path = config.data.data_path
+    if data_path is not None and not Path(data_path).is_file():
+        raise UsageError(f"--data-path: no such file: {data_path}")
+    return config
+
+
+@dataclass
+class Launch:
+    """A training process started from the dashboards."""
+
+    name: str
+    run_dir: Path
+    argv: list[str]
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def status(self) -> str:
+        code = self.process.poll()
+        return "running" if code is None else f"exited with status {code}"
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def launch(runs_dir: str | Path, name: str, values: Mapping[str, Any]) -> Launch:
+    """Validate the form's ``values`` for a new run ``name`` under ``runs_dir`` and start it.
+
+    ``[sys.executable, "-m", "fae_lab.train", *argv]`` in its own session (it outlives the
+    server), output to ``runs_dir/.launches/name.log``.
+    """
+    run_dir = run_directory(runs_dir, name)
+    argv = train_argv(values, run_dir)
+    validate_train_argv(argv)
+    log_dir = Path(runs_dir) / LOG_FOLDER
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "fae_lab.train", *argv],
+                                   stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    return Launch(name, run_dir, argv, process, log_path)

@@ -1,0 +1,119 @@
+"""The state one browser session shares between its views: runs, tag filter, colours, polling.
+
+:class:`LabState` owns the :class:`lab.source.RunsDirectory` of the session. Its
+:meth:`LabState.poll` (a periodic callback while the page is open) reads only the rows written
+since the last poll and hands the :class:`lab.source.PollResult` to every subscribed view.
+The tag filter is one ``ListSelector`` per tag of the seed's scheme
+``[training_mode, loss_type, decoder_type, pooling_type]``; ``visible`` is the list of runs it
+lets through, narrowed to ``chosen`` when the user picks runs by name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import param
+
+from fae_lab import config as C
+from lab.source import TAG_NAMES, PollResult, RunsDirectory
+from lab.transforms import colour_keys, select_runs
+
+# Colour-blind-safe palette (Okabe & Ito), then Bokeh's Category20 for long run lists.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+           "#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+           "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78")
+TAG_CHOICES: dict[str, tuple[str, ...]] = {
+    "training_mode": C.TRAINING_MODES,
+    "loss_type": C.LOSS_TYPES,
+    "decoder_type": C.DECODER_TYPES,
+    "pooling_type": C.POOLING_TYPES,
+}
+TAG_LABELS = {"training_mode": "Training mode", "loss_type": "Loss type",
+              "decoder_type": "Decoder type", "pooling_type": "Pooling"}
+
+Listener = Callable[[PollResult], None]
+
+
+class LabState(param.Parameterized):
+    """Runs of one directory, which of them are drawn, and how they are coloured."""
+
+    training_mode = param.ListSelector(default=list(C.TRAINING_MODES),
+                                       objects=list(C.TRAINING_MODES))
+    loss_type = param.ListSelector(default=list(C.LOSS_TYPES), objects=list(C.LOSS_TYPES))
+    decoder_type = param.ListSelector(default=list(C.DECODER_TYPES),
+                                      objects=list(C.DECODER_TYPES))
+    pooling_type = param.ListSelector(default=list(C.POOLING_TYPES),
+                                      objects=list(C.POOLING_TYPES))
+    colour_by = param.Selector(default="loss_type", objects=["run", *TAG_NAMES], doc="""
+        Legend and colour of each run: its name or one of its tags.""")
+    chosen = param.ListSelector(default=[], objects=[], doc="""
+        Runs picked by name; empty means every run the tag filter lets through.""")
+    runs = param.List(default=[], doc="Every run found, in the order found.")
+    visible = param.List(default=[], doc="Runs drawn: through the tag filter and ``chosen``.")
+    revision = param.Integer(default=0, doc="Bumped when any run's status or rows change.")
+
+    def __init__(self, runs_dir: str | os.PathLike, **params):
+        super().__init__(**params)
+        self.source = RunsDirectory(runs_dir)
+        self._listeners: list[Listener] = []
+        self.poll()
+
+    # -- tags and colours ----------------------------------------------------------------
+
+    def tags(self, runs: list[str] | None = None) -> dict[str, dict[str, str]]:
+        """run -> {tag name -> value}, for ``runs`` (default: every run)."""
+        names = self.runs if runs is None else runs
+        return {name: self.source[name].tags for name in names}
+
+    def colour_key(self, run: str) -> str:
+        return colour_keys({run: self.source[run].tags}, self.colour_by)[run]
+
+    def colour(self, run: str) -> str:
+        """Colour of a run: fixed per tag value (a tag's values in the CLI's order), or per run
+        in the order found."""
+        key = self.colour_key(run)
+        if self.colour_by == "run":
+            order = self.runs
+        else:
+            order = list(self.param[self.colour_by].objects)
+        index = order.index(key) if key in order else len(order)
+        return PALETTE[index % len(PALETTE)]
+
+    # -- polling -------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(result)`` after every poll (most find nothing new)."""
+        self._listeners.append(listener)
+
+    def poll(self) -> PollResult:
+        """Read what is new in every run (and any new run), then tell the views."""
+        result = self.source.poll()
+        if result.new_runs:
+            self._admit_tag_values(result.new_runs)
+            self.param["chosen"].objects = self.source.names()
+            self.runs = self.source.names()
+        if result.deltas:
+            self.revision += 1
+        for listener in self._listeners:
+            listener(result)
+        return result
+
+    def _admit_tag_values(self, runs: list[str]) -> None:
+        """A tag value the CLI does not know (an older or newer run) gets its own toggle, on."""
+        for tag in TAG_NAMES:
+            known = list(self.param[tag].objects)
+            extra = [v for v in dict.fromkeys(self.source[r].tags[tag] for r in runs)
+                     if v not in known]
+            if extra:
+                self.param[tag].objects = known + extra
+                setattr(self, tag, [*getattr(self, tag), *extra])
+
+    @param.depends("runs", "chosen", *TAG_NAMES, watch=True, on_init=True)
+    def _update_visible(self) -> None:
+        allowed = {tag: getattr(self, tag) for tag in TAG_NAMES}
+        through = select_runs(self.tags(), allowed)
+        if self.chosen:
+            through = [run for run in through if run in self.chosen]
+        if through != self.visible:
+            self.visible = through

@@ -1,0 +1,20 @@
+"""The dashboards' pages, one ``pn.viewable.Viewer`` each, all fed by one :class:`LabState`."""
+
+from lab.views.bands import FrequencyBandsView
+from lab.views.compare import TwoRunComparison
+from lab.views.curves import CurvesView
+from lab.views.launch import LaunchForm
+from lab.views.reconstructions import ReconstructionsView
+from lab.views.runs import RunFilter, RunsTable
+from lab.views.scales import PerScaleView
+
+__all__ = [
+    "CurvesView",
+    "FrequencyBandsView",
+    "LaunchForm",
+    "PerScaleView",
+    "ReconstructionsView",
+    "RunFilter",
+    "RunsTable",
+    "TwoRunComparison",
+]

@@ -1,0 +1,237 @@
+"""Error against radial wavenumber |n|, for one run and one scale (or the training scales).
+
+Left: the error power E(s, k) per bin at a few evaluations spread over training (always the
+first and the newest), coloured by step, with the target's power at the newest evaluation
+(dashed) and the low/high cutoff. Right: a step × |n| map of log10 E(s, k) / E(s_0, k), the
+error relative to the first evaluation: 0 (white) where a band has not moved, blue where it has
+been learned, red where it got worse. A high band that flat-lines stays white while the low
+bands turn blue.
+
+Bokeh sources: the map gains one column of cells per new evaluation by streaming; the few
+spectra are replaced (a few hundred numbers). Axes follow the data until the user zooms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import panel as pn
+import param
+from bokeh.models import (
+    ColorBar,
+    ColumnDataSource,
+    DataRange1d,
+    HoverTool,
+    LinearColorMapper,
+    Span,
+)
+from bokeh.palettes import RdBu11, Viridis256
+from bokeh.plotting import figure
+
+from lab.source import SPECTRAL_VARIABLES, PollResult, RunReader
+from lab.state import LabState
+from lab.transforms import (
+    ALL_TRAINING_SCALES,
+    band_error_relative_to_first,
+    evaluations_to_draw,
+    spectral_error,
+)
+from lab.views.base import LiveView
+
+RELATIVE_LIMIT = 2.0  # colour range of the map: ±2 decades
+
+
+def scale_options(reader: RunReader | None) -> dict[str, int]:
+    """Labels of the scale choices: the training-scale average, then each scale with its t."""
+    options = {"training scales (mean)": ALL_TRAINING_SCALES}
+    if reader is None or not reader.ready:
+        return options
+    for scale, time, held_out in zip(reader.scales, reader.times, reader.held_out, strict=True):
+        suffix = " (held-out)" if held_out else ""
+        options[f"scale {int(scale)}, t = {time:.3g}{suffix}"] = int(scale)
+    return options
+
+
+def spectra_columns(reader: RunReader, scale: int, n_curves: int) -> dict[str, list]:
+    """Multi-line data: one row per drawn evaluation, ``xs`` = |n| bin centres, ``ys`` = E."""
+    evaluations = reader.evaluations()
+    if reader.n_eval == 0:
+        return {"xs": [], "ys": [], "step": []}
+    error = spectral_error(evaluations, scale)
+    rows = evaluations_to_draw(reader.n_eval, n_curves)
+    k = error["k"].values
+    return {"xs": [k] * len(rows), "ys": [error.values[i] for i in rows],
+            "step": [int(s) for s in error["eval_step"].values[rows]]}
+
+
+def target_columns(reader: RunReader, scale: int) -> dict[str, np.ndarray]:
+    """The target's power per bin at the newest evaluation."""
+    if reader.n_eval == 0:
+        return {"k": np.zeros(0), "power": np.zeros(0)}
+    evaluations = reader.evaluations(slice(reader.n_eval - 1, reader.n_eval))
+    name = "eval_spectral_target" if scale == ALL_TRAINING_SCALES else "eval_scale_spectral_target"
+    if name not in evaluations:
+        return {"k": np.zeros(0), "power": np.zeros(0)}
+    target = evaluations[name]
+    if scale != ALL_TRAINING_SCALES:
+        target = target.sel(scale=scale)
+    return {"k": evaluations["k"].values, "power": np.ravel(target.values)}
+
+
+def map_columns(reader: RunReader, scale: int, rows: slice) -> dict[str, np.ndarray]:
+    """Cells of the relative-error map for evaluation rows ``rows``: one quad per (row, bin).
+
+    Evaluation i spans steps [(s_{i-1} + s_i)/2, s_i + (s_i - s_{i-1})/2]; bin k spans its
+    edges. ``log_ratio`` = log10 E(s_i, k) / E(s_0, k).
+    """
+    n = reader.n_eval
+    stop = min(rows.stop, n)
+    if stop <= rows.start:
+        return {key: np.zeros(0) for key in
+                ("left", "right", "bottom", "top", "step", "k", "log_ratio")}
+    relative = band_error_relative_to_first(spectral_error(reader.evaluations(), scale))
+    steps = reader.eval_steps.astype(np.float64)
+    previous = np.concatenate([[steps[0] - (steps[1] - steps[0] if steps.size > 1 else 1)],
+                               steps[:-1]])
+    index = np.arange(rows.start, stop)
+    half = (steps[index] - previous[index]) / 2
+    n_bins = relative.sizes["k"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.log10(relative.values[index])
+    return {
+        "left": np.repeat(steps[index] - half, n_bins),
+        "right": np.repeat(steps[index] + half, n_bins),
+        "bottom": np.tile(reader.k_lower, index.size),
+        "top": np.tile(reader.k_upper, index.size),
+        "step": np.repeat(steps[index], n_bins), "k": np.tile(reader.k, index.size),
+        "log_ratio": log_ratio.ravel(),
+    }
+
+
+class FrequencyBandsView(LiveView):
+    """Error power per |n| band over training, for one run and scale."""
+
+    run = param.Selector(default=None, objects=[], doc="The run shown.")
+    scale = param.Selector(default=ALL_TRAINING_SCALES,
+                           objects={"training scales (mean)": ALL_TRAINING_SCALES})
+    n_curves = param.Integer(default=8, bounds=(1, 40), doc="Evaluations drawn as spectra.")
+
+    _structure = ("visible",)
+
+    def __init__(self, state: LabState, **params):
+        super().__init__(state, **params)
+        self.spectra = ColumnDataSource({"xs": [], "ys": [], "step": []}, name="band-spectra")
+        self.target = ColumnDataSource({"k": [], "power": []}, name="band-target")
+        self.cells = ColumnDataSource(map_columns_empty(), name="band-map")
+        self._step_colours = LinearColorMapper(palette=Viridis256, low=0, high=1)
+        self._cutoffs = [Span(dimension="height", line_dash="dashed", line_color="grey"),
+                         Span(dimension="width", line_dash="dashed", line_color="grey")]
+        self.spectrum_figure = self._spectrum_figure()
+        self.map_figure = self._map_figure()
+        self._run_select = pn.widgets.Select.from_param(self.param.run, name="Run")
+        self._scale_select = pn.widgets.Select.from_param(self.param.scale, name="Scale")
+        self._curves = pn.widgets.IntSlider.from_param(self.param.n_curves,
+                                                       name="Spectra drawn")
+        self.start()
+
+    def __panel__(self):
+        return pn.Column(
+            pn.Row(self._run_select, self._scale_select, self._curves),
+            pn.Row(pn.pane.Bokeh(self.spectrum_figure, sizing_mode="stretch_width"),
+                   pn.pane.Bokeh(self.map_figure, sizing_mode="stretch_width"),
+                   sizing_mode="stretch_width"),
+            sizing_mode="stretch_width")
+
+    @property
+    def reader(self) -> RunReader | None:
+        return self.state.source[self.run] if self.run in self.state.source else None
+
+    def _spectrum_figure(self) -> figure:
+        fig = figure(title="Error power per |n| band", x_axis_type="log", y_axis_type="log",
+                     x_axis_label="|n| (cycles per unit length)", y_axis_label="error power",
+                     height=360, sizing_mode="stretch_width", x_range=DataRange1d(),
+                     y_range=DataRange1d(), tools="pan,wheel_zoom,box_zoom,reset,save")
+        fig.toolbar.logo = None
+        lines = fig.multi_line("xs", "ys", source=self.spectra, line_width=2,
+                               color={"field": "step", "transform": self._step_colours})
+        fig.line("k", "power", source=self.target, color="black", line_dash="dashed",
+                 legend_label="target power (newest)")
+        fig.add_layout(self._cutoffs[0])
+        fig.add_layout(ColorBar(color_mapper=self._step_colours, title="step"), "right")
+        fig.add_tools(HoverTool(renderers=[lines], tooltips=[("step", "@step")]))
+        fig.legend.location = "bottom_left"
+        return fig
+
+    def _map_figure(self) -> figure:
+        mapper = LinearColorMapper(palette=RdBu11, low=-RELATIVE_LIMIT,
+                                   high=RELATIVE_LIMIT, nan_color="#dddddd")
+        fig = figure(title="log10 E(step, |n|) / E(first evaluation, |n|)", height=360,
+                     x_axis_label="step", y_axis_label="|n| (cycles per unit length)",
+                     sizing_mode="stretch_width", x_range=DataRange1d(range_padding=0),
+                     y_range=DataRange1d(range_padding=0),
+                     tools="pan,wheel_zoom,box_zoom,reset,save")
+        fig.toolbar.logo = None
+        quads = fig.quad(left="left", right="right", bottom="bottom", top="top",
+                         source=self.cells, line_color=None,
+                         fill_color={"field": "log_ratio", "transform": mapper})
+        fig.add_layout(self._cutoffs[1])
+        fig.add_layout(ColorBar(color_mapper=mapper, title="decades"), "right")
+        fig.add_tools(HoverTool(renderers=[quads], tooltips=[
+            ("step", "@step"), ("|n|", "@k{0.00}"), ("log10 ratio", "@log_ratio{0.00}")]))
+        return fig
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Follow the drawn runs (keeping the shown one if still drawn) and redraw."""
+        visible = list(self.state.visible)
+        self.param.run.objects = visible
+        run = self.run if self.run in visible else (visible[0] if visible else None)
+        if run != self.run:
+            self.run = run  # redraws, through _update_scales
+        else:
+            self._update_scales()
+
+    @param.depends("run", watch=True)
+    def _update_scales(self) -> None:
+        options = scale_options(self.reader)
+        self.param.scale.objects = options
+        if self.scale not in options.values():
+            self.scale = ALL_TRAINING_SCALES
+        self.redraw()
+
+    @param.depends("scale", "n_curves", watch=True)
+    def redraw(self) -> None:
+        """Replace every source's data from the run's rows read so far."""
+        reader = self.reader
+        if reader is None or not reader.ready:
+            self.spectra.data = {"xs": [], "ys": [], "step": []}
+            self.target.data = {"k": [], "power": []}
+            self.cells.data = map_columns_empty()
+            return
+        reader.require(*SPECTRAL_VARIABLES)
+        self._step_colours.high = max(reader.max_steps, 1)
+        cutoff = reader.spectral_cutoff
+        for span in self._cutoffs:
+            span.location = cutoff if np.isfinite(cutoff) else None
+        self.spectra.data = spectra_columns(reader, self.scale, self.n_curves)
+        self.target.data = target_columns(reader, self.scale)
+        self.cells.data = map_columns(reader, self.scale, slice(0, reader.n_eval))
+
+    def ingest(self, result: PollResult) -> None:
+        """New evaluations of the shown run: stream their map cells, redraw the spectra."""
+        reader = self.reader
+        delta = next((d for d in result.deltas if reader and d.name == reader.name), None)
+        if delta is None:
+            return
+        have = len(self.cells.data["step"]) // max(len(reader.k), 1)
+        if delta.reset or have == 0:
+            self.redraw()
+        elif reader.n_eval > have:
+            # From what the map holds, not from the delta (a redraw this poll has its rows).
+            self.cells.stream(map_columns(reader, self.scale, slice(have, reader.n_eval)))
+            self.spectra.data = spectra_columns(reader, self.scale, self.n_curves)
+            self.target.data = target_columns(reader, self.scale)
+
+
+def map_columns_empty() -> dict[str, list]:
+    return {key: [] for key in ("left", "right", "bottom", "top", "step", "k", "log_ratio")}

@@ -1,0 +1,56 @@
+"""A row of fields u[y, x] over the periodic unit square, drawn as Bokeh images.
+
+Grid point (iy, ix) is the cell [ix/R, (ix+1)/R) x [iy/R, (iy+1)/R), so every resolution spans
+[0, 1]². The images share their axes (zoom one, zoom all) and are updated in place: new data and
+colour range, same figures, so the zoom is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import panel as pn
+from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d
+from bokeh.palettes import RdBu11, Viridis256
+from bokeh.plotting import figure
+
+FIELD_PALETTE = Viridis256
+ERROR_PALETTE = RdBu11  # blue below zero, red above
+
+
+class FieldImages:
+    """``len(titles)`` images side by side; ``palettes[i]`` colours image i."""
+
+    def __init__(self, titles: Sequence[str], palettes: Sequence[Sequence[str]],
+                 size: int = 170, name: str = "field"):
+        x_range, y_range = Range1d(0, 1, bounds=(0, 1)), Range1d(0, 1, bounds=(0, 1))
+        self.sources: list[ColumnDataSource] = []
+        self.mappers: list[LinearColorMapper] = []
+        self.figures: list[figure] = []
+        for i, (title, palette) in enumerate(zip(titles, palettes, strict=True)):
+            source = ColumnDataSource({"image": [np.zeros((2, 2))]}, name=f"{name}-{i}")
+            mapper = LinearColorMapper(palette=palette, low=0, high=1)
+            fig = figure(title=title, x_range=x_range, y_range=y_range, frame_width=size,
+                         frame_height=size, tools="pan,wheel_zoom,box_zoom,reset,save,hover",
+                         tooltips=[("x", "$x{0.000}"), ("y", "$y{0.000}"),
+                                   ("value", "@image{0.000e}")])
+            fig.image(image="image", x=0, y=0, dw=1, dh=1, source=source, color_mapper=mapper)
+            fig.add_layout(ColorBar(color_mapper=mapper, width=8), "right")
+            fig.toolbar.logo = None
+            self.sources.append(source)
+            self.mappers.append(mapper)
+            self.figures.append(fig)
+
+    def update(self, fields: Sequence[np.ndarray], limits: Sequence[tuple[float, float]],
+               titles: Sequence[str] | None = None) -> None:
+        """Show ``fields[i]`` (``(R, R)``, row iy at height iy/R) with colour range
+        ``limits[i]``."""
+        for i, (field, (low, high)) in enumerate(zip(fields, limits, strict=True)):
+            self.sources[i].data = {"image": [np.asarray(field, dtype=np.float64)]}
+            self.mappers[i].update(low=low, high=high)
+            if titles is not None:
+                self.figures[i].title.text = titles[i]
+
+    def __panel__(self):
+        return pn.Row(*(pn.pane.Bokeh(fig) for fig in self.figures))

@@ -1,0 +1,189 @@
+"""Truth u, reconstruction g(f(u)) and error e = g(f(u)) − u of one test sample at one scale.
+
+A slider picks the evaluation; with "follow newest" on it moves to each new evaluation as
+training writes it. Truth and reconstruction share one colour range (the truth's), the error a
+symmetric diverging one, ±max|e| of the frame shown. HoloViews images, one
+``hv.DynamicMap(pn.bind(...))`` each, with linked axes: zooming into an inclusion boundary
+zooms all three, and a new evaluation keeps the zoom (the grid's extent never changes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from lab.source import PollResult, RunReader
+from lab.state import LabState
+from lab.transforms import reconstruction_error
+from lab.views.base import LiveView
+
+hv.extension("bokeh", logo=False)
+
+
+def image(field: np.ndarray, label: str) -> hv.Image:
+    """A field ``u[y, x]`` over the periodic unit square, y upwards: grid point (iy, ix) is the
+    cell [ix/R, (ix+1)/R) x [iy/R, (iy+1)/R), so every resolution spans the same [0, 1]²."""
+    return hv.Image(np.asarray(field)[::-1], bounds=(0, 0, 1, 1), kdims=["x", "y"],
+                    vdims=[label])
+
+
+def sample_options(reader: RunReader | None) -> dict[str, int]:
+    """Labels of the stored test samples, by position."""
+    if reader is None or not reader.ready:
+        return {"sample 0": 0}
+    return {f"test sample {i}": i for i in range(reader.truth().shape[0])}
+
+
+def scale_options(reader: RunReader | None) -> dict[str, int]:
+    """Labels of the scales (with t and whether held out), by position."""
+    if reader is None or not reader.ready:
+        return {"scale 0": 0}
+    return {f"scale {int(s)}, t = {t:.3g}" + (" (held-out)" if h else ""): i
+            for i, (s, t, h) in enumerate(zip(reader.scales, reader.times, reader.held_out,
+                                              strict=True))}
+
+
+def evaluation_index(n_eval: int, index: int, follow: bool) -> int:
+    """The evaluation to show among ``n_eval``: the newest when following, else ``index``
+    clamped to those written."""
+    if n_eval <= 0:
+        return 0
+    return n_eval - 1 if follow else min(max(index, 0), n_eval - 1)
+
+
+class ReconstructionsView(LiveView):
+    """Truth, reconstruction and error for a chosen run, sample, scale and evaluation."""
+
+    run = param.Selector(default=None, objects=[])
+    sample = param.Selector(default=0, objects={"sample 0": 0})
+    scale = param.Selector(default=0, objects={"scale 0": 0})
+    evaluation = param.Integer(default=0, bounds=(0, 1), doc="Index of the evaluation shown.")
+    follow = param.Boolean(default=True, doc="Move to each new evaluation as it is written.")
+    size = param.Integer(default=240, bounds=(120, 1200), doc="Side of each image, pixels.")
+    images = param.Parameter(default=(), doc="The (truth, reconstruction, error) drawn.")
+
+    _structure = ("visible",)
+
+    def __init__(self, state: LabState, **params):
+        super().__init__(state, **params)
+        self._holding = False
+        self.widgets = pn.Row(
+            pn.widgets.Select.from_param(self.param.run, name="Run"),
+            pn.widgets.Select.from_param(self.param.sample, name="Sample"),
+            pn.widgets.Select.from_param(self.param.scale, name="Scale"),
+            pn.widgets.Checkbox.from_param(self.param.follow, name="Follow newest evaluation",
+                                           align="end"))
+        # Over evaluation indices; its title shows the step.
+        self.slider = pn.widgets.IntSlider.from_param(self.param.evaluation, name="Step",
+                                                      show_value=False,
+                                                      sizing_mode="stretch_width")
+        self.message = pn.pane.Markdown("", css_classes=["recon-message"])
+        self.images = self.frames(None, 0, 0, 0)
+        truth, recon, error = (hv.DynamicMap(pn.bind(lambda images, i=i: images[i],
+                                                     self.param.images))
+                               for i in range(3))
+        self.plots = pn.pane.HoloViews((truth + recon + error).opts(shared_axes=True),
+                                       sizing_mode="stretch_width")
+        self.start()
+
+    def __panel__(self):
+        return pn.Column(self.widgets, self.slider, self.message, self.plots,
+                         sizing_mode="stretch_width")
+
+    @property
+    def reader(self) -> RunReader | None:
+        return self.state.source[self.run] if self.run in self.state.source else None
+
+    def frames(self, run: str | None, sample: int, scale: int,
+               index: int) -> tuple[hv.Image, hv.Image, hv.Image]:
+        """The three images at evaluation ``index`` (blank before the first evaluation)."""
+        reader = self.state.source[run] if run in self.state.source else None
+        opts = {"frame_width": self.size, "frame_height": self.size, "colorbar": True,
+                "tools": ["hover"], "xlabel": "x", "ylabel": "y"}
+        if reader is None or not reader.ready or reader.n_eval == 0:
+            self.message.object = "No evaluation written yet."
+            return tuple(image(np.zeros((2, 2)), name).opts(title=name, **opts)
+                         for name in ("truth", "reconstruction", "error"))
+        index = min(max(index, 0), reader.n_eval - 1)
+        truths = reader.truth()
+        sample, scale = min(sample, truths.shape[0] - 1), min(scale, truths.shape[1] - 1)
+        truth = truths[sample, scale]
+        recon = reader.reconstruction(index)[sample, scale]
+        error = reconstruction_error(truth, recon)
+        low, high = float(truth.min()), float(truth.max())
+        bound = float(np.abs(error).max()) or 1.0
+        mse = float(np.mean(error**2))
+        self.slider.name = f"Step {int(reader.eval_steps[index])}"
+        self.message.object = (f"Step {int(reader.eval_steps[index])} (evaluation {index + 1} "
+                               f"of {reader.n_eval}): MSE {mse:.3e}, max |e| {bound:.3e}")
+        return (
+            image(truth, "u").opts(title="truth u", cmap="viridis", clim=(low, high), **opts),
+            image(recon, "g(f(u))").opts(title="reconstruction g(f(u))", cmap="viridis",
+                                         clim=(low, high), **opts),
+            image(error, "e").opts(title="error e = g(f(u)) − u", cmap="RdBu_r",
+                                   clim=(-bound, bound), **opts),
+        )
+
+    # -- updates ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _hold(self):
+        """Change several choices with one redraw at the end."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        self._redraw()
+
+    @param.depends("sample", "scale", "evaluation", watch=True)
+    def _redraw(self) -> None:
+        if not self._holding:
+            self.images = self.frames(self.run, self.sample, self.scale, self.evaluation)
+
+    def refresh(self) -> None:
+        """Follow the drawn runs (keeping the shown one if still drawn) and redraw."""
+        visible = list(self.state.visible)
+        run = self.run if self.run in visible else (visible[0] if visible else None)
+        self._holding = True  # the Select widget echoes each change back: redraw once, below
+        try:
+            self.param.run.objects = visible
+            self.run = run
+        finally:
+            self._holding = False
+        self._update_choices()
+
+    @param.depends("run", watch=True)
+    def _update_choices(self) -> None:
+        if self._holding:
+            return
+        reader = self.reader
+        with self._hold():
+            self.param.sample.objects = sample_options(reader)
+            self.param.scale.objects = scale_options(reader)
+            if self.sample not in self.param.sample.objects.values():
+                self.sample = 0
+            if self.scale not in self.param.scale.objects.values():
+                self.scale = 0
+            self._update_evaluations(newest=True)
+
+    def _update_evaluations(self, newest: bool = False) -> None:
+        n_eval = self.reader.n_eval if self.reader else 0
+        self.param.evaluation.bounds = (0, max(n_eval - 1, 1))
+        self.evaluation = evaluation_index(n_eval, self.evaluation, self.follow or newest)
+
+    @param.depends("follow", watch=True)
+    def _follow(self) -> None:
+        if self.follow:
+            self._update_evaluations()
+
+    def ingest(self, result: PollResult) -> None:
+        reader = self.reader
+        for delta in result.deltas:
+            if reader is not None and delta.name == reader.name and (
+                    delta.reset or delta.eval.stop > delta.eval.start):
+                self._update_evaluations()

@@ -1,0 +1,121 @@
+"""The runs: a table of every drawn run, and the tag filter that decides which are drawn.
+
+The table has one row per run with its tags (the seed's scheme ``[training_mode, loss_type,
+decoder_type, pooling_type]``), status (running, finished, failed, diverged), step and
+headline metrics (newest evaluation; ``final.json`` once it has ended). Cells are patched in
+place as runs progress; rows change only when the filter or the set of runs does.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import panel as pn
+import param
+
+from lab.source import PollResult
+from lab.state import TAG_LABELS, LabState
+from lab.views.base import LiveView
+
+COLUMN_TITLES = {
+    "colour": "", "run": "Run", "training_mode": "Mode", "loss_type": "Loss",
+    "decoder_type": "Decoder", "pooling_type": "Pooling", "status": "Status", "step": "Step",
+    "max_steps": "of", "evaluations": "Evals", "rel_mse": "Rel. MSE",
+    "high_freq_ratio": "HF ratio", "final_test_rel_mse": "final/test_rel_mse",
+    "final_held_out_avg_mse": "final/held_out_avg_mse", "message": "Message",
+}
+_SCIENTIFIC = {"type": "money", "precision": 4, "symbol": ""}
+SUMMARY_NAMES = 8  # runs named in the sidebar's summary
+
+
+def runs_frame(state: LabState, runs: list[str]) -> pd.DataFrame:
+    """The table's rows: ``state.source[run].summary()`` plus the run's colour, index 0..n-1."""
+    rows = [{"colour": state.colour(run), **state.source[run].summary()} for run in runs]
+    return pd.DataFrame(rows, columns=list(COLUMN_TITLES))
+
+
+class RunFilter(pn.viewable.Viewer):
+    """Toggle buttons for each tag, the colour-by choice and an optional pick of runs by name."""
+
+    def __init__(self, state: LabState, **params):
+        super().__init__(**params)
+        self.state = state
+        self.toggles = {
+            tag: pn.widgets.CheckButtonGroup.from_param(
+                state.param[tag], name=TAG_LABELS[tag], button_type="primary",
+                button_style="outline", sizing_mode="stretch_width", orientation="vertical"
+                if tag == "loss_type" else "horizontal")
+            for tag in ("loss_type", "decoder_type", "training_mode", "pooling_type")
+        }
+        self.colour_by = pn.widgets.Select.from_param(state.param.colour_by, name="Colour by",
+                                                      sizing_mode="stretch_width")
+        self.chosen = pn.widgets.MultiChoice.from_param(
+            state.param.chosen, name="Only these runs (empty: all)",
+            sizing_mode="stretch_width")
+        self.summary = pn.pane.Markdown(self._summary_text(), css_classes=["drawn-runs"],
+                                        sizing_mode="stretch_width")
+        state.param.watch(lambda *_: setattr(self.summary, "object", self._summary_text()),
+                          ["visible", "runs"])
+
+    def _summary_text(self) -> str:
+        visible, total = self.state.visible, len(self.state.runs)
+        if not total:
+            return f"No runs yet under `{self.state.source.root}`."
+        shown = visible[:SUMMARY_NAMES]
+        names = ", ".join(shown) if shown else "none"
+        more = f" and {len(visible) - len(shown)} more" if len(visible) > len(shown) else ""
+        return f"Drawing {len(visible)} of {total} runs: {names}{more}"
+
+    def __panel__(self):
+        widgets = []
+        for tag, toggle in self.toggles.items():
+            widgets += [pn.pane.Markdown(f"**{TAG_LABELS[tag]}**", margin=(8, 10, 0, 10)),
+                        toggle]
+        return pn.Column(*widgets, self.colour_by, self.chosen, self.summary,
+                         sizing_mode="stretch_width")
+
+
+class RunsTable(LiveView):
+    """Every drawn run with its tags, status, step and metrics, updated in place."""
+
+    page_size = param.Integer(default=50, bounds=(5, 500))
+
+    def __init__(self, state: LabState, **params):
+        super().__init__(state, **params)
+        formatters = {name: _SCIENTIFIC for name in
+                      ("rel_mse", "high_freq_ratio", "final_test_rel_mse",
+                       "final_held_out_avg_mse")}
+        formatters["colour"] = {"type": "color"}
+        self.table = pn.widgets.Tabulator(
+            runs_frame(state, state.visible), show_index=False, disabled=True,
+            titles=COLUMN_TITLES, formatters=formatters, widths={"colour": 12},
+            pagination="local", page_size=self.page_size, sizing_mode="stretch_width",
+            layout="fit_data_table", css_classes=["runs-table"])
+        self.start()
+
+    def __panel__(self):
+        return self.table
+
+    def refresh(self) -> None:
+        """Rows for the drawn runs: cells patched if the rows are the same runs, else replaced."""
+        frame = runs_frame(self.state, self.state.visible)
+        current = self.table.value
+        if list(current["run"]) != list(frame["run"]) or list(current.columns) != list(
+                frame.columns):
+            self.table.value = frame
+            return
+        patch: dict[str, list[tuple[int, object]]] = {}
+        for column in frame.columns:
+            old, new = current[column].to_numpy(), frame[column].to_numpy()
+            for row in range(len(frame)):
+                if not (old[row] == new[row] or (_isnan(old[row]) and _isnan(new[row]))):
+                    patch.setdefault(column, []).append((row, new[row]))
+        if patch:
+            self.table.patch(patch, as_index=False)
+
+    def ingest(self, result: PollResult) -> None:
+        if any(delta.name in self.state.visible for delta in result.deltas):
+            self.refresh()
+
+
+def _isnan(value: object) -> bool:
+    return isinstance(value, float) and value != value
