@@ -19,12 +19,6 @@ from fae_lab.losses import (
 R = 16
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 def np_power(e):
     r = e.shape[-1]
     return np.abs(np.fft.fft2(e) / r**2) ** 2

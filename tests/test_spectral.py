@@ -20,12 +20,6 @@ from fae_lab.spectral import (
 )
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 def np_power(e):
     """|fft2(e) / R²|² in NumPy, float64."""
     r = e.shape[-1]
