@@ -12,8 +12,8 @@ samples on a 16 x 16 grid, 4 scales, holding about one large inclusion each (rad
 0.15-0.25, Poisson mean 0.86), which the reference FAE (16 Gaussian coordinate frequencies of
 sigma = 1, mean pooling) learns within 1500 steps at batch 32 and learning rate 5e-3. The H1
 run uses the spectral form (central differences barely weight |n| > R/4 = 4) and the RFF sigma
-is 0.05 (sigma = 1 on 100 hidden units turns the phases into noise and the run learns only the
-mean). Then the baseline's low band falls tenfold while its high band (|n| >= 4) falls 15 %
+is 0.5 per unit rms of the hidden activations (the same features as the 0.05 of the unscaled
+form measured in demo_science.md). Then the baseline's low band falls tenfold while its high band (|n| >= 4) falls 15 %
 and flat-lines at 0.86 of the target's own high-band power; the H1 run's high band falls a
 little further (21 %), within what a second seed moves it.
 """
@@ -42,7 +42,7 @@ DEMO_EXPERIMENTS = [
     Experiment("h1", "demo", ("--loss-type", "h1", "--h1-form", "spectral", "--lambda-grad", "1"),
                "Phase B: does the H1 loss make the high band fall faster?"),
     Experiment("rff_output", "demo", ("--decoder-type", "rff_output", "--rff-dim", "256",
-                                      "--rff-sigma", "0.05"),
+                                      "--rff-sigma", "0.5"),
                "Phase C: random Fourier features at the decoder's penultimate layer"),
 ]
 

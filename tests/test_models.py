@@ -177,6 +177,16 @@ def test_hidden_fourier_features_follow_the_formula():
         HiddenFourierFeatures(5, 7, 1.0, rngs=nnx.Rngs(0))
 
 
+def test_hidden_fourier_sigma_is_per_unit_rms_of_the_activations():
+    # B ~ N(0, sigma^2 / d): the phase 2*pi*B.h of an h with unit rms has std 2*pi*sigma for any d.
+    for width in (16, 400):
+        features = HiddenFourierFeatures(width, 2048, 0.5, rngs=nnx.Rngs(1))
+        freqs = np.asarray(features.frequencies.get_value(), np.float64)[0]
+        h = np.random.default_rng(0).standard_normal(width)
+        h /= np.sqrt(np.mean(h**2))
+        assert np.std(freqs @ h) == pytest.approx(0.5, rel=0.06)
+
+
 # ---------------------------------------------------------------- the factorised layers
 
 

@@ -15,6 +15,7 @@ period 1 in t) so that large phases keep full float32 accuracy.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import jax
@@ -157,9 +158,14 @@ class CoordinateFeatures(nnx.Module):
 class HiddenFourierFeatures(nnx.Module):
     """Random Fourier features of a hidden layer h ∈ R^d, one band per σ, concatenated.
 
-    For each band b, B_b ~ N(0, σ_b²) of shape ``(n_features/2, d)``, fixed, and
+    For each band b, B_b ~ N(0, σ_b²/d) of shape ``(n_features/2, d)``, fixed, and
 
         φ_b(h) = [cos 2πB_b h, sin 2πB_b h] ∈ R^{n_features},   φ(h) = [φ_1(h), ..., φ_K(h)].
+
+    The 1/d in the variance makes σ a scale per unit of the activations' root mean square: a
+    phase 2πB_b h has standard deviation 2πσ_b·rms(h) whatever the layer width. Without it the
+    seed's σ = 1 on a 100-wide layer gives phases of tens of radians, noise that the readout
+    cannot use (measured: such a run learns only the mean field; benchmarks/demo_science.md).
 
     ``n_features`` (the ``--rff-dim`` of the command line) counts output features per band,
     cosines and sines together, so it must be even: n_features/2 frequencies per band and
@@ -178,7 +184,8 @@ class HiddenFourierFeatures(nnx.Module):
         sigmas = _as_sigmas(sigmas, "--rff-sigma / --rff-multiscale-sigmas")
         keys = jax.random.split(rngs.features(), len(sigmas))
         matrices = [
-            gaussian_frequencies(k, n_features // 2, in_dim, s) for k, s in zip(keys, sigmas, strict=True)
+            gaussian_frequencies(k, n_features // 2, in_dim, s / math.sqrt(in_dim))
+            for k, s in zip(keys, sigmas, strict=True)
         ]
         self.in_dim = in_dim
         self.n_features = n_features
