@@ -10,8 +10,9 @@ The loop keeps the device busy: each host call runs ``steps_per_call`` steps in 
 ``lax.scan``; the next call is dispatched before the previous call's metrics are read, and
 every store write goes through a background writer thread. Evaluations run on the device at
 the steps of the store's evaluation schedule; checkpoints are taken at evaluations (once a
-minute by default, at the end, and when stopped), so a run resumes from its last checkpoint. Several local devices hold either
-different members (a sweep) or different parts of each batch (data parallel).
+minute by default, at the end, and at ``--stop-after-step``), so a run stopped or interrupted
+resumes from its last checkpoint. Several local devices hold either different members (a
+sweep) or different parts of each batch (data parallel).
 """
 
 from __future__ import annotations
