@@ -35,6 +35,16 @@ def test_generate_writes_the_generators_fields_with_the_flags_given(tmp_path, ca
     assert written.fields[:, 0].max() == 2.0 and written.fields[:, 0].min() == 0.0
 
 
+def test_generate_radius_range_reaches_the_generator(tmp_path, capsys):
+    path = tmp_path / "d.npz"
+    assert main(["generate", "--out", str(path), "--n-samples", "6", "--resolution", "16",
+                 "--n-scales", "2", "--radius-range", "0.15,0.25", "--volume-fraction", "0.1"]) == 0
+    direct = generate_microstructures(6, 16, 2, 0, radius_range=(0.15, 0.25), volume_fraction=0.1)
+    np.testing.assert_array_equal(load_npz(path).fields, direct.fields)
+    default = generate_microstructures(6, 16, 2, 0, volume_fraction=0.1)
+    assert not np.array_equal(direct.fields, default.fields)
+
+
 def test_generate_refuses_an_existing_file_and_leaves_it_untouched(tmp_path):
     path = tmp_path / "d.npz"
     path.write_bytes(b"precious")
@@ -106,6 +116,8 @@ def test_data_commands_never_import_jax(tmp_path):
     (["--n-scales", "3", "--sigmas", "0,0.1"], "--sigmas"),
     (["--n-scales", "3", "--held-out-indices", "3"], "--held-out-indices"),
     (["--contrast", "nan"], "--contrast"),
+    (["--radius-range", "0.3,0.1"], "--radius-range"),
+    (["--radius-range", "0.1"], "--radius-range"),
 ])
 def test_bad_generate_flag_is_one_line_naming_it(tmp_path, arguments, named):
     path = tmp_path / "d.npz"

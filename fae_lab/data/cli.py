@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="value of the inclusion phase (the matrix is 0)")
     generate.add_argument("--volume-fraction", type=_open_fraction, default=0.3, metavar="F",
                           help="expected area fraction of the inclusions, in (0, 1)")
+    generate.add_argument("--radius-range", type=parse_float_list, default=None, metavar="R0,R1",
+                          help="inclusion radii, log-uniform, in domain lengths (default: 1.5 grid cells to 0.15)")
     generate.add_argument("--held-out-indices", type=parse_int_list, default=None, metavar="LIST",
                           help="scales to record as held out, e.g. '2,5'")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
@@ -82,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_guarded(PROG, lambda: body(args))
 
 
+def _radius_range(values: tuple[float, ...] | None) -> tuple[float, float] | None:
+    if values is not None and len(values) != 2:
+        raise UsageError(f"--radius-range: expected two numbers R0,R1, got {len(values)}")
+    return None if values is None else (values[0], values[1])
+
+
 def _generate(args: argparse.Namespace) -> int:
     if os.path.exists(args.out) and not args.overwrite:
         raise UsageError(f"{args.out}: already exists; refusing to overwrite it (use --overwrite)")
@@ -90,7 +98,7 @@ def _generate(args: argparse.Namespace) -> int:
     data = generate_microstructures(
         args.n_samples, args.resolution, n_scales, args.seed, sigmas=args.sigmas,
         contrast=args.contrast, volume_fraction=args.volume_fraction,
-        held_out_indices=args.held_out_indices)
+        held_out_indices=args.held_out_indices, radius_range=_radius_range(args.radius_range))
     save_npz(args.out, data, overwrite=args.overwrite)
     print(f"wrote {args.out}: {data.n_samples} samples x {data.n_scales} scales x "
           f"{data.resolution}^2 in {time.perf_counter() - started:.1f} s")

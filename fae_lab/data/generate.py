@@ -204,7 +204,7 @@ def generate_microstructures(
         radius_range = (min(SMALLEST_RADIUS_CELLS / resolution, LARGEST_RADIUS / 2), LARGEST_RADIUS)
     r_0, r_1 = radius_range
     _check(0 < r_0 <= r_1 and r_1 * math.sqrt(aspect_range[1]) < 0.5,
-           f"radius_range: expected 0 < r0 <= r1 with ellipses inside half the domain, got {radius_range}")
+           f"--radius-range: expected 0 < r0 <= r1 with ellipses inside half the domain, got {radius_range}")
     _check(1 <= aspect_range[0] <= aspect_range[1],
            f"aspect_range: expected 1 <= q0 <= q1, got {aspect_range}")
 
