@@ -72,6 +72,16 @@ def main() -> None:
         return optax.apply_updates(p, updates), s, value
 
     step_jit = jax.jit(step)
+
+    def remat_step(policy):
+        # The same step with the loss rematerialised under ``policy``: what is saved for the
+        # backward pass (and so written to and read from HBM) changes, the result does not.
+        def fn(p, s, u):
+            value, g = jax.value_and_grad(jax.checkpoint(loss, policy=policy))(p, u)
+            updates, s = opt.update(g, s, p)
+            return optax.apply_updates(p, updates), s, value
+
+        return jax.jit(fn)
     compiled = step_jit.lower(params, opt_state, u).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -87,6 +97,10 @@ def main() -> None:
         "ms_forward": timed(forward, params, u),
         "ms_forward_backward": timed(grad, params, u),
         "ms_step_with_adam": timed(step_jit, params, opt_state, u),
+        "ms_step_remat_save_dots": timed(remat_step(jax.checkpoint_policies.checkpoint_dots),
+                                         params, opt_state, u),
+        "ms_step_remat_save_nothing": timed(remat_step(jax.checkpoint_policies.nothing_saveable),
+                                            params, opt_state, u),
         "xla_gflop_per_step": flops / 1e9,
         "xla_gbytes_per_step": nbytes / 1e9,
     }
