@@ -180,7 +180,7 @@ def test_live_synthetic_run_from_another_process_grows_until_finished(tmp_path):
                 view = open_run(run)
                 progress = view.progress
                 ds = view.metrics()
-                assert ds.sizes["eval_step"] == progress["n_eval"]
+                assert ds.sizes["eval_step"] >= progress["n_eval"]  # metrics() re-reads progress
                 assert np.isfinite(ds.eval_mse.values).all()
                 seen.append(progress["n_eval"])
                 if progress["status"] == "finished":
