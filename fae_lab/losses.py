@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fae_lab.config import H1_FORMS, LOSS_TERM_NAMES, LOSS_TYPES
+from fae_lab.config import FULL_GRID_LOSSES, H1_FORMS, LOSS_TERM_NAMES, LOSS_TYPES
 from fae_lab.errors import UsageError
 from fae_lab.grid import wavenumber_magnitude
 
@@ -59,7 +59,7 @@ def loss_term_names(loss_type: str) -> tuple[str, ...]:
 def requires_full_grid(loss_type: str) -> bool:
     """Whether ``loss_type`` needs whole R x R fields: only l2 is defined on scattered points."""
     _check_choice("--loss-type", loss_type, LOSS_TYPES)
-    return loss_type != "l2"
+    return loss_type in FULL_GRID_LOSSES
 
 
 def field_loss_terms(

@@ -21,19 +21,18 @@ from fae_lab.cli_util import OneLineArgumentParser, run_guarded
 from fae_lab.errors import UsageError
 from fae_lab.experiments import Experiment
 from fae_lab.phase import format_table, run_series, split_train_flags
-from fae_lab.train.args import build_parser as build_train_parser
+from fae_lab.train.args import SETTINGS
 
 
 def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     """``["seed=0,1", "beta=1e-3,1e-4"]`` -> ``[("seed", ["0","1"]), ("beta", [...])]``."""
-    known = {a.dest for a in build_train_parser()._actions}
     axes = []
     for item in items:
         name, sep, values = item.partition("=")
         flag = name.strip().lstrip("-")
         if not sep or not values.strip():
             raise UsageError(f"--grid: expected NAME=V1,V2,..., got {item!r}")
-        if flag.replace("-", "_") not in known or flag in ("output-dir", "config", "resume", "overwrite"):
+        if flag.replace("-", "_") not in SETTINGS or flag in ("output-dir", "resume", "overwrite"):
             raise UsageError(f"--grid: {flag!r} is not a `fae-lab train` setting that can be swept")
         separator = ";" if ";" in values else ","
         axes.append((flag, [v.strip() for v in values.split(separator) if v.strip()]))

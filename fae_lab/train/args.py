@@ -95,6 +95,9 @@ _FIELDS: dict[str, tuple[str | None, str]] = {
 
 _BOOLEAN_FLAGS = {"save_best_model", "resume", "overwrite", "track_spectral_metrics"}
 
+# Settings a config file or a sweep may name (flag spelling without dashes, e.g. "loss_type").
+SETTINGS = frozenset(_FIELDS)
+
 
 def _hidden_sizes(text: str) -> tuple[int, ...]:
     sizes = parse_int_list(text)
@@ -234,7 +237,7 @@ def config_file_arguments(path: str) -> list[str]:
     tokens: list[str] = []
     for key, value in payload.items():
         dest = str(key).replace("-", "_")
-        if dest not in _FIELDS:
+        if dest not in SETTINGS:
             raise UsageError(f"--config {path}: unknown setting {key!r}")
         flag = "--" + dest.replace("_", "-")
         if dest in _BOOLEAN_FLAGS:
