@@ -25,6 +25,7 @@ CoordinateFeatures = Literal["gaussian", "periodic"]
 LossType = Literal["l2", "h1", "fourier_weighted", "combined"]
 H1Form = Literal["finite_difference", "spectral"]
 Precision = Literal["float32", "bf16"]
+Kernels = Literal["auto", "xla", "pallas"]
 
 TRAINING_MODES = ("single_scale", "multi_scale")
 POOLING_TYPES = ("mean", "attention", "augmented_residual")
@@ -34,6 +35,8 @@ COORDINATE_FEATURES = ("gaussian", "periodic")
 LOSS_TYPES = ("l2", "h1", "fourier_weighted", "combined")
 H1_FORMS = ("finite_difference", "spectral")
 PRECISIONS = ("float32", "bf16")
+# auto: the fused Pallas encoder on a GPU where the model allows it (fae_lab.train.run.use_fused_encoder)
+KERNELS = ("auto", "xla", "pallas")
 # The data-loss terms each loss type logs (train_loss_<term>); the FAE penalty adds "latent".
 LOSS_TERM_NAMES = {
     "l2": ("l2",),
@@ -150,6 +153,7 @@ class RunConfig:
     seed: int = 0
     steps_per_call: int = 50
     precision: Precision = "float32"
+    kernels: Kernels = "auto"
     save_best_model: bool = False
     checkpoint_every: int | None = None  # None: at an evaluation once a minute has passed
     resume: bool = False

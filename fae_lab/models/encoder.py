@@ -14,6 +14,7 @@ from flax import nnx
 
 from fae_lab.config import POOLING_TYPES, ModelConfig
 from fae_lab.errors import UsageError
+from fae_lab.models import fused as fused_kernels
 from fae_lab.models.features import CoordinateFeatures
 
 
@@ -165,8 +166,11 @@ class PointSetEncoder(nnx.Module):
     """
 
     def __init__(self, cfg: ModelConfig, coordinate_features: CoordinateFeatures, *,
-                 compute_dtype=jnp.float32, rngs: nnx.Rngs):
+                 compute_dtype=jnp.float32, fused: bool = False, rngs: nnx.Rngs):
         widths = tuple(cfg.encoder_hidden)
+        if fused and (cfg.pooling_type != "mean" or jnp.dtype(compute_dtype) != jnp.dtype(jnp.float32)):
+            raise UsageError("--kernels pallas: the fused encoder needs mean pooling and float32 compute")
+        self.fused = fused
         if not widths or min(widths) < 1:
             raise UsageError(f"--encoder-hidden: expected one or more widths >= 1, got {widths}")
         if cfg.latent_dim < 1:
@@ -189,4 +193,17 @@ class PointSetEncoder(nnx.Module):
         return self.hidden(h)
 
     def __call__(self, x: jax.Array, u: jax.Array) -> jax.Array:
+        if self.fused:
+            return self.to_latent(self.fused_mean_embedding(x, u))
         return self.to_latent(self.pool(self.embed_points(x, u)))
+
+    def fused_mean_embedding(self, x: jax.Array, u: jax.Array) -> jax.Array:
+        """``MeanPool(embed_points(x, u))`` as one fused kernel (mean pooling only): ``(B, H)``."""
+        if u.ndim != 2 or x.shape[-2] != u.shape[-1] or x.ndim not in (2, 3):
+            raise ValueError(f"encoder: expected x (B,P,2) or (P,2) and u (B,P), got {x.shape}, {u.shape}")
+        return fused_kernels.mean_embedding(
+            self.coordinate_features(x), u, self.first.coordinate_kernel[...], self.first.bias[...],
+            self.first.input_kernel[...][0],
+            [layer.kernel[...] for layer in self.hidden.layers],
+            [layer.bias[...] for layer in self.hidden.layers],
+        )

@@ -36,6 +36,7 @@ _FIELDS: dict[str, tuple[str | None, str]] = {
     "seed": (None, "seed"),
     "steps_per_call": (None, "steps_per_call"),
     "precision": (None, "precision"),
+    "kernels": (None, "kernels"),
     "save_best_model": (None, "save_best_model"),
     "checkpoint_every": (None, "checkpoint_every"),
     "resume": (None, "resume"),
@@ -146,6 +147,10 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     g.add_argument("--steps-per-call", type=pos_int, help="training steps per compiled call (lax.scan length)")
     g.add_argument("--precision", choices=C.PRECISIONS,
                    help="bf16: bfloat16 matrix products with float32 parameters and accumulation")
+    g.add_argument("--kernels", choices=C.KERNELS,
+                   help="pallas: the encoder's per-point MLP and mean pooling as one fused GPU kernel "
+                        "(float32, mean pooling, one device); auto (default): pallas on a GPU where "
+                        "allowed, else XLA; off the GPU pallas runs in Pallas' (slow) interpreter")
     g.add_argument("--n-devices", type=pos_int,
                    help="local devices to use (default: all): a sweep's members, or each batch, are split over them")
     g.add_argument("--wandb-project", help="accepted from the seed: names the run's group")

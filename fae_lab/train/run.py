@@ -150,7 +150,7 @@ def check_output_dir(config: RunConfig) -> Path:
     return run_dir
 
 
-_RESUME_MAY_CHANGE = {"resume", "overwrite", "stop_after_step", "n_devices"}
+_RESUME_MAY_CHANGE = {"resume", "overwrite", "stop_after_step", "n_devices", "kernels"}
 
 
 def check_resume_matches(config: RunConfig, run_dir: Path) -> None:
@@ -195,7 +195,7 @@ def store_layout(config: RunConfig, problem: Problem, run_name: str) -> StoreLay
     )
 
 
-def open_member_store(member: Member, problem: Problem, n_parameters: int) -> None:
+def open_member_store(member: Member, problem: Problem, n_parameters: int, encoder_kernel: str = "xla") -> None:
     """Create (or, with ``--resume``, reopen) the member's run store and checkpoints."""
     cfg = member.config
     member.layout = store_layout(cfg, problem, cfg.wandb_name or member.run_dir.name)
@@ -207,7 +207,8 @@ def open_member_store(member: Member, problem: Problem, n_parameters: int) -> No
             "config": to_json_dict(cfg),
             "tags": list(tags(cfg)),
             "command_line": member.command_line,
-            "versions": {**package_versions(), "jax_backend": jax.default_backend()},
+            "versions": {**package_versions(), "jax_backend": jax.default_backend(),
+                         "encoder_kernel": encoder_kernel},
             "run_name": member.layout.run_name,
             "group": cfg.wandb_project,
             "n_parameters": n_parameters,
@@ -239,7 +240,31 @@ def program_key(config: RunConfig) -> tuple:
                                       else (0.0,) * len(m.rff_multiscale_sigmas))
     return (config.data, shape_model, config.loss.loss_type, config.loss.h1_form, config.loss.h1_k0,
             config.optim.batch_size, config.max_steps, config.steps_per_call, config.precision,
-            config.eval, config.checkpoint_every, config.stop_after_step)
+            config.kernels, config.eval, config.checkpoint_every, config.stop_after_step)
+
+
+def use_fused_encoder(config: RunConfig, n_devices: int) -> bool:
+    """Whether the encoder runs as the fused Pallas kernel (``--kernels``).
+
+    It needs mean pooling, float32 compute and one device (a Pallas call is not split over
+    devices by XLA's partitioner). ``auto`` takes it on a GPU whenever those hold; ``pallas``
+    insists (off the GPU through Pallas' interpreter, which is slow: for tests), and says
+    which condition fails; ``xla`` never takes it.
+    """
+    if config.kernels == "xla":
+        return False
+    blockers = []
+    if config.model.pooling_type != "mean":
+        blockers.append(f"--pooling-type {config.model.pooling_type} (needs mean)")
+    if config.precision != "float32":
+        blockers.append(f"--precision {config.precision} (needs float32)")
+    if n_devices != 1:
+        blockers.append(f"{n_devices} devices (needs --n-devices 1)")
+    if config.kernels == "pallas":
+        if blockers:
+            raise UsageError("--kernels pallas: the fused encoder cannot run with " + ", ".join(blockers))
+        return True
+    return not blockers and jax.default_backend() == "gpu"
 
 
 def train(config: RunConfig, command_line: list[str] | None = None, *, quiet: bool = False,
@@ -266,9 +291,13 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     R = problem.resolution
     compute_dtype = jnp.bfloat16 if first.precision == "bf16" else jnp.float32
 
+    placement = plan_placement(len(configs), first.optim.batch_size, first.n_devices)
+    fused_encoder = use_fused_encoder(first, placement.n_devices)
+
     graphdef, params_list, rest_list = None, [], []
     for cfg in configs:
-        model = build_model(cfg.model, R, seed=cfg.seed, compute_dtype=compute_dtype)
+        model = build_model(cfg.model, R, seed=cfg.seed, compute_dtype=compute_dtype,
+                            fused_encoder=fused_encoder)
         gd, params, rest = nnx.split(model, nnx.Param, ...)
         graphdef = graphdef or gd
         params_list.append(params)
@@ -285,8 +314,6 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     hyper = stack([hyper_from_config(cfg) for cfg in configs])
     keys = jnp.stack([jax.random.key_data(jax.random.key(cfg.seed)) for cfg in configs])
     n_parameters = int(sum(x.size for x in jax.tree.leaves(params_list[0])))
-
-    placement = plan_placement(len(configs), first.optim.batch_size, first.n_devices)
 
     def apply_fn(p, r, x_enc, u_enc, x_dec):
         return nnx.merge(graphdef, p, r)(x_enc, u_enc, x_dec)
@@ -310,7 +337,7 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
                                   eval_data=placement.place_shared(problem.eval_data))
 
     for member in members:
-        open_member_store(member, problem, n_parameters)
+        open_member_store(member, problem, n_parameters, "pallas" if fused_encoder else "xla")
     if first.resume:
         state = restore_group(members, state)
         state = placement.place_members(state)
