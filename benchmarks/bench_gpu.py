@@ -5,6 +5,8 @@ Prints one JSON object per case and a summary table last. Cases (``--cases``):
 - ``paper``: the paper configuration of Bunker et al. (64x64 full grid, batch 32, latent 64,
   encoder 64-64-64, decoder 5x100, 16 Gaussian frequencies of scale 1, mean pooling),
   evaluation with spectral metrics every 500 steps, store writes on.
+  On one GPU the encoder runs as the fused Pallas kernel (``--kernels auto``).
+- ``paper_xla`` / ``masked_xla``: ``paper`` / ``masked`` with ``--kernels xla`` (no fused kernel).
 - ``paper_noeval``: the same with one evaluation at the end only (the pure training rate).
 - ``paper_ckpt_each_eval``: ``paper`` with an orbax checkpoint at every evaluation.
 - ``masked``: ``paper`` with the encoder seeing 70% of the points (30% masking).
@@ -89,7 +91,7 @@ def run_case(name: str, argvs: list[list[str]], root: Path, *, vmapped: bool = T
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", default="paper,paper_noeval,masked,bf16,sweep8,seq8")
+    p.add_argument("--cases", default="paper,paper_xla,paper_noeval,masked,masked_xla,bf16,sweep8,seq8")
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--out", default=None, help="directory for the runs (default: a temp dir)")
     p.add_argument("--json", default=None, help="also write the results to this file")
@@ -99,6 +101,9 @@ def main() -> int:
     paper = paper_flags(steps, 500)
     cases = {
         "paper": lambda: run_case("paper", [paper], root),
+        "paper_xla": lambda: run_case("paper_xla", [[*paper, "--kernels", "xla"]], root),
+        "masked_xla": lambda: run_case("masked_xla", [[*paper, "--kernels", "xla", "--encoder-points",
+                                                       str(int(0.7 * 64 * 64))]], root),
         "paper_noeval": lambda: run_case("paper_noeval", [paper_flags(steps, steps)], root),
         "paper_ckpt_each_eval": lambda: run_case("paper_ckpt_each_eval", [[*paper, "--checkpoint-every", "500"]], root),
         "masked": lambda: run_case("masked", [[*paper, "--encoder-points", str(int(0.7 * 64 * 64))]], root),
