@@ -12,7 +12,8 @@ Prints one JSON object per case and a summary table last. Cases (``--cases``):
 - ``masked``: ``paper`` with the encoder seeing 70% of the points (30% masking).
 - ``bf16``: ``paper`` with ``--precision bf16``; test relative MSE compared with float32.
 - ``sweep8`` / ``seq8``: 8 members (seeds) as one vmapped program vs one after another.
-- ``batch64`` / ``batch64_dp``: batch 64 on one device vs data parallel over all devices.
+- ``batch64`` / ``batch64_dp``: batch 64 on one device vs data parallel over all devices
+  (``batch64_xla``: one device without the fused encoder, which data parallel runs do not use).
 
 Steady-state steps/s come from the run store itself: the ``wall_time`` of the training-log
 rows (written as each chunk's metrics reach the host), from the second row on, so compile
@@ -113,6 +114,8 @@ def main() -> int:
         "seq8": lambda: run_case("seq8", [[*paper_flags(steps // 5, steps // 5), "--seed", str(s), "--n-devices", "1"]
                                           for s in range(8)], root, vmapped=False),
         "batch64": lambda: run_case("batch64", [[*paper, "--batch-size", "64", "--n-devices", "1"]], root),
+        "batch64_xla": lambda: run_case("batch64_xla", [[*paper, "--batch-size", "64", "--n-devices", "1",
+                                                         "--kernels", "xla"]], root),
         "batch64_dp": lambda: run_case("batch64_dp", [[*paper, "--batch-size", "64"]], root),
     }
     results = []
