@@ -89,19 +89,22 @@ def test_padded_points_do_not_count_in_the_mean():
 
 def test_when_the_fused_encoder_is_used():
     base = RunConfig(model=dataclasses.replace(ModelConfig(), pooling_type="mean"))
-    assert use_fused_encoder(dataclasses.replace(base, kernels="xla"), 1) is False
+    assert use_fused_encoder(dataclasses.replace(base, kernels="xla"), "single") is False
     # auto: only on a GPU (this suite runs on the CPU)
-    assert use_fused_encoder(base, 1) is (jax.default_backend() == "gpu")
-    assert use_fused_encoder(dataclasses.replace(base, kernels="pallas"), 1) is True
+    assert use_fused_encoder(base, "single") is (jax.default_backend() == "gpu")
+    assert use_fused_encoder(base, "data") is (jax.default_backend() == "gpu")
+    assert use_fused_encoder(dataclasses.replace(base, kernels="pallas"), "single") is True
+    assert use_fused_encoder(dataclasses.replace(base, kernels="pallas"), "data") is True
     attention = dataclasses.replace(base, kernels="pallas",
                                     model=dataclasses.replace(base.model, pooling_type="attention"))
     with pytest.raises(UsageError, match="pooling-type attention"):
-        use_fused_encoder(attention, 1)
+        use_fused_encoder(attention, "single")
     with pytest.raises(UsageError, match="precision bf16"):
-        use_fused_encoder(dataclasses.replace(base, kernels="pallas", precision="bf16"), 1)
-    with pytest.raises(UsageError, match="2 devices"):
-        use_fused_encoder(dataclasses.replace(base, kernels="pallas"), 2)
-    assert use_fused_encoder(dataclasses.replace(attention, kernels="auto"), 1) is False
+        use_fused_encoder(dataclasses.replace(base, kernels="pallas", precision="bf16"), "single")
+    with pytest.raises(UsageError, match="members spread over several devices"):
+        use_fused_encoder(dataclasses.replace(base, kernels="pallas"), "members")
+    assert use_fused_encoder(dataclasses.replace(attention, kernels="auto"), "single") is False
+    assert use_fused_encoder(base, "members") is False
 
 
 @pytest.fixture(scope="module")

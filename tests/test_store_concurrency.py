@@ -21,7 +21,8 @@ from fae_lab.store import AsyncStoreWriter, RunStore, StoreLayout, open_run, rad
 
 R, T, S, N_BINS = 8, 3, 2, 4
 N_TRAIN, N_EVAL = 4096, 120
-WRITE_SECONDS = 2.5
+WRITE_SECONDS = 30.0  # an upper bound: the writer stops once every row is written
+PAUSES = 12  # the writer waits for one more completed read this many times while writing
 
 # Row values, shared by the writer and the reader: variable j, row i -> 1000 j + i + offsets
 # that differ across the row's elements (so a torn row shows).
@@ -84,6 +85,7 @@ READER = VALUES + textwrap.dedent("""
             problems.append(f"{type(error).__name__}: {error}")
             continue
         reads += 1
+        (run.parent / "reads").write_text(str(reads))
         states.add((progress["n_train"], progress["n_eval"]))
         if progress["status"] == "finished":
             break
@@ -101,6 +103,22 @@ def make_layout() -> StoreLayout:
         k_lower=lower, k_upper=upper, spectral_cutoff=R / 4, resolution=R,
         recon_samples=np.arange(S), run_name="race", tags=("multi_scale", "l2", "standard",
                                                            "mean"))
+
+
+def completed_reads(path: Path) -> int:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):  # not yet written, or caught mid-write
+        return 0
+
+
+def wait_for_a_read(path: Path, after: int, timeout: float = 20.0) -> int:
+    """Block until the reader has completed more than ``after`` reads (so that it reads while
+    the rows are being written however loaded the machine is)."""
+    deadline = time.time() + timeout
+    while (n := completed_reads(path)) <= after and time.time() < deadline:
+        time.sleep(0.005)
+    return n
 
 
 def write_while_reading(tmp_path: Path, writer_kind: str) -> dict:
@@ -121,6 +139,8 @@ def write_while_reading(tmp_path: Path, writer_kind: str) -> dict:
         assert reader.stdout.readline().strip() == "ready", reader.stderr.read()
         writer = AsyncStoreWriter(store) if writer_kind == "async" else store
         start, row, eval_row = time.time(), 0, 0
+        pauses = iter(range(N_TRAIN // PAUSES, N_TRAIN, N_TRAIN // PAUSES))
+        next_pause, seen = next(pauses), 0
         # Blocks of 7 rows: most writes rewrite a partly written chunk of 256 rows.
         while time.time() - start < WRITE_SECONDS and (row < N_TRAIN or eval_row < N_EVAL):
             if row < N_TRAIN:
@@ -128,6 +148,9 @@ def write_while_reading(tmp_path: Path, writer_kind: str) -> dict:
                 writer.write_train_rows(row, {n: train_value(names.index(n), rows)
                                               for n in train_names})
                 row = int(rows[-1]) + 1
+                if row >= next_pause:
+                    seen = wait_for_a_read(tmp_path / "reads", seen)
+                    next_pause = next(pauses, N_TRAIN + 1)
             if eval_row < N_EVAL and row % 3 == 0:
                 metrics = {n: eval_value(names.index(n), eval_row,
                                          layout.shape_of(variables[n])[1:]) for n in eval_names}

@@ -88,13 +88,15 @@ DEVICE_SCRIPT = textwrap.dedent("""
     result["mode_data"] = plan_placement(1, 8, None).mode
     train_group([cfg("dp4", "--n-devices", "4", "--batch-size", "8")], quiet=True)
     train_group([cfg("dp1", "--n-devices", "1", "--batch-size", "8")], quiet=True)
+    # data parallel with the fused Pallas encoder (interpreted here), one kernel per device
+    train_group([cfg("dp4p", "--n-devices", "4", "--batch-size", "8", "--kernels", "pallas")], quiet=True)
     # members: 4 seeds over 4 devices vs the same 4 on one device
     result["mode_members"] = plan_placement(4, 4, None).mode
     train_group([cfg(f"m4_{s}", "--seed", str(s), "--n-devices", "4") for s in range(4)], quiet=True)
     train_group([cfg(f"m1_{s}", "--seed", str(s), "--n-devices", "1") for s in range(4)], quiet=True)
     def loss(name):
         return xr.open_zarr(f"{out}/{name}/metrics.zarr")["train_loss"].values.tolist()
-    result["dp4"], result["dp1"] = loss("dp4"), loss("dp1")
+    result["dp4"], result["dp1"], result["dp4p"] = loss("dp4"), loss("dp1"), loss("dp4p")
     result["m4"] = [loss(f"m4_{s}") for s in range(4)]
     result["m1"] = [loss(f"m1_{s}") for s in range(4)]
     print(json.dumps(result))
@@ -116,5 +118,6 @@ def test_several_devices_give_the_same_loss_curves_as_one(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["mode_data"] == "data" and result["mode_members"] == "members"
     np.testing.assert_allclose(result["dp4"], result["dp1"], rtol=1e-4)
+    np.testing.assert_allclose(result["dp4p"], result["dp1"], rtol=1e-4)
     np.testing.assert_allclose(result["m4"], result["m1"], rtol=1e-5)
     assert np.all(np.isfinite(result["dp4"]))

@@ -243,13 +243,15 @@ def program_key(config: RunConfig) -> tuple:
             config.kernels, config.eval, config.checkpoint_every, config.stop_after_step)
 
 
-def use_fused_encoder(config: RunConfig, n_devices: int) -> bool:
+def use_fused_encoder(config: RunConfig, mode: str) -> bool:
     """Whether the encoder runs as the fused Pallas kernel (``--kernels``).
 
-    It needs mean pooling, float32 compute and one device (a Pallas call is not split over
-    devices by XLA's partitioner). ``auto`` takes it on a GPU whenever those hold; ``pallas``
-    insists (off the GPU through Pallas' interpreter, which is slow: for tests), and says
-    which condition fails; ``xla`` never takes it.
+    It needs mean pooling, float32 compute, and one device or data-parallel placement
+    (``mode`` of :class:`~fae_lab.train.devices.Placement`; there each device runs the kernel
+    on its share of the batch). Members spread over devices keep XLA's encoder: a Pallas call
+    is opaque to XLA's partitioner. ``auto`` takes it on a GPU whenever those hold;
+    ``pallas`` insists (off the GPU through Pallas' interpreter, which is slow: for tests),
+    and says which condition fails; ``xla`` never takes it.
     """
     if config.kernels == "xla":
         return False
@@ -258,8 +260,8 @@ def use_fused_encoder(config: RunConfig, n_devices: int) -> bool:
         blockers.append(f"--pooling-type {config.model.pooling_type} (needs mean)")
     if config.precision != "float32":
         blockers.append(f"--precision {config.precision} (needs float32)")
-    if n_devices != 1:
-        blockers.append(f"{n_devices} devices (needs --n-devices 1)")
+    if mode == "members":
+        blockers.append("sweep members spread over several devices (needs --n-devices 1)")
     if config.kernels == "pallas":
         if blockers:
             raise UsageError("--kernels pallas: the fused encoder cannot run with " + ", ".join(blockers))
@@ -292,12 +294,13 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     compute_dtype = jnp.bfloat16 if first.precision == "bf16" else jnp.float32
 
     placement = plan_placement(len(configs), first.optim.batch_size, first.n_devices)
-    fused_encoder = use_fused_encoder(first, placement.n_devices)
+    fused_encoder = use_fused_encoder(first, placement.mode)
+    batch_mesh = placement.mesh if fused_encoder and placement.mode == "data" else None
 
     graphdef, params_list, rest_list = None, [], []
     for cfg in configs:
         model = build_model(cfg.model, R, seed=cfg.seed, compute_dtype=compute_dtype,
-                            fused_encoder=fused_encoder)
+                            fused_encoder=fused_encoder, batch_mesh=batch_mesh)
         gd, params, rest = nnx.split(model, nnx.Param, ...)
         graphdef = graphdef or gd
         params_list.append(params)
