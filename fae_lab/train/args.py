@@ -149,8 +149,9 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
                    help="bf16: bfloat16 matrix products with float32 parameters and accumulation")
     g.add_argument("--kernels", choices=C.KERNELS,
                    help="pallas: the encoder's per-point MLP and mean pooling as one fused GPU kernel "
-                        "(float32, mean pooling, one device); auto (default): pallas on a GPU where "
-                        "allowed, else XLA; off the GPU pallas runs in Pallas' (slow) interpreter")
+                        "(float32, mean pooling; not for sweep members spread over devices); auto "
+                        "(default): pallas on a GPU where allowed, else XLA; off the GPU pallas runs "
+                        "in Pallas' (slow) interpreter")
     g.add_argument("--n-devices", type=pos_int,
                    help="local devices to use (default: all): a sweep's members, or each batch, are split over them")
     g.add_argument("--wandb-project", help="accepted from the seed: names the run's group")
