@@ -1,0 +1,119 @@
+"""Per-kernel GPU time of the paper configuration's training step, from JAX's profiler.
+
+Builds the step as training runs it (the fused encoder unless ``--kernels xla``; Adam; 10
+steps in one ``lax.scan``), warms it up, traces one call with ``jax.profiler`` and reads the
+GPU plane of the trace (``jax.profiler.ProfileData``): every kernel's name and duration,
+grouped by name, per step, largest first. ``--what decoder_experiment`` profiles the fused
+decoder experiment's value-and-gradient instead. (Nsight Compute crashed in JAX processes on
+the lent H100, 2026-11-26.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+STEPS = 10
+
+
+def training_step(kernels: str):
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from fae_lab.config import ModelConfig
+    from fae_lab.grid import grid_coordinates
+    from fae_lab.models import build_model
+
+    cfg = ModelConfig(pooling_type="mean", n_coordinate_frequencies=16, coordinate_sigma=1.0,
+                      latent_dim=64, encoder_hidden=(64, 64, 64), decoder_hidden=(100,) * 5)
+    model = build_model(cfg, 64, seed=0, fused_encoder=kernels == "pallas")
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    grid = jnp.asarray(grid_coordinates(64))
+    data = jax.random.normal(jax.random.key(1), (STEPS, 32, 64 * 64))
+    opt = optax.adam(1e-3)
+
+    def loss(p, u):
+        pred, z = nnx.merge(graphdef, p, rest)(grid, u, grid)
+        return jnp.mean((pred - u) ** 2) + 1e-3 * jnp.mean(jnp.sum(z**2, -1))
+
+    def body(carry, u):
+        p, s = carry
+        value, g = jax.value_and_grad(loss)(p, u)
+        updates, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, updates), s), value
+
+    run = jax.jit(lambda p, s, d: jax.lax.scan(body, (p, s), d))
+    args = (params, opt.init(params), data)
+    return run, args
+
+
+def decoder_experiment():
+    import bench_fused
+    import fused_decoder_experiment
+    import jax
+    import numpy as np
+
+    decoder, _ = bench_fused.problems(np.random.default_rng(0), 32, 4096, 4096)
+    loss = bench_fused.decoder_loss(fused_decoder_experiment.decoder_stack, decoder["cot"])
+    return jax.jit(jax.value_and_grad(loss, argnums=1)), (decoder["data"], decoder["params"])
+
+
+def kernel_times(trace_dir: Path) -> dict[str, tuple[float, int]]:
+    """{kernel name: (total microseconds, launches)} over the GPU planes of a trace."""
+    from jax.profiler import ProfileData
+
+    totals: dict[str, list] = defaultdict(lambda: [0.0, 0])
+    for path in Path(trace_dir).rglob("*.xplane.pb"):
+        data = ProfileData.from_file(str(path))
+        for plane in data.planes:
+            if not plane.name.startswith("/device:GPU"):
+                continue
+            for line in plane.lines:
+                if "stream" not in line.name.lower() or "memcpy" in line.name.lower():
+                    continue
+                for event in line.events:
+                    entry = totals[event.name[:100]]
+                    entry[0] += event.duration_ns / 1e3
+                    entry[1] += 1
+    return {k: (v[0], v[1]) for k, v in totals.items()}
+
+
+def report(times: dict[str, tuple[float, int]], per: int, top: int = 40) -> None:
+    total = sum(t for t, _ in times.values())
+    launches = sum(n for _, n in times.values())
+    print(f"{len(times)} kernel names, {launches / per:.0f} launches and {total / per:.1f} us of kernels per step")
+    for name, (t, n) in sorted(times.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(f"{t / per:9.1f} us  x{n / per:5.1f}  {name}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--what", choices=("step", "decoder_experiment"), default="step")
+    p.add_argument("--kernels", choices=("pallas", "xla"), default="pallas")
+    p.add_argument("--trace-dir", type=Path, default=Path("/tmp/fae_trace"))
+    p.add_argument("--hlo", type=Path, help="also write the compiled program's HLO text here")
+    p.add_argument("--top", type=int, default=40)
+    args = p.parse_args()
+    import jax
+
+    fn, fn_args = training_step(args.kernels) if args.what == "step" else decoder_experiment()
+    for _ in range(3):
+        jax.block_until_ready(fn(*fn_args))
+    if args.hlo:
+        args.hlo.write_text(fn.lower(*fn_args).compile().as_text())
+    trace_dir = args.trace_dir / f"{args.what}_{args.kernels}"
+    with jax.profiler.trace(str(trace_dir)):
+        jax.block_until_ready(fn(*fn_args))
+    print(f"== {args.what} (encoder kernels: {args.kernels})")
+    report(kernel_times(trace_dir), STEPS if args.what == "step" else 1, args.top)
+
+
+if __name__ == "__main__":
+    main()
