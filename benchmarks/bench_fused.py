@@ -46,6 +46,16 @@ def decoder_reference_padded(cterm, zterm, weights, biases, wout, width=128):
                              [widen(b, {0}) for b in biases], widen(wout, {0}))
 
 
+def decoder_reference_flat(cterm, zterm, weights, biases, wout):
+    """The XLA decoder on (points of all samples, width) matrices: no (B, P) axes around the
+    products, the shape XLA's cuBLASLt epilogue rewriting looks for."""
+    width = cterm.shape[-1]
+    h = jax.nn.gelu((cterm[None] + zterm[:, None, :]).reshape(-1, width))
+    for w, b in zip(weights, biases, strict=True):
+        h = jax.nn.gelu(h @ w + b)
+    return (h @ wout).reshape(zterm.shape[0], -1)
+
+
 def encoder_reference(feat, u, w0, b0, wu, weights, biases):
     h = jax.nn.gelu(feat @ w0 + b0 + u[..., None] * wu)
     for w, b in zip(weights, biases, strict=True):
@@ -121,6 +131,7 @@ def main(argv=None):
         "decoder": (decoder, decoder_loss, decoder_reference, fused_decoder_experiment.decoder_stack),
         "encoder": (encoder, encoder_loss, encoder_reference, fused.mean_embedding),
         "decoder_padded_xla": (decoder, decoder_loss, decoder_reference_padded, None),
+        "decoder_flat_xla": (decoder, decoder_loss, decoder_reference_flat, None),
     }
     cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
     report = {"device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "cases": {}}

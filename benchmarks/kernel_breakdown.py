@@ -11,6 +11,7 @@ the lent H100, 2026-11-26.)
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -109,6 +110,7 @@ def main() -> None:
     if args.hlo:
         args.hlo.write_text(fn.lower(*fn_args).compile().as_text())
     trace_dir = args.trace_dir / f"{args.what}_{args.kernels}"
+    shutil.rmtree(trace_dir, ignore_errors=True)  # a trace left by an earlier call would add up
     with jax.profiler.trace(str(trace_dir)):
         jax.block_until_ready(fn(*fn_args))
     print(f"== {args.what} (encoder kernels: {args.kernels})")
