@@ -22,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 STEPS = 10
 
 
-def training_step(kernels: str):
+def training_step(kernels: str, n_devices: int = 1, batch: int = 32):
+    """The scanned step; with ``n_devices`` > 1 data parallel as training places it (batch
+    split over the devices, parameters replicated, the fused encoder run per device)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -34,10 +36,19 @@ def training_step(kernels: str):
 
     cfg = ModelConfig(pooling_type="mean", n_coordinate_frequencies=16, coordinate_sigma=1.0,
                       latent_dim=64, encoder_hidden=(64, 64, 64), decoder_hidden=(100,) * 5)
-    model = build_model(cfg, 64, seed=0, fused_encoder=kernels == "pallas")
+    mesh = None
+    if n_devices > 1:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        mesh = Mesh(jax.devices()[:n_devices], ("devices",))
+    model = build_model(cfg, 64, seed=0, fused_encoder=kernels == "pallas",
+                        batch_mesh=mesh if kernels == "pallas" else None)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     grid = jnp.asarray(grid_coordinates(64))
-    data = jax.random.normal(jax.random.key(1), (STEPS, 32, 64 * 64))
+    data = jax.random.normal(jax.random.key(1), (STEPS, batch, 64 * 64))
+    if mesh is not None:
+        data = jax.device_put(data, NamedSharding(mesh, PartitionSpec(None, "devices")))
+        params, rest = jax.device_put((params, rest), NamedSharding(mesh, PartitionSpec()))
     opt = optax.adam(1e-3)
 
     def loss(p, u):
@@ -51,8 +62,10 @@ def training_step(kernels: str):
         return (optax.apply_updates(p, updates), s), value
 
     run = jax.jit(lambda p, s, d: jax.lax.scan(body, (p, s), d))
-    args = (params, opt.init(params), data)
-    return run, args
+    opt_state = opt.init(params)
+    if mesh is not None:
+        opt_state = jax.device_put(opt_state, NamedSharding(mesh, PartitionSpec()))
+    return run, (params, opt_state, data)
 
 
 def decoder_experiment():
@@ -101,20 +114,30 @@ def main() -> None:
     p.add_argument("--trace-dir", type=Path, default=Path("/tmp/fae_trace"))
     p.add_argument("--hlo", type=Path, help="also write the compiled program's HLO text here")
     p.add_argument("--top", type=int, default=40)
+    p.add_argument("--n-devices", type=int, default=1, help="data parallel over this many GPUs")
+    p.add_argument("--batch", type=int, default=32)
     args = p.parse_args()
     import jax
 
-    fn, fn_args = training_step(args.kernels) if args.what == "step" else decoder_experiment()
+    fn, fn_args = (training_step(args.kernels, args.n_devices, args.batch) if args.what == "step"
+                   else decoder_experiment())
+    import time
+
     for _ in range(3):
         jax.block_until_ready(fn(*fn_args))
+    t0 = time.perf_counter()
+    for _ in range(10):
+        jax.block_until_ready(fn(*fn_args))
+    wall_us = (time.perf_counter() - t0) / 10 * 1e6 / (STEPS if args.what == "step" else 1)
     if args.hlo:
         args.hlo.write_text(fn.lower(*fn_args).compile().as_text())
     trace_dir = args.trace_dir / f"{args.what}_{args.kernels}"
     shutil.rmtree(trace_dir, ignore_errors=True)  # a trace left by an earlier call would add up
     with jax.profiler.trace(str(trace_dir)):
         jax.block_until_ready(fn(*fn_args))
-    print(f"== {args.what} (encoder kernels: {args.kernels})")
-    report(kernel_times(trace_dir), STEPS if args.what == "step" else 1, args.top)
+    print(f"== {args.what} (encoder kernels: {args.kernels}, batch {args.batch}, "
+          f"{args.n_devices} device(s); times per device): wall {wall_us:.1f} us per step")
+    report(kernel_times(trace_dir), (STEPS if args.what == "step" else 1) * args.n_devices, args.top)
 
 
 if __name__ == "__main__":
