@@ -34,7 +34,22 @@ def radial_bin_edges(resolution: int, n_bins: int) -> tuple[np.ndarray, np.ndarr
     """``n_bins`` equal-width bins of |n| over [0, R/sqrt(2)] (SPEC.md section 4).
 
     Returns ``(centres, lower, upper)``, each ``(n_bins,)`` float64, in cycles per unit length.
-    Which mode falls in which bin is :func:`fae_lab.spectral.radial_bins`'s business.
+    Which mode falls in which bin is :func:`radial_bin_index`.
     """
     edges = np.linspace(0.0, resolution / np.sqrt(2.0), n_bins + 1)
     return 0.5 * (edges[:-1] + edges[1:]), edges[:-1].copy(), edges[1:].copy()
+
+
+def radial_bin_index(resolution: int, n_bins: int) -> np.ndarray:
+    """Bin of every mode, ``(R, R)`` int64 in ``fft2`` layout, for :func:`radial_bin_edges`.
+
+    Decided in integers (edge b is at b·R/(√2·n_bins), so |n| >= edge b iff
+    2·n_bins²·|n|² >= b²·R²), so modes lying exactly on an edge, such as (2, 2) for R = 64,
+    n_bins = 16, go to the upper bin on every platform; the corner modes |n| = R/√2 go to
+    the last bin.
+    """
+    ny, nx = integer_wavenumbers(resolution)
+    n_squared = (nx**2 + ny**2).round().astype(np.int64)  # fftfreq(R)*R is not exact for every R
+    edges_squared = (np.arange(1, n_bins + 1, dtype=np.int64) * resolution) ** 2
+    index = np.searchsorted(edges_squared, 2 * n_bins**2 * n_squared, side="right")
+    return np.minimum(index, n_bins - 1)

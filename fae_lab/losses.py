@@ -36,6 +36,7 @@ import numpy as np
 from fae_lab.config import FULL_GRID_LOSSES, H1_FORMS, LOSS_TERM_NAMES, LOSS_TYPES
 from fae_lab.errors import UsageError
 from fae_lab.grid import wavenumber_magnitude
+from fae_lab.spectral import as_float, error_power
 
 __all__ = [
     "field_loss_terms",
@@ -145,16 +146,13 @@ def point_l2(pred: jax.Array, target: jax.Array) -> jax.Array:
 
 def latent_penalty(z: jax.Array, beta: float | jax.Array) -> jax.Array:
     """The FAE penalty β ‖z‖², averaged over the batch: β · mean_b Σ_i z_{b,i}² for ``(B, L)``."""
-    z = _as_float(z)
+    z = as_float(z)
     return jnp.asarray(beta, z.dtype) * jnp.mean(jnp.sum(z**2, axis=-1))
 
 
 def _weighted_power(error: jax.Array, weights: jax.Array) -> jax.Array:
     """Mean over batch of Σ_n weights_n |ê_n|² for ``(B, R, R)`` errors, ``(R, R)`` weights."""
-    resolution = error.shape[-1]
-    e_hat = jnp.fft.fft2(error) / resolution**2
-    power = e_hat.real**2 + e_hat.imag**2
-    per_sample = jnp.sum(power * weights[None, :, :], axis=(-2, -1))
+    per_sample = jnp.sum(error_power(error) * weights[None, :, :], axis=(-2, -1))
     return jnp.mean(per_sample)
 
 
@@ -174,18 +172,13 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 
 def _field_error(pred: jax.Array, target: jax.Array, grid: bool = True) -> jax.Array:
-    pred, target = _as_float(pred), _as_float(target)
+    pred, target = as_float(pred), as_float(target)
     if pred.shape != target.shape:
         raise ValueError(f"pred {pred.shape} and target {target.shape} differ in shape")
     if grid and (pred.ndim != 3 or pred.shape[-1] != pred.shape[-2]):
         raise ValueError(f"expected a batch of fields (B, R, R), got {pred.shape}")
     dtype = jnp.result_type(pred.dtype, target.dtype)
     return pred.astype(dtype) - target.astype(dtype)
-
-
-def _as_float(x: jax.Array) -> jax.Array:
-    x = jnp.asarray(x)
-    return x.astype(jnp.result_type(x.dtype, jnp.float32))
 
 
 def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:

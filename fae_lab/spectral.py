@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fae_lab.errors import UsageError
-from fae_lab.grid import integer_wavenumbers, radial_bin_edges, wavenumber_magnitude
+from fae_lab.grid import radial_bin_edges, radial_bin_index, wavenumber_magnitude
 
 __all__ = [
     "RadialBins",
@@ -61,27 +61,22 @@ class RadialBins:
     resolution: int
     n_bins: int
 
-    @property
+    @functools.cached_property
     def one_hot(self) -> np.ndarray:
-        """``(R*R, n_bins)`` membership matrix: 1 where mode p (row-major) is in bin b."""
-        return _one_hot(self.index, self.n_bins)
+        """``(R*R, n_bins)`` membership matrix: 1 where mode p (row-major) is in bin b
+        (built on first use, then kept with the bins)."""
+        table = (self.index.reshape(-1, 1) == np.arange(self.n_bins)).astype(np.float32)
+        table.setflags(write=False)
+        return table
 
 
 @functools.lru_cache(maxsize=32)
 def radial_bins(resolution: int, n_bins: int) -> RadialBins:
-    """``n_bins`` equal-width bins over [0, R/√2]; every mode in exactly one bin.
-
-    Bin membership is decided in integers (edge b is at b·R/(√2·n_bins), so |n| >= edge b
-    iff 2·n_bins²·|n|² >= b²·R²), so modes lying exactly on an edge, such as (2, 2) for
-    R = 64, n_bins = 16, go to the upper bin on every platform.
-    """
+    """``n_bins`` equal-width bins over [0, R/√2]; every mode in exactly one bin
+    (:func:`fae_lab.grid.radial_bin_index`: modes on an edge go to the upper bin)."""
     resolution = _check_positive_int("resolution", resolution, 2)
     n_bins = _check_positive_int("--spectral-n-bins", n_bins, 1)
-    ny, nx = integer_wavenumbers(resolution)
-    n_squared = (nx**2 + ny**2).round().astype(np.int64)
-    edges_squared = (np.arange(1, n_bins + 1, dtype=np.int64) * resolution) ** 2
-    index = np.searchsorted(edges_squared, 2 * n_bins**2 * n_squared, side="right")
-    index = np.minimum(index, n_bins - 1).astype(np.int32)
+    index = radial_bin_index(resolution, n_bins).astype(np.int32)
 
     centres, lower, upper = radial_bin_edges(resolution, n_bins)
     arrays = {"index": index, "centres": centres, "lower": lower, "upper": upper}
@@ -117,7 +112,7 @@ def error_power(e: jax.Array) -> jax.Array:
     Returns:
         ``(..., R, R)`` real, in ``fft2`` layout; sums over the last two axes to mean_xy e².
     """
-    e = _as_float(e)
+    e = as_float(e)
     _check_square(e)
     size = e.shape[-1] * e.shape[-2]
     e_hat = jnp.fft.fft2(e) / size
@@ -179,7 +174,7 @@ def evaluation_sums(
         ``sq_err, sq_target, low, high`` ``(T,)``; ``spectral_err, spectral_target``
         ``(T, n_bins)``; ``count`` scalar; all in the computation's float dtype.
     """
-    pred, target = _as_float(pred), _as_float(target)
+    pred, target = as_float(pred), as_float(target)
     if pred.ndim != 4 or pred.shape != target.shape:
         raise ValueError(
             f"pred and target must both be (S, T, R, R); got {pred.shape} and {target.shape}"
@@ -295,11 +290,8 @@ def _magnitude(resolution: int) -> np.ndarray:
     return magnitude
 
 
-def _one_hot(index: np.ndarray, n_bins: int) -> np.ndarray:
-    return (index.reshape(-1, 1) == np.arange(n_bins)).astype(np.float32)
-
-
-def _as_float(x: jax.Array) -> jax.Array:
+def as_float(x: jax.Array) -> jax.Array:
+    """``x`` as an array of at least float32 precision (float64 stays float64)."""
     x = jnp.asarray(x)
     return x.astype(jnp.result_type(x.dtype, jnp.float32))
 

@@ -56,7 +56,7 @@ def cosine_mode(r, nx, ny, amplitude):
 R, N_BINS = 16, 7
 
 
-@pytest.mark.parametrize(("r", "n_bins"), [(16, 7), (64, 16), (15, 5), (8, 1)])
+@pytest.mark.parametrize(("r", "n_bins"), [(16, 7), (64, 16), (15, 5), (8, 1), (24, 16), (14, 16)])
 def test_every_mode_in_exactly_one_bin(r, n_bins):
     bins = radial_bins(r, n_bins)
     magnitude = np_magnitude(r)

@@ -99,11 +99,8 @@ def create_metrics_store(path: Path, layout: StoreLayout) -> None:
     _create_coordinate(group, "k_upper", "k", layout.k_upper, "upper bin edge")
     for name, variable in layout.metric_variables().items():
         shape = layout.shape_of(variable)
-        if variable.dims[0] == "step":
-            chunks, shards = (TRAIN_CHUNK_ROWS,), None
-        else:
-            chunks, shards = (EVAL_CHUNK_ROWS, *shape[1:]), None
-        _create_variable(group, name, variable, shape, "float64", chunks, shards)
+        chunks = (TRAIN_CHUNK_ROWS,) if variable.dims[0] == "step" else (EVAL_CHUNK_ROWS, *shape[1:])
+        _create_variable(group, name, variable, shape, "float64", chunks, None)
     _consolidate(path)
 
 

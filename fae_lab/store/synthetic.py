@@ -35,9 +35,11 @@ import numpy as np
 
 from fae_lab import config as cfg
 from fae_lab.cli_util import OneLineArgumentParser, positive, run_guarded
+from fae_lab.data.views import default_held_out
 from fae_lab.errors import UsageError
-from fae_lab.grid import integer_wavenumbers, radial_bin_edges, wavenumber_magnitude
+from fae_lab.grid import radial_bin_edges, radial_bin_index, wavenumber_magnitude
 from fae_lab.store.layout import (
+    STATUSES,
     StoreLayout,
     eval_schedule,
     final_metrics,
@@ -76,20 +78,6 @@ def filter_scales(u0: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     return np.fft.ifft2(np.fft.fft2(u0)[:, None] * kernel).real
 
 
-def mode_bins(resolution: int, n_bins: int) -> np.ndarray:
-    """Radial bin of every mode, ``(R, R)`` int, ``fft2`` layout (SPEC.md §4).
-
-    |n| >= edge b = b R / (sqrt(2) n_bins) iff 2 n_bins² |n|² >= b² R², decided in integers so
-    that modes exactly on an edge go to the upper bin, as ``fae_lab.spectral`` does; the
-    corner modes |n| = R/sqrt(2) go to the last bin.
-    """
-    ny, nx = integer_wavenumbers(resolution)
-    n_squared = (ny**2 + nx**2).astype(np.int64)
-    edges_squared = (np.arange(1, n_bins + 1, dtype=np.int64) * resolution) ** 2
-    index = np.searchsorted(edges_squared, 2 * n_bins**2 * n_squared, side="right")
-    return np.minimum(index, n_bins - 1)
-
-
 def evaluation_metrics(truth: np.ndarray, recon: np.ndarray, held_out: np.ndarray,
                        layout: StoreLayout) -> dict[str, np.ndarray]:
     """SPEC.md §4 metrics of ``recon`` against ``truth`` (both ``(S, T, R, R)``), test set = the S
@@ -99,7 +87,7 @@ def evaluation_metrics(truth: np.ndarray, recon: np.ndarray, held_out: np.ndarra
     error_power = np.abs(np.fft.fft2(error) / R**2) ** 2
     target_power = np.abs(np.fft.fft2(truth.astype(np.float64)) / R**2) ** 2
     n = wavenumber_magnitude(R)
-    one_hot = (mode_bins(R, layout.n_bins)[..., None] == np.arange(layout.n_bins)).astype(
+    one_hot = (radial_bin_index(R, layout.n_bins)[..., None] == np.arange(layout.n_bins)).astype(
         np.float64)
 
     def per_bin(power):  # (S, T, R, R) -> (T, n_bins), mean over samples
@@ -162,7 +150,7 @@ class SyntheticRunWriter:
             held_out_indices = None
             held_out = np.arange(T) != train_index
         else:
-            held_out_indices = (T // 2,) if T >= 3 else ()
+            held_out_indices = default_held_out(T)
             held_out = np.isin(np.arange(T), held_out_indices)
         run_config = cfg.RunConfig(
             output_dir=str(run_dir), max_steps=max_steps, seed=seed, wandb_name=run_dir.name,
@@ -197,6 +185,7 @@ class SyntheticRunWriter:
                                      overwrite=overwrite)
         self.run_dir = run_dir
         self.n_written = 0
+        self._last_metrics: dict | None = None  # of the last evaluation written
         self._train_curves = self._training_curves()
 
     def _keep_fraction_model(self, loss_type: str, decoder_type: str):
@@ -276,8 +265,8 @@ class SyntheticRunWriter:
                 self.store.write_train_rows(
                     start, {name: v[start:stop] for name, v in self._train_curves.items()})
             recon = self.reconstruction(row)
-            metrics = evaluation_metrics(self.truth, recon, layout.held_out,
-                                         layout)
+            metrics = evaluation_metrics(self.truth, recon, layout.held_out, layout)
+            self._last_metrics = dict(metrics)  # final.json's, if this is the last row written
             metrics["eval_wall_time"] = 0.012 * step + 0.3 * (row + 1)
             self.store.write_eval(row, metrics, recon)
             self.n_written += 1
@@ -290,11 +279,8 @@ class SyntheticRunWriter:
             self.store.write_train_rows(row, {"train_loss": [math.nan], "grad_norm": [math.nan]})
             message = message or f"training loss is NaN at step {self.layout.train_steps[row]}"
         if status in ("finished", "diverged") and self.n_written:
-            last = self.n_written - 1
-            metrics = evaluation_metrics(self.truth, self.reconstruction(last),
-                                         self.layout.held_out, self.layout)
             self.store.write_final(final_metrics(
-                metrics, self.layout.scales, self.layout.held_out, self.layout.k_centres,
+                self._last_metrics, self.layout.scales, self.layout.held_out, self.layout.k_centres,
                 step=int(self.store.progress["step"]), status=status))
         self.store.set_status(status, message)
 
@@ -313,8 +299,8 @@ def write_synthetic_run(run_dir: str | Path, *, loss_type: str = "l2",
     ``final.json``; ``"running"``, ``"failed"`` and ``"diverged"`` stop after half of the
     evaluations (``"diverged"`` adds a NaN loss row and ``final.json``; ``"failed"`` none).
     """
-    if status not in ("running", "finished", "failed", "diverged"):
-        raise UsageError(f"status {status!r} is not one of running, finished, failed, diverged")
+    if status not in STATUSES:
+        raise UsageError(f"status {status!r} is not one of {', '.join(STATUSES)}")
     writer = SyntheticRunWriter(
         run_dir, loss_type=loss_type, decoder_type=decoder_type, pooling_type=pooling_type,
         training_mode=training_mode, n_evals=n_evals, eval_every=eval_every,
@@ -355,7 +341,7 @@ def _parser() -> OneLineArgumentParser:
     parser.add_argument("--n-scales", type=positive(int), default=4)
     parser.add_argument("--n-samples", type=positive(int), default=2)
     parser.add_argument("--n-bins", type=positive(int), default=16)
-    parser.add_argument("--status", choices=("running", "finished", "failed", "diverged"),
+    parser.add_argument("--status", choices=STATUSES,
                         default="finished", help="how the run ends")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")

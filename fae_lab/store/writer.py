@@ -33,7 +33,7 @@ from zarr.core.sync import sync
 
 import fae_lab
 from fae_lab.errors import UsageError
-from fae_lab.store.jsonio import read_json, write_json_atomic
+from fae_lab.store.jsonio import read_json, to_jsonable, write_json_atomic
 from fae_lab.store.layout import (
     CONFIG_FILE,
     FINAL_FILE,
@@ -327,10 +327,6 @@ class AsyncStoreWriter:
         self._thread = threading.Thread(target=self._work, name="run-store-writer", daemon=True)
         self._thread.start()
 
-    @property
-    def layout(self) -> StoreLayout:
-        return self.store.layout
-
     def _work(self) -> None:
         while True:
             item = self._queue.get()
@@ -377,7 +373,7 @@ class AsyncStoreWriter:
         self._submit(self.store.set_status, status, message)
 
     def write_final(self, metrics: Mapping[str, Any]) -> None:
-        self._submit(self.store.write_final, _plain(metrics))
+        self._submit(self.store.write_final, to_jsonable(metrics))  # a copy, as queued
 
     def flush(self) -> None:
         """Wait until every queued write is done; raise a write's exception."""
@@ -404,20 +400,3 @@ class AsyncStoreWriter:
                 self.close()
             except Exception:
                 pass  # the body's own exception is the one to report
-
-
-def _plain(obj: Any) -> Any:
-    """A deep copy of ``obj`` in JSON types, keeping NaN/inf (jsonio turns them into null)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return float(obj)
-    return obj

@@ -155,8 +155,7 @@ class GroupLoop:
         for i, member in self.running():
             host = {k: v[i] for k, v in host_all.items()}
             host["eval_wall_time"] = np.asarray(self.elapsed(member))
-            member.writer.write_eval(row, host, recon[i])
-            member.writer.update_progress(step=self.step)
+            member.writer.write_eval(row, host, recon[i])  # progress.json's step becomes this row's
             member.last_metrics, member.step = host, self.step
             rel, best = float(host["eval_rel_mse"]), member.record["best_rel_mse"]
             member.is_best = math.isfinite(rel) and (best is None or rel < best)

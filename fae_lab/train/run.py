@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -220,7 +219,6 @@ def open_member_store(member: Member, problem: Problem, n_parameters: int, encod
         truth = problem.data.fields[problem.test_idx[: problem.n_reconstructions]]
         store = RunStore.create(member.run_dir, member.layout, config=payload, command_line=member.command_line,
                                 truth=np.asarray(truth, np.float32), overwrite=cfg.overwrite)
-        shutil.rmtree(member.run_dir / "checkpoints", ignore_errors=True)
     member.writer = AsyncStoreWriter(store)
     member.checkpoints = Checkpoints(member.run_dir, keep_best=cfg.save_best_model)
 
