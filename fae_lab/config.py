@@ -185,20 +185,23 @@ def to_json_dict(config: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+# RunConfig's sections: field name -> its dataclass.
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "eval": EvalConfig,
+}
+
+
 def from_json_dict(payload: dict[str, Any]) -> RunConfig:
     """Inverse of :func:`to_json_dict`; unknown keys are an error (a typo must not vanish)."""
-    sections = {
-        "data": DataConfig,
-        "model": ModelConfig,
-        "loss": LossConfig,
-        "optim": OptimConfig,
-        "schedule": ScheduleConfig,
-        "eval": EvalConfig,
-    }
     top: dict[str, Any] = {}
     for key, value in payload.items():
-        if key in sections:
-            top[key] = _build(sections[key], value)
+        if key in SECTIONS:
+            top[key] = _build(SECTIONS[key], value)
         else:
             top[key] = value
     return _build(RunConfig, top)

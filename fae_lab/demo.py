@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fae_lab.cli_util import OneLineArgumentParser, positive, run_guarded
+from fae_lab.cli_util import OneLineArgumentParser, main_entry, positive
 from fae_lab.experiments import Experiment
 
 # Arguments of fae_lab.data.generate.generate_microstructures: few, large inclusions, so that
@@ -67,24 +67,23 @@ def write_demo_data(path: Path, overwrite: bool) -> None:
     save_npz(path, generate_microstructures(**DEMO_DATA), overwrite=True)
 
 
+def run(args) -> int:
+    from fae_lab.phase import format_table, run_series
+
+    runs = Path(args.runs)
+    data = runs / "data.npz"
+    r = DEMO_DATA["resolution"]
+    print(f"fae-lab demo: 3 runs x {args.max_steps} steps on {DEMO_DATA['n_samples']} generated "
+          f"{r}x{r} microstructures ({DEMO_DATA['n_scales']} scales, {data}) -> {runs}", file=sys.stderr)
+    write_demo_data(data, args.overwrite)
+    rows = run_series(DEMO_EXPERIMENTS, runs, data_path=str(data), max_steps=args.max_steps,
+                      extra=DEMO_TRAINING, overwrite=args.overwrite, quiet=args.quiet)
+    print(format_table(rows))
+    print(f"\nruns: {runs.resolve()}  (ranking: {runs / 'ranking.csv'})")
+    print(f"look at them live:  fae-lab serve --runs {runs}")
+    print(f"or in Python:       xarray.open_zarr('{runs / 'baseline' / 'metrics.zarr'}')")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-
-    def body() -> int:
-        from fae_lab.phase import format_table, run_series
-
-        runs = Path(args.runs)
-        data = runs / "data.npz"
-        r = DEMO_DATA["resolution"]
-        print(f"fae-lab demo: 3 runs x {args.max_steps} steps on {DEMO_DATA['n_samples']} generated "
-              f"{r}x{r} microstructures ({DEMO_DATA['n_scales']} scales, {data}) -> {runs}", file=sys.stderr)
-        write_demo_data(data, args.overwrite)
-        rows = run_series(DEMO_EXPERIMENTS, runs, data_path=str(data), max_steps=args.max_steps,
-                          extra=DEMO_TRAINING, overwrite=args.overwrite, quiet=args.quiet)
-        print(format_table(rows))
-        print(f"\nruns: {runs.resolve()}  (ranking: {runs / 'ranking.csv'})")
-        print(f"look at them live:  fae-lab serve --runs {runs}")
-        print(f"or in Python:       xarray.open_zarr('{runs / 'baseline' / 'metrics.zarr'}')")
-        return 0
-
-    return run_guarded("fae-lab demo", body)
+    return main_entry("fae-lab demo", build_parser, run, argv)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from fae_lab.cli_util import OneLineArgumentParser, positive, run_guarded
 from fae_lab.config import RunConfig
-from fae_lab.errors import UsageError
 from fae_lab.experiments import PHASES, Experiment, phase_experiments
 from fae_lab.train.args import parse_run_config
 
@@ -121,7 +120,7 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
     unless ``vmapped`` is False.
     """
     planned = plan(experiments, runs, data_path, max_steps, extra, overwrite)
-    from fae_lab.train.run import program_key, train_group
+    from fae_lab.train.run import check_output_dir, program_key, train_group
 
     finals: dict[str, dict | None] = {}
     groups: dict[tuple, list[tuple[str, RunConfig, list[str]]]] = {}
@@ -132,9 +131,7 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
             if not quiet:
                 print(f"== {name}: reusing the finished run in {run_dir}", file=sys.stderr)
             continue
-        if (run_dir / "config.json").exists() and not overwrite:
-            raise UsageError(f"{run_dir} holds an unfinished run: resume it with `fae-lab train "
-                             f"... --resume` or pass --overwrite")
+        check_output_dir(config)  # refuse an unfinished run before any group trains
         key = program_key(config) if vmapped else (name,)
         groups.setdefault(key, []).append((name, config, argv))
     for group in groups.values():
@@ -157,6 +154,12 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
     return ordered
 
 
+def print_ranking(rows: list[dict], runs: Path) -> None:
+    """The ranked table, and where it was written and how to look at the runs."""
+    print(format_table(rows))
+    print(f"\nranking written to {runs / 'ranking.csv'}; look at the runs with: fae-lab serve --runs {runs}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     own, train_flags = split_train_flags(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(own)
@@ -165,9 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = Path(args.runs or f"runs/phase_{args.phase}")
         rows = run_series(phase_experiments(args.phase), runs, data_path=args.data_path, max_steps=args.max_steps,
                          extra=train_flags, overwrite=args.overwrite, quiet=args.quiet)
-        print(format_table(rows))
-        print(f"\nranking written to {runs / 'ranking.csv'}; look at the runs with: "
-              f"fae-lab serve --runs {runs}")
+        print_ranking(rows, runs)
         return 0
 
     return run_guarded("fae-lab phase", body)

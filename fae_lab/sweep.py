@@ -20,7 +20,7 @@ from pathlib import Path
 from fae_lab.cli_util import OneLineArgumentParser, run_guarded
 from fae_lab.errors import UsageError
 from fae_lab.experiments import Experiment
-from fae_lab.phase import format_table, run_series, split_train_flags
+from fae_lab.phase import print_ranking, run_series, split_train_flags
 from fae_lab.train.args import SETTINGS
 
 
@@ -29,7 +29,7 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     axes = []
     for item in items:
         name, sep, values = item.partition("=")
-        flag = name.strip().lstrip("-")
+        flag = name.strip().lstrip("-").replace("_", "-")  # beta_max or beta-max: the flag's spelling
         if not sep or not values.strip():
             raise UsageError(f"--grid: expected NAME=V1,V2,..., got {item!r}")
         if flag.replace("-", "_") not in SETTINGS or flag in ("output-dir", "resume", "overwrite"):
@@ -76,8 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = Path(args.runs)
         rows = run_series(experiments, runs, extra=train_flags, overwrite=args.overwrite,
                           quiet=args.quiet, vmapped=not args.sequential)
-        print(format_table(rows))
-        print(f"\nranking written to {runs / 'ranking.csv'}; look at the runs with: fae-lab serve --runs {runs}")
+        print_ranking(rows, runs)
         return 0
 
     return run_guarded("fae-lab sweep", body)

@@ -59,6 +59,7 @@ def test_shape_changing_values_train_as_separate_groups(tmp_path, capsys):
 
 @pytest.mark.parametrize("grid, named", [(["--grid", "bogus=1,2"], "bogus"),
                                          (["--grid", "seed"], "--grid"),
+                                         (["--grid", "output_dir=a,b"], "output-dir"),
                                          (["--grid", "beta=-1,2"], "--beta")])
 def test_bad_grid_gets_one_line_and_status_2(grid, named, tmp_path):
     result = run_cli("sweep", "--runs", str(tmp_path / "r"), *grid, "--", "--max-steps", "2")
@@ -70,6 +71,15 @@ def test_grid_values_with_commas_use_semicolons():
     axes = parse_grid(["rff-multiscale-sigmas=1,2;2,4", "seed=0,1"])
     assert axes == [("rff-multiscale-sigmas", ["1,2", "2,4"]), ("seed", ["0", "1"])]
     assert len(grid_experiments(axes)) == 4
+
+
+def test_grid_names_may_be_spelled_with_underscores():
+    """``freq_weight_power`` names the same flag as ``freq-weight-power``: each member's
+    train command line gets the flag's spelling."""
+    axes = parse_grid(["freq_weight_power=1,2"])
+    assert axes == [("freq-weight-power", ["1", "2"])]
+    argvs = [e.argv for e in grid_experiments(axes)]
+    assert all("--freq-weight-power" in a for a in argvs), argvs
 
 
 DEVICE_SCRIPT = textwrap.dedent("""

@@ -185,8 +185,6 @@ class PointSetEncoder(nnx.Module):
 
     def embed_points(self, x: jax.Array, u: jax.Array) -> jax.Array:
         """Per-point embeddings h_p before pooling: ``(B, P, H)`` in the compute dtype."""
-        if u.ndim != 2 or x.shape[-2] != u.shape[-1] or x.ndim not in (2, 3):
-            raise ValueError(f"encoder: expected x (B,P,2) or (P,2) and u (B,P), got {x.shape}, {u.shape}")
         h = self.first.coordinate_term(self.coordinate_features(x))
         if h.ndim == 2:
             h = h[None]
@@ -194,14 +192,14 @@ class PointSetEncoder(nnx.Module):
         return self.hidden(h)
 
     def __call__(self, x: jax.Array, u: jax.Array) -> jax.Array:
+        if u.ndim != 2 or x.shape[-2] != u.shape[-1] or x.ndim not in (2, 3):
+            raise ValueError(f"encoder: expected x (B,P,2) or (P,2) and u (B,P), got {x.shape}, {u.shape}")
         if self.fused:
             return self.to_latent(self.fused_mean_embedding(x, u))
         return self.to_latent(self.pool(self.embed_points(x, u)))
 
     def fused_mean_embedding(self, x: jax.Array, u: jax.Array) -> jax.Array:
         """``MeanPool(embed_points(x, u))`` as one fused kernel (mean pooling only): ``(B, H)``."""
-        if u.ndim != 2 or x.shape[-2] != u.shape[-1] or x.ndim not in (2, 3):
-            raise ValueError(f"encoder: expected x (B,P,2) or (P,2) and u (B,P), got {x.shape}, {u.shape}")
         args = (
             self.coordinate_features(x), u, self.first.coordinate_kernel[...], self.first.bias[...],
             self.first.input_kernel[...][0],

@@ -29,72 +29,14 @@ from fae_lab.cli_util import (
 )
 from fae_lab.errors import UsageError
 
-# dest -> (section of RunConfig or None for top level, field name)
+# dest -> (section of RunConfig or None for top level, field name): every field, by its name.
 _FIELDS: dict[str, tuple[str | None, str]] = {
-    "output_dir": (None, "output_dir"),
-    "max_steps": (None, "max_steps"),
-    "seed": (None, "seed"),
-    "steps_per_call": (None, "steps_per_call"),
-    "precision": (None, "precision"),
-    "kernels": (None, "kernels"),
-    "save_best_model": (None, "save_best_model"),
-    "checkpoint_every": (None, "checkpoint_every"),
-    "resume": (None, "resume"),
-    "overwrite": (None, "overwrite"),
-    "stop_after_step": (None, "stop_after_step"),
-    "n_devices": (None, "n_devices"),
-    "wandb_project": (None, "wandb_project"),
-    "wandb_name": (None, "wandb_name"),
-    "data_path": ("data", "data_path"),
-    "training_mode": ("data", "training_mode"),
-    "single_scale_index": ("data", "single_scale_index"),
-    "held_out_indices": ("data", "held_out_indices"),
-    "test_fraction": ("data", "test_fraction"),
-    "split_seed": ("data", "split_seed"),
-    "encoder_points": ("data", "encoder_points"),
-    "decoder_points": ("data", "decoder_points"),
-    "generate_n_samples": ("data", "generate_n_samples"),
-    "generate_resolution": ("data", "generate_resolution"),
-    "generate_n_scales": ("data", "generate_n_scales"),
-    "generate_seed": ("data", "generate_seed"),
-    "latent_dim": ("model", "latent_dim"),
-    "encoder_hidden": ("model", "encoder_hidden"),
-    "pooling_type": ("model", "pooling_type"),
-    "n_heads": ("model", "n_heads"),
-    "decoder_hidden": ("model", "decoder_hidden"),
-    "decoder_type": ("model", "decoder_type"),
-    "coordinate_features": ("model", "coordinate_features"),
-    "n_coordinate_frequencies": ("model", "n_coordinate_frequencies"),
-    "coordinate_sigma": ("model", "coordinate_sigma"),
-    "rff_dim": ("model", "rff_dim"),
-    "rff_sigma": ("model", "rff_sigma"),
-    "rff_multiscale_sigmas": ("model", "rff_multiscale_sigmas"),
-    "rff_location": ("model", "rff_location"),
-    "feature_seed": ("model", "feature_seed"),
-    "loss_type": ("loss", "loss_type"),
-    "beta": ("loss", "beta"),
-    "lambda_grad": ("loss", "lambda_grad"),
-    "h1_form": ("loss", "h1_form"),
-    "h1_k0": ("loss", "h1_k0"),
-    "freq_weight_power": ("loss", "freq_weight_power"),
-    "learning_rate": ("optim", "learning_rate"),
-    "lr_decay_rate": ("optim", "lr_decay_rate"),
-    "lr_decay_steps": ("optim", "lr_decay_steps"),
-    "grad_clip": ("optim", "grad_clip"),
-    "batch_size": ("optim", "batch_size"),
-    "curriculum_steps": ("schedule", "curriculum_steps"),
-    "lambda_grad_warmup_steps": ("schedule", "lambda_grad_warmup_steps"),
-    "lambda_grad_start": ("schedule", "lambda_grad_start"),
-    "eval_every": ("eval", "eval_every"),
-    "log_every": ("eval", "log_every"),
-    "track_spectral_metrics": ("eval", "track_spectral_metrics"),
-    "spectral_n_bins": ("eval", "spectral_n_bins"),
-    "spectral_cutoff": ("eval", "spectral_cutoff"),
-    "n_reconstruction_samples": ("eval", "n_reconstruction_samples"),
-    "eval_batch_size": ("eval", "eval_batch_size"),
+    **{f.name: (None, f.name) for f in dataclasses.fields(C.RunConfig) if f.name not in C.SECTIONS},
+    **{f.name: (section, f.name) for section, cls in C.SECTIONS.items() for f in dataclasses.fields(cls)},
 }
 
-_BOOLEAN_FLAGS = {"save_best_model", "resume", "overwrite", "track_spectral_metrics"}
+_BOOLEAN_FLAGS = {f.name for cls in (C.RunConfig, *C.SECTIONS.values()) for f in dataclasses.fields(cls)
+                  if isinstance(f.default, bool)}
 
 # Settings a config file or a sweep may name (flag spelling without dashes, e.g. "loss_type").
 SETTINGS = frozenset(_FIELDS)
@@ -270,7 +212,7 @@ def parse_run_config(argv: Sequence[str], prog: str = "fae-lab train") -> C.RunC
         argv = config_file_arguments(first.config) + argv
     given = vars(parser.parse_args(argv))
     given.pop("config", None)
-    sections: dict[str, dict[str, Any]] = {name: {} for name in ("data", "model", "loss", "optim", "schedule", "eval")}
+    sections: dict[str, dict[str, Any]] = {name: {} for name in C.SECTIONS}
     top: dict[str, Any] = {}
     for dest, value in given.items():
         section, name = _FIELDS[dest]
@@ -278,14 +220,8 @@ def parse_run_config(argv: Sequence[str], prog: str = "fae-lab train") -> C.RunC
     base = C.RunConfig()
 
     config = dataclasses.replace(
-        base,
-        **top,
-        data=dataclasses.replace(base.data, **sections["data"]),
-        model=dataclasses.replace(base.model, **sections["model"]),
-        loss=dataclasses.replace(base.loss, **sections["loss"]),
-        optim=dataclasses.replace(base.optim, **sections["optim"]),
-        schedule=dataclasses.replace(base.schedule, **sections["schedule"]),
-        eval=dataclasses.replace(base.eval, **sections["eval"]),
+        base, **top,
+        **{name: dataclasses.replace(getattr(base, name), **values) for name, values in sections.items()},
     )
     if "output_dir" not in top:
         config = dataclasses.replace(config, output_dir=default_output_dir(config))

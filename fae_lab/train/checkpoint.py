@@ -28,7 +28,6 @@ class Checkpoints:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
         self.latest.save(step, args=args, force=True)
         if best and self.best is not None:
-            args = ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
             self.best.save(step, args=args, force=True)
 
     def latest_step(self) -> int | None:

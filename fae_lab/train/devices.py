@@ -33,10 +33,6 @@ class Placement:
     mesh: Mesh | None
 
     @property
-    def n_devices(self) -> int:
-        return 1 if self.mesh is None else self.mesh.size
-
-    @property
     def shard_batch(self) -> Callable[[jax.Array], jax.Array] | None:
         if self.mode != "data":
             return None

@@ -23,7 +23,7 @@ from fae_lab.train.checkpoint import Checkpoints
 from fae_lab.train.evaluate import EvalData
 from fae_lab.train.progress import ProgressReporter
 from fae_lab.train.rows import TrainRowAggregator
-from fae_lab.train.step import TrainState
+from fae_lab.train.step import TrainState, member_slice
 
 
 @dataclasses.dataclass
@@ -131,7 +131,7 @@ class GroupLoop:
         return time.perf_counter() - self.last_checkpoint >= CHECKPOINT_SECONDS
 
     def _absorb(self, metrics, first_step: int) -> None:
-        host_all = {k: np.asarray(v, np.float64) for k, v in metrics.items()}  # (M, n) each
+        host_all = {k: np.asarray(v, np.float64) for k, v in jax.device_get(metrics).items()}  # (M, n) each
         for i, member in self.running():
             host = {k: v[i] for k, v in host_all.items()}
             diverged = int(host.pop("diverged_step")[-1])
@@ -150,6 +150,7 @@ class GroupLoop:
 
     def _evaluate(self, state: TrainState, row: int) -> None:
         metrics, recon = self.evaluate(state.params, self.rest, self.eval_data)
+        metrics, recon = jax.device_get((metrics, recon))  # one transfer for all of them
         host_all = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
         recon = np.asarray(recon, np.float32)
         for i, member in self.running():
@@ -172,8 +173,7 @@ class GroupLoop:
         for i, member in self.running():
             member.record.update(n_eval=n_eval, rows=member.rows.snapshot(), step=self.step)
             member.writer.flush()  # the rows the checkpoint counts are on disk before it exists
-            mine = jax.tree.map(lambda a, i=i: a[i], state)
-            member.checkpoints.save(self.step, mine, dict(member.record),
+            member.checkpoints.save(self.step, member_slice(state, i), dict(member.record),
                                     best=member.config.save_best_model and member.is_best)
 
     def _diverged(self, member: Member, step: int) -> None:

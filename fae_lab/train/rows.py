@@ -24,7 +24,6 @@ class TrainRowAggregator:
         self.n_rows = 0  # rows completed and handed out
         self.sums: dict[str, float] = {}
         self.count = 0
-        self.diverged_at: int | None = None
 
     def add(self, steps: np.ndarray, metrics: dict[str, np.ndarray], wall_time: float
             ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:

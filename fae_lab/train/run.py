@@ -36,7 +36,7 @@ from fae_lab.data.views import resolve_scales, split_samples
 from fae_lab.errors import UsageError
 from fae_lab.grid import grid_coordinates
 from fae_lab.losses import loss_term_names
-from fae_lab.models import build_model
+from fae_lab.models import build_model, count_parameters
 from fae_lab.spectral import RadialBins, radial_bins, resolve_cutoff
 from fae_lab.store import (
     AsyncStoreWriter,
@@ -60,6 +60,8 @@ from fae_lab.train.step import (
     hyper_from_config,
     make_chunk,
     make_train_step,
+    member_slice,
+    stack_members,
 )
 
 # ----------------------------------------------------------------------------- the problem
@@ -303,18 +305,17 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
         graphdef = graphdef or gd
         params_list.append(params)
         rest_list.append(rest)
-    stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
     optimizer = adam()
     state = TrainState(
-        params=stack(params_list),
-        opt_state=stack([optimizer.init(p) for p in params_list]),
+        params=stack_members(params_list),
+        opt_state=stack_members([optimizer.init(p) for p in params_list]),
         step=jnp.zeros(len(configs), jnp.int32),
         diverged_step=jnp.full(len(configs), -1, jnp.int32),
     )
-    rest = stack(rest_list)
-    hyper = stack([hyper_from_config(cfg) for cfg in configs])
+    rest = stack_members(rest_list)
+    hyper = stack_members([hyper_from_config(cfg) for cfg in configs])
     keys = jnp.stack([jax.random.key_data(jax.random.key(cfg.seed)) for cfg in configs])
-    n_parameters = int(sum(x.size for x in jax.tree.leaves(params_list[0])))
+    n_parameters = count_parameters(model)  # the same architecture for every member
 
     def apply_fn(p, r, x_enc, u_enc, x_dec):
         return nnx.merge(graphdef, p, r)(x_enc, u_enc, x_dec)
@@ -371,15 +372,14 @@ def restore_group(members: list[Member], state: TrainState) -> TrainState:
     for i, member in enumerate(members):
         if member.checkpoints.latest_step() is None:
             raise UsageError(f"--resume: {member.run_dir} has no checkpoint yet")
-        mine = jax.tree.map(lambda a, i=i: a[i], state)
-        member_state, member.record = member.checkpoints.restore_latest(mine)
+        member_state, member.record = member.checkpoints.restore_latest(member_slice(state, i))
         member.rows.restore(member.record["rows"])
         member.writer.truncate(n_train=member.rows.n_rows, n_eval=member.record["n_eval"])
         restored.append(member_state)
     steps = {int(s.step) for s in restored}
     if len(steps) != 1:
         raise UsageError(f"--resume: the sweep's members stopped at different steps {sorted(steps)}")
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *restored)
+    return stack_members(restored)
 
 
 def install_sigterm_as_interrupt() -> None:

@@ -207,6 +207,16 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
     return step_fn
 
 
+def stack_members(trees: list[PyTree]) -> PyTree:
+    """Members' trees of the same structure -> one tree with a leading member axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def member_slice(tree: PyTree, i: int) -> PyTree:
+    """Member ``i``'s part of a tree with a leading member axis."""
+    return jax.tree.map(lambda a: a[i], tree)
+
+
 def make_chunk(step_fn, n_steps: int):
     """``n_steps`` training steps in one ``lax.scan``: one host call, metrics stacked (n_steps,)."""
 
