@@ -17,7 +17,6 @@ NumPy, xarray and zarr only: no JAX, no Panel.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from fae_lab.store.jsonio import read_json
 from fae_lab.store.layout import (
     CONFIG_FILE,
     FINAL_FILE,
@@ -37,7 +37,6 @@ from fae_lab.store.layout import (
 from fae_lab.store.reader import list_runs
 
 TAG_NAMES = ("training_mode", "loss_type", "decoder_type", "pooling_type")
-STATUSES = ("running", "finished", "failed", "diverged")
 # Scalar evaluation curves drawn against step (the seed's eval/* and eval/spectral/*).
 EVAL_CURVES = ("eval_rel_mse", "eval_low_freq_mse", "eval_high_freq_mse",
                "eval_high_freq_error_ratio")
@@ -70,11 +69,6 @@ class RunDelta:
     @property
     def has_rows(self) -> bool:
         return self.train.stop > self.train.start or self.eval.stop > self.eval.start
-
-
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def _open_store(path: Path) -> xr.Dataset:
@@ -118,7 +112,7 @@ class RunReader:
     def __init__(self, path: str | os.PathLike, name: str | None = None):
         self.path = Path(path)
         self.name = name or self.path.name
-        self.config_json: dict[str, Any] = _read_json(self.path / CONFIG_FILE)
+        self.config_json: dict[str, Any] = read_json(self.path / CONFIG_FILE)
         if not isinstance(self.config_json, dict):
             raise ValueError(f"{self.path / CONFIG_FILE} is not a JSON object")
         tags = list(self.config_json.get("tags") or [])
@@ -136,11 +130,6 @@ class RunReader:
         self._recon_cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     # -- what the run is ---------------------------------------------------------------------
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The resolved configuration (``config.json["config"]``), a nested dict."""
-        return self.config_json.get("config") or {}
 
     @property
     def status(self) -> str:
@@ -228,7 +217,12 @@ class RunReader:
     # -- reading -----------------------------------------------------------------------------
 
     def _open(self) -> None:
-        self._metrics = _open_store(self.path / METRICS_STORE)
+        metrics = _open_store(self.path / METRICS_STORE)
+        # Coordinates that are not indexes (held_out, time, k_lower, ...) are read from zarr at
+        # every access under cache=False; they are fixed when a run is created: load them once.
+        self._metrics = metrics.assign_coords({
+            name: (metrics[name].dims, metrics[name].values, metrics[name].attrs)
+            for name in metrics.coords if name not in metrics.indexes})
         recon_path = self.path / RECONSTRUCTIONS_STORE
         self._recon = _open_store(recon_path) if recon_path.exists() else None
         tracked = [*self._train.values, *self._eval.values]
@@ -274,7 +268,7 @@ class RunReader:
         before = (self.progress.get("status"), self.progress.get("step"),
                   self.progress.get("message"), self.final is not None)
         try:
-            progress = _read_json(self.path / PROGRESS_FILE)
+            progress = read_json(self.path / PROGRESS_FILE)
             reset = False
             if self._metrics is None:
                 self._open()
@@ -289,7 +283,7 @@ class RunReader:
             self.progress = progress
             final_path = self.path / FINAL_FILE
             if (self.final is None or status_changed or reset) and final_path.exists():
-                self.final = _read_json(final_path)  # again after a resumed run ends
+                self.final = read_json(final_path)  # again after a resumed run ends
             self.error = None
         except (OSError, ValueError, KeyError, TypeError) as err:
             self.error = f"{type(err).__name__}: {err}"
@@ -427,9 +421,6 @@ class RunsDirectory:
 
     def __contains__(self, name: object) -> bool:
         return name in self.readers
-
-    def __len__(self) -> int:
-        return len(self.readers)
 
     def names(self) -> list[str]:
         return list(self.readers)

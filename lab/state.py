@@ -23,12 +23,6 @@ from lab.transforms import colour_keys, select_runs
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
            "#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
            "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78")
-TAG_CHOICES: dict[str, tuple[str, ...]] = {
-    "training_mode": C.TRAINING_MODES,
-    "loss_type": C.LOSS_TYPES,
-    "decoder_type": C.DECODER_TYPES,
-    "pooling_type": C.POOLING_TYPES,
-}
 TAG_LABELS = {"training_mode": "Training mode", "loss_type": "Loss type",
               "decoder_type": "Decoder type", "pooling_type": "Pooling"}
 
@@ -51,7 +45,6 @@ class LabState(param.Parameterized):
         Runs picked by name; empty means every run the tag filter lets through.""")
     runs = param.List(default=[], doc="Every run found, in the order found.")
     visible = param.List(default=[], doc="Runs drawn: through the tag filter and ``chosen``.")
-    revision = param.Integer(default=0, doc="Bumped when any run's status or rows change.")
 
     def __init__(self, runs_dir: str | os.PathLike, **params):
         super().__init__(**params)
@@ -93,8 +86,6 @@ class LabState(param.Parameterized):
             self._admit_tag_values(result.new_runs)
             self.param["chosen"].objects = self.source.names()
             self.runs = self.source.names()
-        if result.deltas:
-            self.revision += 1
         for listener in self._listeners:
             listener(result)
         return result

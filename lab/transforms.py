@@ -151,3 +151,20 @@ def evaluation_frame(evaluations: xr.Dataset) -> pd.DataFrame:
     for name in EVAL_CURVES:
         frame[name] = evaluations[name].values if name in evaluations else np.full(n, np.nan)
     return pd.DataFrame(frame)
+
+
+def step_bin_cells(steps: np.ndarray, start: int, stop: int, k: np.ndarray, k_lower: np.ndarray,
+                   k_upper: np.ndarray) -> dict[str, np.ndarray]:
+    """Quads of a step x |n| map for rows ``start:stop`` of ``steps``, one per (row, bin).
+
+    Row i spans [(s_{i-1} + s_i)/2, s_i + (s_i - s_{i-1})/2] (the first row as wide as the
+    second gap, or 1), bin b spans [k_lower_b, k_upper_b]; ``step`` and ``k`` name each cell.
+    """
+    steps = np.asarray(steps, np.float64)
+    previous = np.concatenate([[steps[0] - (steps[1] - steps[0] if steps.size > 1 else 1)], steps[:-1]])
+    index = np.arange(start, stop)
+    half = (steps[index] - previous[index]) / 2
+    n_bins = len(k)
+    return {"left": np.repeat(steps[index] - half, n_bins), "right": np.repeat(steps[index] + half, n_bins),
+            "bottom": np.tile(k_lower, index.size), "top": np.tile(k_upper, index.size),
+            "step": np.repeat(steps[index], n_bins), "k": np.tile(k, index.size)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import panel as pn
 import param
+import xarray as xr
 from bokeh.models import (
     ColorBar,
     ColumnDataSource,
@@ -34,6 +35,7 @@ from lab.transforms import (
     band_error_relative_to_first,
     evaluations_to_draw,
     spectral_error,
+    step_bin_cells,
 )
 from lab.views.base import LiveView
 
@@ -51,13 +53,13 @@ def scale_options(reader: RunReader | None) -> dict[str, int]:
     return options
 
 
-def spectra_columns(reader: RunReader, scale: int, n_curves: int) -> dict[str, list]:
-    """Multi-line data: one row per drawn evaluation, ``xs`` = |n| bin centres, ``ys`` = E."""
-    evaluations = reader.evaluations()
-    if reader.n_eval == 0:
+def spectra_columns(error: xr.DataArray, n_curves: int) -> dict[str, list]:
+    """Multi-line data: one row per drawn evaluation, ``xs`` = |n| bin centres, ``ys`` = E
+    (``error``: :func:`~lab.transforms.spectral_error` of the run's evaluations)."""
+    n_eval = error.sizes["eval_step"]
+    if n_eval == 0:
         return {"xs": [], "ys": [], "step": []}
-    error = spectral_error(evaluations, scale)
-    rows = evaluations_to_draw(reader.n_eval, n_curves)
+    rows = evaluations_to_draw(n_eval, n_curves)
     k = error["k"].values
     return {"xs": [k] * len(rows), "ys": [error.values[i] for i in rows],
             "step": [int(s) for s in error["eval_step"].values[rows]]}
@@ -77,8 +79,9 @@ def target_columns(reader: RunReader, scale: int) -> dict[str, np.ndarray]:
     return {"k": evaluations["k"].values, "power": np.ravel(target.values)}
 
 
-def map_columns(reader: RunReader, scale: int, rows: slice) -> dict[str, np.ndarray]:
-    """Cells of the relative-error map for evaluation rows ``rows``: one quad per (row, bin).
+def map_columns(reader: RunReader, error: xr.DataArray, rows: slice) -> dict[str, np.ndarray]:
+    """Cells of the relative-error map for evaluation rows ``rows``: one quad per (row, bin)
+    (``error``: :func:`~lab.transforms.spectral_error` of the run's evaluations).
 
     Evaluation i spans steps [(s_{i-1} + s_i)/2, s_i + (s_i - s_{i-1})/2]; bin k spans its
     edges. ``log_ratio`` = log10 E(s_i, k) / E(s_0, k).
@@ -88,23 +91,11 @@ def map_columns(reader: RunReader, scale: int, rows: slice) -> dict[str, np.ndar
     if stop <= rows.start:
         return {key: np.zeros(0) for key in
                 ("left", "right", "bottom", "top", "step", "k", "log_ratio")}
-    relative = band_error_relative_to_first(spectral_error(reader.evaluations(), scale))
-    steps = reader.eval_steps.astype(np.float64)
-    previous = np.concatenate([[steps[0] - (steps[1] - steps[0] if steps.size > 1 else 1)],
-                               steps[:-1]])
-    index = np.arange(rows.start, stop)
-    half = (steps[index] - previous[index]) / 2
-    n_bins = relative.sizes["k"]
+    relative = band_error_relative_to_first(error)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_ratio = np.log10(relative.values[index])
-    return {
-        "left": np.repeat(steps[index] - half, n_bins),
-        "right": np.repeat(steps[index] + half, n_bins),
-        "bottom": np.tile(reader.k_lower, index.size),
-        "top": np.tile(reader.k_upper, index.size),
-        "step": np.repeat(steps[index], n_bins), "k": np.tile(reader.k, index.size),
-        "log_ratio": log_ratio.ravel(),
-    }
+        log_ratio = np.log10(relative.values[rows.start:stop])
+    cells = step_bin_cells(reader.eval_steps, rows.start, stop, reader.k, reader.k_lower, reader.k_upper)
+    return {**cells, "log_ratio": log_ratio.ravel()}
 
 
 class FrequencyBandsView(LiveView):
@@ -143,7 +134,7 @@ class FrequencyBandsView(LiveView):
 
     @property
     def reader(self) -> RunReader | None:
-        return self.state.source[self.run] if self.run in self.state.source else None
+        return self.state.source.readers.get(self.run)
 
     def _spectrum_figure(self) -> figure:
         fig = figure(title="Error power per |n| band", x_axis_type="log", y_axis_type="log",
@@ -213,9 +204,10 @@ class FrequencyBandsView(LiveView):
         cutoff = reader.spectral_cutoff
         for span in self._cutoffs:
             span.location = cutoff if np.isfinite(cutoff) else None
-        self.spectra.data = spectra_columns(reader, self.scale, self.n_curves)
+        error = spectral_error(reader.evaluations(), self.scale)
+        self.spectra.data = spectra_columns(error, self.n_curves)
         self.target.data = target_columns(reader, self.scale)
-        self.cells.data = map_columns(reader, self.scale, slice(0, reader.n_eval))
+        self.cells.data = map_columns(reader, error, slice(0, reader.n_eval))
 
     def ingest(self, result: PollResult) -> None:
         """New evaluations of the shown run: stream their map cells, redraw the spectra."""
@@ -228,8 +220,9 @@ class FrequencyBandsView(LiveView):
             self.redraw()
         elif reader.n_eval > have:
             # From what the map holds, not from the delta (a redraw this poll has its rows).
-            self.cells.stream(map_columns(reader, self.scale, slice(have, reader.n_eval)))
-            self.spectra.data = spectra_columns(reader, self.scale, self.n_curves)
+            error = spectral_error(reader.evaluations(), self.scale)
+            self.cells.stream(map_columns(reader, error, slice(have, reader.n_eval)))
+            self.spectra.data = spectra_columns(error, self.n_curves)
             self.target.data = target_columns(reader, self.scale)
 
 

@@ -36,6 +36,7 @@ from lab.transforms import (
     reconstruction_error,
     spectral_difference,
     spectral_error,
+    step_bin_cells,
 )
 from lab.views.bands import scale_options
 from lab.views.base import LiveView
@@ -110,7 +111,7 @@ class TwoRunComparison(LiveView):
             self.images, sizing_mode="stretch_width")
 
     def _reader(self, run: str | None) -> RunReader | None:
-        return self.state.source[run] if run in self.state.source else None
+        return self.state.source.readers.get(run)
 
     # -- figures ---------------------------------------------------------------------------
 
@@ -274,18 +275,9 @@ class TwoRunComparison(LiveView):
         """Cells of the ratio map for the common steps from ``start`` on: common step i spans
         [(s_{i-1} + s_i)/2, s_i + (s_i - s_{i-1})/2], bin k its edges."""
         reader = self._reader(self.run_a)
-        steps = both["eval_step"].values.astype(float)
-        previous = np.concatenate([[steps[0] - (steps[1] - steps[0] if steps.size > 1 else 1)],
-                                   steps[:-1]])
-        half = ((steps - previous) / 2)[start:]
-        ratio = both["log10_ratio"].values[start:]
-        steps = steps[start:]
-        n_bins = both.sizes["k"]
-        return {"left": np.repeat(steps - half, n_bins), "right": np.repeat(steps + half, n_bins),
-                "bottom": np.tile(reader.k_lower, steps.size),
-                "top": np.tile(reader.k_upper, steps.size),
-                "step": np.repeat(steps, n_bins), "k": np.tile(both["k"].values, steps.size),
-                "log10_ratio": ratio.ravel()}
+        steps = both["eval_step"].values
+        cells = step_bin_cells(steps, start, steps.size, both["k"].values, reader.k_lower, reader.k_upper)
+        return {**cells, "log10_ratio": both["log10_ratio"].values[start:].ravel()}
 
     def _draw_images(self) -> None:
         """Truth, both reconstructions and both errors (one shared error range) at the step."""

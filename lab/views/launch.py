@@ -17,7 +17,7 @@ import param
 from fae_lab import config as C
 from fae_lab.errors import UsageError
 from lab.launcher import FLAGS, GENERATE_FLAGS, Launch, form_defaults, launch
-from lab.source import PollResult
+from lab.source import TAG_NAMES, PollResult
 from lab.state import LabState
 
 _DEFAULTS = form_defaults()
@@ -118,7 +118,7 @@ class LaunchForm(pn.viewable.Viewer):
                    visible=p.data_source.rx() == "generated"),
         )
         choices = pn.Row(*(pn.widgets.Select.from_param(getattr(p, name), **number) for name in
-                           ("training_mode", "loss_type", "decoder_type", "pooling_type")))
+                           TAG_NAMES))
         fields = [("latent_dim", "Latent dim"), ("beta", "β (latent penalty)"),
                   ("lambda_grad", "λ_grad (H¹ term)"),
                   ("freq_weight_power", "Frequency weight power"), ("rff_dim", "RFF dim"),
@@ -126,11 +126,8 @@ class LaunchForm(pn.viewable.Viewer):
                   ("batch_size", "Batch size"), ("eval_every", "Evaluate every"),
                   ("seed", "Seed")]
         numbers = pn.GridBox(
-            *(pn.widgets.FloatInput.from_param(getattr(p, name), name=label, **number)
-              if isinstance(getattr(p, name), param.Number)
-              and not isinstance(getattr(p, name), param.Integer)
-              else pn.widgets.IntInput.from_param(getattr(p, name), name=label, **number)
-              for name, label in fields),
+            *((pn.widgets.IntInput if isinstance(getattr(p, name), param.Integer) else pn.widgets.FloatInput)
+              .from_param(getattr(p, name), name=label, **number) for name, label in fields),
             ncols=5, sizing_mode="stretch_width")
         return pn.Column(
             pn.widgets.TextInput.from_param(p.run_name, name="Run name",

@@ -96,12 +96,12 @@ class ReconstructionsView(LiveView):
 
     @property
     def reader(self) -> RunReader | None:
-        return self.state.source[self.run] if self.run in self.state.source else None
+        return self.state.source.readers.get(self.run)
 
     def frames(self, run: str | None, sample: int, scale: int,
                index: int) -> tuple[hv.Image, hv.Image, hv.Image]:
         """The three images at evaluation ``index`` (blank before the first evaluation)."""
-        reader = self.state.source[run] if run in self.state.source else None
+        reader = self.state.source.readers.get(run)
         opts = {"frame_width": self.size, "frame_height": self.size, "colorbar": True,
                 "tools": ["hover"], "xlabel": "x", "ylabel": "y"}
         if reader is None or not reader.ready or reader.n_eval == 0:

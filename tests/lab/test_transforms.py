@@ -22,6 +22,7 @@ from lab.transforms import (
     select_runs,
     spectral_difference,
     spectral_error,
+    step_bin_cells,
     training_frame,
 )
 from tests.lab.conftest import RUNS, tags_on_disk
@@ -159,3 +160,18 @@ def test_frames_carry_every_term_and_nan_for_missing_ones(source):
         frame["train_loss"], rtol=1e-12)  # the terms sum to the loss (docs/run-store.md)
     evaluations = evaluation_frame(source["h1"].evaluations())
     np.testing.assert_array_equal(evaluations["step"], source["h1"].eval_steps[:len(evaluations)])
+
+
+def test_step_bin_cells_tile_the_map_without_gaps():
+    """Rows of steps 0, 10, 30 and two bins: each cell spans half the gap to its neighbours
+    in step (the first as wide as the first gap) and its bin's edges in |n|."""
+    cells = step_bin_cells(np.array([0, 10, 30]), 1, 3, np.array([0.5, 1.5]), np.array([0.0, 1.0]),
+                           np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(cells["left"], [5, 5, 20, 20])
+    np.testing.assert_array_equal(cells["right"], [15, 15, 40, 40])
+    np.testing.assert_array_equal(cells["bottom"], [0, 1, 0, 1])
+    np.testing.assert_array_equal(cells["top"], [1, 2, 1, 2])
+    np.testing.assert_array_equal(cells["step"], [10, 10, 30, 30])
+    np.testing.assert_array_equal(cells["k"], [0.5, 1.5, 0.5, 1.5])
+    first = step_bin_cells(np.array([0, 10, 30]), 0, 1, np.array([0.5]), np.array([0.0]), np.array([1.0]))
+    assert (first["left"][0], first["right"][0]) == (-5, 5)
