@@ -21,7 +21,7 @@ from fae_lab.errors import UsageError
 from fae_lab.models import build_model, fused
 from fae_lab.train.cli import main as train_main
 from fae_lab.train.run import use_fused_encoder
-from tests.train_helpers import TINY, read_json, run_cli, write_tiny_data
+from tests.train_helpers import TINY, assert_one_line_refusal, read_json, run_cli, write_tiny_data
 
 SMALL = ModelConfig(encoder_hidden=(24, 24, 24), decoder_hidden=(16, 16), latent_dim=8,
                     n_coordinate_frequencies=5, pooling_type="mean")
@@ -132,8 +132,7 @@ def test_impossible_kernel_request_gets_one_line_and_status_2(tiny_data, tmp_pat
     out = tmp_path / "run"
     result = run_cli("train", "--data-path", str(tiny_data), "--output-dir", str(out), *TINY,
                      "--kernels", "pallas", "--pooling-type", "attention")
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "--kernels pallas" in result.stderr
+    assert_one_line_refusal(result, "--kernels pallas")
     assert not out.exists()
 
 

@@ -11,7 +11,7 @@ from fae_lab.experiments import PHASES, SEED_COMMANDS, phase_experiments
 from fae_lab.phase import main as phase_main
 from fae_lab.phase import plan
 from fae_lab.train.args import parse_run_config
-from tests.train_helpers import read_json, run_cli, write_tiny_data
+from tests.train_helpers import assert_one_line_refusal, read_json, run_cli, write_tiny_data
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -68,8 +68,7 @@ def test_phase_combined_trains_ranks_and_writes_csv(tmp_path, capsys):
 
 def test_phase_rejects_a_bad_phase_with_one_line():
     result = run_cli("phase", "d")
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "phase" in result.stderr
+    assert_one_line_refusal(result, "phase")
 
 
 def test_demo_trains_three_runs_and_says_where_they_are(tmp_path):

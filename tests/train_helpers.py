@@ -29,6 +29,14 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def assert_one_line_refusal(result: subprocess.CompletedProcess, named: str) -> None:
+    """The CLI refused: exit status 2, one line on stderr naming ``named``, no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
