@@ -123,6 +123,7 @@ class RunReader:
         self.final: dict[str, Any] | None = None
         self.error: str | None = None
         self._metrics: xr.Dataset | None = None
+        self._coords_in_memory: set[str] = set()  # of _metrics, see _coord
         self._recon: xr.Dataset | None = None
         self._train = _Rows("step")
         self._eval = _Rows("eval_step")
@@ -160,8 +161,15 @@ class RunReader:
         return self._metrics is not None
 
     def _coord(self, name: str) -> np.ndarray:
+        """A coordinate's values. One that is not an index (held_out, time, k_lower, ...) would
+        be read from zarr at every access under cache=False; it is fixed when a run is
+        created, so the first access puts it in memory, where later row reads find it too."""
         if self._metrics is None:
             return np.zeros(0)
+        coord = self._metrics[name]
+        if name not in self._metrics.indexes and name not in self._coords_in_memory:
+            self._metrics = self._metrics.assign_coords({name: (coord.dims, coord.values, coord.attrs)})
+            self._coords_in_memory.add(name)
         return self._metrics[name].values
 
     @property
@@ -217,12 +225,8 @@ class RunReader:
     # -- reading -----------------------------------------------------------------------------
 
     def _open(self) -> None:
-        metrics = _open_store(self.path / METRICS_STORE)
-        # Coordinates that are not indexes (held_out, time, k_lower, ...) are read from zarr at
-        # every access under cache=False; they are fixed when a run is created: load them once.
-        self._metrics = metrics.assign_coords({
-            name: (metrics[name].dims, metrics[name].values, metrics[name].attrs)
-            for name in metrics.coords if name not in metrics.indexes})
+        self._metrics = _open_store(self.path / METRICS_STORE)
+        self._coords_in_memory: set[str] = set()
         recon_path = self.path / RECONSTRUCTIONS_STORE
         self._recon = _open_store(recon_path) if recon_path.exists() else None
         tracked = [*self._train.values, *self._eval.values]

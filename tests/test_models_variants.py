@@ -59,3 +59,39 @@ def test_variant_runs_jitted_and_vmapped_over_parameter_sets(pooling, decoder):
         np.testing.assert_allclose(np.asarray(u_hat[i]), np.asarray(u_one), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(z[i]), np.asarray(z_one), rtol=1e-5, atol=1e-6)
     assert np.abs(np.asarray(u_hat[0] - u_hat[1])).max() > 1e-4  # two members, two functions
+
+
+def test_attention_pooling_matches_numpy():
+    """Multi-head attention pooling re-derived in NumPy from its own parameters."""
+    from fae_lab.models import AttentionPool
+
+    pool = AttentionPool(8, 2, rngs=nnx.Rngs(3))
+    h = np.random.default_rng(0).normal(size=(3, 5, 8)).astype(np.float32)
+    got = np.asarray(pool(jnp.asarray(h)))
+    w = np.asarray(pool.key_value.kernel[...], np.float64)
+    b = np.asarray(pool.key_value.bias[...], np.float64)
+    q = np.asarray(pool.query[...], np.float64)  # (heads, d)
+    kv = (h.astype(np.float64) @ w + b).reshape(3, 5, 2, 2, 4)  # (B, P, key|value, heads, d)
+    keys, values = kv[:, :, 0], kv[:, :, 1]
+    logits = np.einsum("bpjd,jd->bjp", keys, q) / np.sqrt(4)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    expected = np.einsum("bjp,bpjd->bjd", weights, values).reshape(3, 8)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_penultimate_fourier_features_match_numpy():
+    """φ(h) = [cos 2π hB_k, sin 2π hB_k] for each band k, re-derived in NumPy."""
+    from fae_lab.models import HiddenFourierFeatures
+
+    phi = HiddenFourierFeatures(5, 6, (0.5, 2.0), rngs=nnx.Rngs(0, features=1))
+    h = np.random.default_rng(1).normal(size=(4, 5))
+    got = np.asarray(phi(jnp.asarray(h, jnp.float32)))
+    frequencies = np.asarray(phi.frequencies[...], np.float64)  # (bands, 3, 5)
+    assert frequencies.shape == (2, 3, 5)
+    bands = []
+    for matrix in frequencies:
+        t = h.astype(np.float32).astype(np.float64) @ matrix.T
+        bands += [np.cos(2 * np.pi * t), np.sin(2 * np.pi * t)]
+    expected = np.concatenate(bands, axis=-1)
+    np.testing.assert_allclose(got, expected, atol=2e-5)

@@ -123,7 +123,7 @@ class GroupLoop:
     def _due_checkpoint(self, step: int) -> bool:
         """At the evaluations that are multiples of ``--checkpoint-every``; by default at the
         first evaluation after ``CHECKPOINT_SECONDS`` since the last checkpoint (saving at
-        every evaluation cost 15% of the paper configuration's training time on one H100;
+        every evaluation cost 13% of the paper configuration's end-to-end rate on one H100;
         benchmarks/RESULTS.md)."""
         every = self.config.checkpoint_every
         if every is not None:
