@@ -182,16 +182,23 @@ def _encoder_backward_kernel(feat_ref, u_ref, weight_ref, w0_ref, b0_ref, wu_ref
 
 
 def _encoder_call(kind, feat, u, weight, w0, b0, wu, weights, biases, grad, *, n_points, tiling):
-    rows, n_feat = feat.shape
+    """``u`` holds every sample's points, ``(B·P,)``; ``weight`` the pooling weight of each
+    point, ``(P,)``, the same for every sample; ``feat`` is ``(P, F)`` (one point set for the
+    batch, read by every sample's chunks) or ``(B·P, F)``."""
+    rows, n_feat = u.shape[0], feat.shape[1]
     width = w0.shape[1]
     n_hidden = weights.shape[0]
     chunk = _chunk(rows, n_points, tiling)
     programs = rows // chunk
     chunks_per_sample = n_points // chunk
-    row_block = pl.BlockSpec((chunk, n_feat), lambda g: (g, 0))
-    vec_block = pl.BlockSpec((chunk,), lambda g: (g,))
+    point_block = pl.BlockSpec((chunk,), lambda g: (g % chunks_per_sample,))
+    if feat.shape[0] == rows:
+        feat_block = pl.BlockSpec((chunk, n_feat), lambda g: (g, 0))
+    else:  # shared points: sample g // chunks_per_sample reads the same features
+        feat_block = pl.BlockSpec((chunk, n_feat), lambda g: (g % chunks_per_sample, 0))
     args = [feat, u, weight, w0, b0.reshape(1, width), wu.reshape(1, width)]
-    in_specs = [row_block, vec_block, vec_block, _full(w0.shape), _full((1, width)), _full((1, width))]
+    in_specs = [feat_block, pl.BlockSpec((chunk,), lambda g: (g,)), point_block, _full(w0.shape),
+                _full((1, width)), _full((1, width))]
     if n_hidden:
         args += [weights, biases]
         in_specs += [_full(weights.shape), _full(biases.shape)]
@@ -239,7 +246,7 @@ def _encoder_call(kind, feat, u, weight, w0, b0, wu, weights, biases, grad, *, n
 def _encoder(feat, u, weight, w0, b0, wu, weights, biases, n_points, tiling):
     (partial,) = _encoder_call("forward", feat, u, weight, w0, b0, wu, weights, biases, None,
                                n_points=n_points, tiling=tiling)
-    return partial.reshape(-1, n_points // _chunk(feat.shape[0], n_points, tiling), partial.shape[-1]).sum(1)
+    return partial.reshape(-1, n_points // _chunk(u.shape[0], n_points, tiling), partial.shape[-1]).sum(1)
 
 
 def _encoder_fwd(feat, u, weight, w0, b0, wu, weights, biases, n_points, tiling):
@@ -298,11 +305,11 @@ def mean_embedding(features, u, coordinate_kernel, bias, value_kernel, weights, 
     n_feat = features.shape[-1]
     hp, fp = padded_width(width), padded_width(n_feat)
     padded_points = -(-n_points // tiling.rows) * tiling.rows
-    feats = jnp.broadcast_to(features.astype(jnp.float32), (n_samples, n_points, n_feat))
-    feats = jnp.pad(feats, ((0, 0), (0, padded_points - n_points), (0, fp - n_feat)))
+    # Shared points stay (P, F): every sample's chunks read them (no per-sample copy).
+    feats = jnp.pad(features.astype(jnp.float32),
+                    ((0, 0),) * (features.ndim - 2) + ((0, padded_points - n_points), (0, fp - n_feat)))
     values = jnp.pad(u.astype(jnp.float32), ((0, 0), (0, padded_points - n_points)))
-    weight = jnp.pad(jnp.full((n_samples, n_points), 1.0 / n_points, jnp.float32),
-                     ((0, 0), (0, padded_points - n_points)))
+    weight = jnp.pad(jnp.full((n_points,), 1.0 / n_points, jnp.float32), (0, padded_points - n_points))
     w0 = jnp.pad(coordinate_kernel.astype(jnp.float32), ((0, fp - n_feat), (0, hp - width)))
 
     def vec(v):
@@ -313,7 +320,7 @@ def mean_embedding(features, u, coordinate_kernel, bias, value_kernel, weights, 
     b = jnp.stack([vec(v) for v in biases]) if len(biases) else jnp.zeros((0, hp), jnp.float32)
     rows = n_samples * padded_points
     pooled = _encoder(
-        feats.reshape(rows, fp), values.reshape(rows), weight.reshape(rows), w0, vec(bias),
+        feats.reshape(-1, fp), values.reshape(rows), weight, w0, vec(bias),
         vec(value_kernel), w, b, padded_points, tiling,
     )
     return pooled[:, :width]
