@@ -99,6 +99,10 @@ DEVICE_SCRIPT = textwrap.dedent("""
     train_group([cfg("dp1", "--n-devices", "1", "--batch-size", "8")], quiet=True)
     # data parallel with the fused Pallas encoder (interpreted here), one kernel per device
     train_group([cfg("dp4p", "--n-devices", "4", "--batch-size", "8", "--kernels", "pallas")], quiet=True)
+    # data parallel with encoder and decoder point subsets (each device takes its samples' sets)
+    masked = ["--batch-size", "8", "--encoder-points", "40", "--decoder-points", "50"]
+    train_group([cfg("dp4m", "--n-devices", "4", *masked)], quiet=True)
+    train_group([cfg("dp1m", "--n-devices", "1", *masked)], quiet=True)
     # members: 4 seeds over 4 devices vs the same 4 on one device
     result["mode_members"] = plan_placement(4, 4, None).mode
     train_group([cfg(f"m4_{s}", "--seed", str(s), "--n-devices", "4") for s in range(4)], quiet=True)
@@ -106,6 +110,7 @@ DEVICE_SCRIPT = textwrap.dedent("""
     def loss(name):
         return xr.open_zarr(f"{out}/{name}/metrics.zarr")["train_loss"].values.tolist()
     result["dp4"], result["dp1"], result["dp4p"] = loss("dp4"), loss("dp1"), loss("dp4p")
+    result["dp4m"], result["dp1m"] = loss("dp4m"), loss("dp1m")
     result["m4"] = [loss(f"m4_{s}") for s in range(4)]
     result["m1"] = [loss(f"m1_{s}") for s in range(4)]
     print(json.dumps(result))
@@ -128,5 +133,7 @@ def test_several_devices_give_the_same_loss_curves_as_one(tmp_path):
     assert result["mode_data"] == "data" and result["mode_members"] == "members"
     np.testing.assert_allclose(result["dp4"], result["dp1"], rtol=1e-4)
     np.testing.assert_allclose(result["dp4p"], result["dp1"], rtol=1e-4)
+    np.testing.assert_allclose(result["dp4m"], result["dp1m"], rtol=1e-4)
+    assert not np.allclose(result["dp1m"], result["dp1"], rtol=1e-3)  # the subsets were used
     np.testing.assert_allclose(result["m4"], result["m1"], rtol=1e-5)
     assert np.all(np.isfinite(result["dp4"]))

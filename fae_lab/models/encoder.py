@@ -166,12 +166,11 @@ class PointSetEncoder(nnx.Module):
     """
 
     def __init__(self, cfg: ModelConfig, coordinate_features: CoordinateFeatures, *,
-                 compute_dtype=jnp.float32, fused: bool = False, batch_mesh=None, rngs: nnx.Rngs):
+                 compute_dtype=jnp.float32, fused: bool = False, rngs: nnx.Rngs):
         widths = tuple(cfg.encoder_hidden)
         if fused and (cfg.pooling_type != "mean" or jnp.dtype(compute_dtype) != jnp.dtype(jnp.float32)):
             raise UsageError("--kernels pallas: the fused encoder needs mean pooling and float32 compute")
         self.fused = fused
-        self.batch_mesh = batch_mesh  # data parallel: the batch is split over this mesh
         if not widths or min(widths) < 1:
             raise UsageError(f"--encoder-hidden: expected one or more widths >= 1, got {widths}")
         if cfg.latent_dim < 1:
@@ -200,12 +199,9 @@ class PointSetEncoder(nnx.Module):
 
     def fused_mean_embedding(self, x: jax.Array, u: jax.Array) -> jax.Array:
         """``MeanPool(embed_points(x, u))`` as one fused kernel (mean pooling only): ``(B, H)``."""
-        args = (
+        return fused_kernels.mean_embedding(
             self.coordinate_features(x), u, self.first.coordinate_kernel[...], self.first.bias[...],
             self.first.input_kernel[...][0],
             [layer.kernel[...] for layer in self.hidden.layers],
             [layer.bias[...] for layer in self.hidden.layers],
         )
-        if self.batch_mesh is not None:
-            return fused_kernels.mean_embedding_split(self.batch_mesh, *args)
-        return fused_kernels.mean_embedding(*args)

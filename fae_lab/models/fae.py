@@ -25,13 +25,13 @@ class FunctionalAutoencoder(nnx.Module):
     """
 
     def __init__(self, cfg: ModelConfig, resolution: int, *, compute_dtype=jnp.float32,
-                 fused_encoder: bool = False, batch_mesh=None, rngs: nnx.Rngs):
+                 fused_encoder: bool = False, rngs: nnx.Rngs):
         features = CoordinateFeatures(
             cfg.coordinate_features, cfg.n_coordinate_frequencies, cfg.coordinate_sigma,
             resolution, rngs=rngs,
         )
         self.encoder = PointSetEncoder(cfg, features, compute_dtype=compute_dtype,
-                                       fused=fused_encoder, batch_mesh=batch_mesh, rngs=rngs)
+                                       fused=fused_encoder, rngs=rngs)
         self.decoder = CoordinateDecoder(cfg, resolution, features, compute_dtype=compute_dtype, rngs=rngs)
 
     def encode(self, x: jax.Array, u: jax.Array) -> jax.Array:
@@ -46,8 +46,7 @@ class FunctionalAutoencoder(nnx.Module):
 
 
 def build_model(cfg: ModelConfig, resolution: int, *, seed: int = 0,
-                compute_dtype=jnp.float32, fused_encoder: bool = False,
-                batch_mesh=None) -> FunctionalAutoencoder:
+                compute_dtype=jnp.float32, fused_encoder: bool = False) -> FunctionalAutoencoder:
     """A freshly initialised model for fields on an R x R grid (R = ``resolution``).
 
     Trained parameters are drawn from ``seed``; the fixed Fourier matrices from
@@ -56,8 +55,7 @@ def build_model(cfg: ModelConfig, resolution: int, *, seed: int = 0,
     (Fourier phases, pooling sums, softmax and the readout stay float32; a decoder with
     penultimate RFF stays float32 throughout, see :class:`CoordinateDecoder`).
     ``fused_encoder`` computes the encoder's point embedding and mean pooling with the fused
-    Pallas kernel of :mod:`fae_lab.models.fused` (same function and parameters); with
-    ``batch_mesh`` (data-parallel training) each device runs it on its share of the batch.
+    Pallas kernel of :mod:`fae_lab.models.fused` (same function and parameters).
     """
     if resolution < 2:
         raise UsageError(f"resolution: expected a grid of at least 2 x 2 points, got {resolution}")
@@ -65,7 +63,7 @@ def build_model(cfg: ModelConfig, resolution: int, *, seed: int = 0,
         raise UsageError(f"--precision: expected float32 or bf16 compute, got {jnp.dtype(compute_dtype)}")
     rngs = nnx.Rngs(seed, features=cfg.feature_seed)
     return FunctionalAutoencoder(cfg, resolution, compute_dtype=compute_dtype,
-                                 fused_encoder=fused_encoder, batch_mesh=batch_mesh, rngs=rngs)
+                                 fused_encoder=fused_encoder, rngs=rngs)
 
 
 def count_parameters(model: nnx.Module) -> int:

@@ -269,25 +269,6 @@ def _encoder_bwd(n_points, tiling, saved, grad):
 _encoder.defvjp(_encoder_fwd, _encoder_bwd)
 
 
-def mean_embedding_split(mesh, features, u, *params, tiling: Tiling | None = None):
-    """:func:`mean_embedding` with the batch split over ``mesh``'s one axis: each device runs
-    the kernel on its own samples (``jax.shard_map``), and the parameters' gradients are
-    summed over the devices by the map's transpose. For data-parallel training, where XLA's
-    partitioner would otherwise have to gather a Pallas call's operands onto every device.
-    A batch that does not divide over the devices (an evaluation batch) runs unsplit."""
-    if u.shape[0] % mesh.size:
-        return mean_embedding(features, u, *params, tiling=tiling)
-    (axis,) = mesh.axis_names
-    batch = jax.sharding.PartitionSpec(axis)
-    replicated = jax.sharding.PartitionSpec()
-    run = jax.shard_map(
-        functools.partial(mean_embedding, tiling=tiling), mesh=mesh,
-        in_specs=(batch if features.ndim == 3 else replicated, batch, *([replicated] * len(params))),
-        out_specs=batch, check_vma=False,
-    )
-    return run(features, u, *params)
-
-
 def mean_embedding(features, u, coordinate_kernel, bias, value_kernel, weights, biases,
                    *, tiling: Tiling | None = None):
     """pooled_b = (1/P) Σ_p h_p, the encoder's mean-pooled point embedding, with

