@@ -8,24 +8,11 @@ tuning: median ms over 20 x 50 calls, or why it failed. Needs an H100; fae-lab d
 from __future__ import annotations
 
 import itertools
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-
-def median_ms(fn, args, repeats=20, calls=50):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / calls * 1e3)
-    return statistics.median(times)
+from bench_fused import median_ms  # median ms over repeats of inner calls
 
 
 def main() -> None:
@@ -38,7 +25,7 @@ def main() -> None:
         b = (jax.random.normal(kb, (width, width), jnp.float32) / np.sqrt(width)).astype(dtype)
         exact = np.asarray(a, np.float64) @ np.asarray(b, np.float64)
         xla = jax.jit(lambda a, b: a @ b)
-        ms = median_ms(xla, (a, b))
+        ms = median_ms(xla, (a, b), 20, inner=50)[0]
         err = float(np.max(np.abs(np.asarray(xla(a, b), np.float64) - exact)) / np.max(np.abs(exact)))
         print(f"{jnp.dtype(dtype).name} xla  {ms:.4f} ms  rel err {err:.2e}", flush=True)
         itemsize = jnp.dtype(dtype).itemsize
@@ -50,7 +37,7 @@ def main() -> None:
             label = f"{jnp.dtype(dtype).name} mgpu m{tile_m} n{tile_n} k{tile_k} s{steps} wg{wg_dim}"
             try:
                 fn = jax.jit(lambda a, b, config=config: hm.matmul(a, b, None, config))
-                ms = median_ms(fn, (a, b))
+                ms = median_ms(fn, (a, b), 20, inner=50)[0]
                 err = float(np.max(np.abs(np.asarray(fn(a, b), np.float64) - exact)) / np.max(np.abs(exact)))
                 print(f"{label}  {ms:.4f} ms  rel err {err:.2e}", flush=True)
             except Exception as e:  # a probe: report and go on

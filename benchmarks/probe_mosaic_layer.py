@@ -3,20 +3,19 @@ kernel with TF32 ``wgmma`` and the GELU in the epilogue, writing both arrays (wh
 pass needs), against XLA's product + GELU fusion. Shapes of the paper configuration padded to
 128 wide: h (131,072 x 128) float32, W (128 x 128). No bias (a probe of the traffic; a bias is
 one more add in the epilogue). Prints median ms over 20 x 50 calls per tiling, and the largest
-errors against float64. Needs an H100 (Pallas' Mosaic GPU interpreter does not take blocked
-pallas_call grids like this one); fae-lab does not use this kernel.
+errors against float64. Needs an H100: Pallas' Mosaic GPU interpreter (JAX 0.10.2, CPU) traces
+the kernel but cannot run a ``wgmma`` with a transposed operand. fae-lab does not use it.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_fused import median_ms  # median ms over repeats of inner calls
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
@@ -27,8 +26,7 @@ def gelu(x):
     return 0.5 * x * (1.0 + jnp.tanh(C * (x + 0.044715 * x * x * x)))
 
 
-def fused_layer(h, w_t, *, tile_m: int, steps: int, outputs: str = "both", n_ctas: int = 128,
-                interpret=None):
+def fused_layer(h, w_t, *, tile_m: int, steps: int, outputs: str = "both", n_ctas: int = 128):
     """GELU layer forward with ``pre = h @ w_t.T``; ``w_t`` (N, K) is W transposed (K-major, as
     TF32 ``wgmma`` needs). Each of ``n_ctas`` blocks loads W once into shared memory, then
     pipelines its share of row tiles (``steps`` tiles in flight). ``outputs``: "both" (pre and
@@ -68,27 +66,13 @@ def fused_layer(h, w_t, *, tile_m: int, steps: int, outputs: str = "both", n_cta
         scratch_types=[plgpu.SMEM((n, k), jnp.float32, transforms=tiles), plgpu.Barrier(num_arrivals=1)],
         grid=(n_ctas,), grid_names=("cta",),
         compiler_params=plgpu.CompilerParams(approx_math=True),
-        **({"interpret": interpret} if interpret is not None else {}),
     )(h, w_t)
-
-
-def median_ms(fn, args, repeats=20, calls=50):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / calls * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=131072)
     p.add_argument("--traceback", action="store_true", help="print the first failure's traceback and stop")
-    p.add_argument("--interpret", action="store_true", help="Pallas' Mosaic GPU interpreter (CPU, small --rows)")
     args = p.parse_args()
     width = 128
     ka, kb = jax.random.split(jax.random.key(0))
@@ -102,26 +86,20 @@ def main() -> None:
                 float(np.max(np.abs(np.asarray(act, np.float64) - act64)) / np.max(np.abs(act64))))
 
     xla = jax.jit(lambda h, w: (lambda pre: (pre, gelu(pre)))(h @ w))
-    interpret = None
-    if args.interpret:
-        from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
-
-        interpret = InterpretGPUParams()
-    else:
-        print(f"xla   {median_ms(xla, (h, w)):.4f} ms  errors {errors(*xla(h, w))}", flush=True)
+    print(f"xla   {median_ms(xla, (h, w), 20, inner=50)[0]:.4f} ms  errors {errors(*xla(h, w))}", flush=True)
     w_t = w.T
     for outputs, tile_m, steps in (("both", 64, 1), ("pre", 64, 2), ("act", 64, 2), ("pre", 64, 3),
                                    ("both", 128, 1), ("pre", 128, 1)):
         label = f"mgpu outputs {outputs} tile_m {tile_m} steps {steps}"
         try:
             fn = jax.jit(functools.partial(fused_layer, tile_m=tile_m, steps=steps, outputs=outputs,
-                                           n_ctas=min(128, args.rows // tile_m), interpret=interpret))
+                                           n_ctas=min(128, args.rows // tile_m)))
             got = fn(h, w_t)
             if outputs == "both":
                 errs = errors(*got)
             else:
                 errs = errors(got[0], act64)[:1] if outputs == "pre" else errors(pre64, got[0])[1:]
-            ms = float("nan") if args.interpret else median_ms(fn, (h, w_t))
+            ms = median_ms(fn, (h, w_t), 20, inner=50)[0]
             print(f"{label}  {ms:.4f} ms  errors {errs}", flush=True)
         except Exception as e:  # a probe: report and go on
             print(f"{label}  failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}", flush=True)
