@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from fae_lab.grid import radial_bin_edges
 from fae_lab.store import (
     RunStore,
     StoreLayout,
     eval_schedule,
     open_run,
-    radial_bins,
     read_json,
     train_schedule,
 )
@@ -55,7 +55,7 @@ def timed(function, repeats: int) -> dict[str, float]:
 
 
 def build_layout() -> StoreLayout:
-    centres, lower, upper = radial_bins(R, N_BINS)
+    centres, lower, upper = radial_bin_edges(R, N_BINS)
     return StoreLayout(
         train_steps=train_schedule(MAX_STEPS, LOG_EVERY),
         eval_steps=eval_schedule(MAX_STEPS, EVAL_EVERY),

@@ -39,17 +39,18 @@ def training_step(kernels: str, n_devices: int = 1, batch: int = 32, unroll: int
 
     cfg = ModelConfig(pooling_type="mean", n_coordinate_frequencies=16, coordinate_sigma=1.0,
                       latent_dim=64, encoder_hidden=(64, 64, 64), decoder_hidden=(100,) * 5)
-    mesh = None
-    if n_devices > 1:
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-        mesh = Mesh(jax.devices()[:n_devices], ("devices",))
+    from fae_lab.train.devices import AXIS
+    from fae_lab.train.step import averaged_over_devices
+
+    mesh = Mesh(jax.devices()[:n_devices], (AXIS,)) if n_devices > 1 else None
     model = build_model(cfg, 64, seed=0, fused_encoder=kernels == "pallas")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     grid = jnp.asarray(grid_coordinates(64))
     data = jax.random.normal(jax.random.key(1), (STEPS, batch, 64 * 64))
     if mesh is not None:
-        data = jax.device_put(data, NamedSharding(mesh, PartitionSpec(None, "devices")))
+        data = jax.device_put(data, NamedSharding(mesh, PartitionSpec(None, AXIS)))
         params, rest = jax.device_put((params, rest), NamedSharding(mesh, PartitionSpec()))
     opt = optax.adam(1e-3)
 
@@ -58,17 +59,8 @@ def training_step(kernels: str, n_devices: int = 1, batch: int = 32, unroll: int
         return jnp.mean((pred - u) ** 2) + 1e-3 * jnp.mean(jnp.sum(z**2, -1))
 
     value_and_grad = jax.value_and_grad(loss)
-    if mesh is not None:
-        from jax.flatten_util import ravel_pytree
-        from jax.sharding import PartitionSpec
-
-        def local(p, u):
-            value, g = jax.value_and_grad(loss)(p, u)
-            flat, unravel = ravel_pytree(g)
-            return jax.lax.pmean(value, "devices"), unravel(jax.lax.pmean(flat, "devices"))
-
-        value_and_grad = jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec("devices")),
-                                       out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
+    if mesh is not None:  # the batch arrives split here, so each device gets its rows directly
+        value_and_grad = averaged_over_devices(value_and_grad, mesh, (PartitionSpec(), PartitionSpec(AXIS)))
 
     def body(carry, u):
         p, s = carry

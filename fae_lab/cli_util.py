@@ -18,11 +18,17 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line: ``prog: error: message``.
 
     argparse prints the whole usage block before the error; in a log of many runs that
-    hides the one line that matters, so the usage stays behind ``--help``.
+    hides the one line that matters, so the usage stays behind ``--help``. With
+    ``raise_usage_errors`` set, an error raises :class:`UsageError` with that message instead
+    of printing it and exiting (for callers inside a server).
     """
+
+    raise_usage_errors = False
 
     def error(self, message: str) -> None:  # type: ignore[override]
         message = message.replace("\n", " ")
+        if self.raise_usage_errors:
+            raise UsageError(message)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 

@@ -14,13 +14,13 @@ xarray and launches training as a separate process.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 
 import panel as pn
 
+from lab.cli import POLL_INTERVAL, build_parser
 from lab.state import LabState
 from lab.views import (
     CurvesView,
@@ -33,7 +33,7 @@ from lab.views import (
     TwoRunComparison,
 )
 
-POLL_MS = 500
+POLL_MS = round(POLL_INTERVAL * 1000)
 log = logging.getLogger(__name__)
 
 pn.extension("tabulator", notifications=False)
@@ -67,7 +67,6 @@ class LabApp(pn.viewable.Viewer):
             sidebar=[pn.pane.Markdown(f"**Runs under** `{self.state.source.root}`"),
                      self.filter],
             main=[self.tabs])
-        self._callback = None
 
     def __panel__(self):
         return self.template
@@ -93,7 +92,7 @@ class LabApp(pn.viewable.Viewer):
 
     def start_polling(self) -> None:
         """Poll every ``poll_ms`` ms while this session lives (needs a server session)."""
-        self._callback = pn.state.add_periodic_callback(self.poll, period=self.poll_ms)
+        pn.state.add_periodic_callback(self.poll, period=self.poll_ms)
 
 
 def create_app(runs_dir: str | os.PathLike, poll_ms: int = POLL_MS) -> pn.template.BaseTemplate:
@@ -123,13 +122,6 @@ def serve(runs_dir: str | os.PathLike, port: int, address: str = "127.0.0.1",
                     title="fae-lab", **kwargs)
 
 
-def _served_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="panel serve lab/app.py --args")
-    parser.add_argument("--runs", default="runs", help="directory of runs (default: runs)")
-    parser.add_argument("--poll-ms", type=int, default=POLL_MS)
-    return parser.parse_args(argv)
-
-
-if __name__.startswith("bokeh"):  # panel serve lab/app.py --args --runs DIR
-    _args = _served_args(sys.argv[1:])
-    create_app(_args.runs, _args.poll_ms).servable()
+if __name__.startswith("bokeh"):  # panel serve lab/app.py --args --runs DIR [--poll-interval S]
+    _args, _ = build_parser().parse_known_args(sys.argv[1:])  # fae-lab serve's own options
+    create_app(_args.runs, round(_args.poll_interval * 1000)).servable()

@@ -17,6 +17,8 @@ from pathlib import Path
 from fae_lab.cli_util import OneLineArgumentParser, main_entry, positive
 from fae_lab.errors import UsageError
 
+POLL_INTERVAL = 0.5  # seconds between a page's reads of new rows
+
 
 def _port(text: str) -> int:
 
@@ -41,8 +43,8 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--address", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--show", action="store_true", help="open the page in a browser")
-    parser.add_argument("--poll-interval", type=positive(float), default=0.5, metavar="SECONDS",
-                        help="how often each page reads new rows (default 0.5)")
+    parser.add_argument("--poll-interval", type=positive(float), default=POLL_INTERVAL, metavar="SECONDS",
+                        help=f"how often each page reads new rows (default {POLL_INTERVAL})")
     parser.add_argument("--allow-websocket-origin", action="append", default=[],
                         metavar="HOST:PORT",
                         help="also accept pages served through this host (e.g. a proxy)")

@@ -10,8 +10,6 @@ process from an argument list: no shell ever sees what was typed. Its output goe
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import subprocess
 import sys
@@ -26,28 +24,11 @@ from fae_lab.errors import UsageError
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 LOG_FOLDER = ".launches"
 
-# Form field -> flag, in the order they appear on the command line.
-FLAGS: dict[str, str] = {
-    "training_mode": "--training-mode",
-    "loss_type": "--loss-type",
-    "decoder_type": "--decoder-type",
-    "pooling_type": "--pooling-type",
-    "latent_dim": "--latent-dim",
-    "beta": "--beta",
-    "lambda_grad": "--lambda-grad",
-    "freq_weight_power": "--freq-weight-power",
-    "rff_dim": "--rff-dim",
-    "max_steps": "--max-steps",
-    "learning_rate": "--learning-rate",
-    "batch_size": "--batch-size",
-    "eval_every": "--eval-every",
-    "seed": "--seed",
-}
-GENERATE_FLAGS: dict[str, str] = {
-    "generate_n_samples": "--generate-n-samples",
-    "generate_resolution": "--generate-resolution",
-    "generate_n_scales": "--generate-n-scales",
-}
+# The form's settings (`fae-lab train` setting names), in the order they appear on the command line.
+FLAGS = ("training_mode", "loss_type", "decoder_type", "pooling_type", "latent_dim", "beta",
+         "lambda_grad", "freq_weight_power", "rff_dim", "max_steps", "learning_rate", "batch_size",
+         "eval_every", "seed")
+GENERATE_FLAGS = ("generate_n_samples", "generate_resolution", "generate_n_scales")
 
 
 def form_defaults() -> dict[str, Any]:
@@ -64,14 +45,6 @@ def form_defaults() -> dict[str, Any]:
         "eval_every": 100, "seed": base.seed, "data_path": "",
         "generate_n_samples": 64, "generate_resolution": 32, "generate_n_scales": 4,
     }
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        raise UsageError(f"expected a number or a choice, got {value!r}")
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
 
 
 def run_directory(runs_dir: str | Path, name: str) -> Path:
@@ -92,38 +65,27 @@ def train_argv(values: Mapping[str, Any], output_dir: str | Path) -> list[str]:
     A non-empty ``data_path`` (made absolute) trains on that file, else on generated data of
     the given size. Every value is one list element; nothing is joined or quoted.
     """
-    argv = ["--output-dir", str(Path(output_dir).absolute())]
-    for field, flag in FLAGS.items():
-        if values.get(field) is not None:
-            argv += [flag, _text(values[field])]
+    from fae_lab.train.args import settings_argv
+
     data_path = str(values.get("data_path") or "").strip()
+    names = FLAGS if data_path else (*FLAGS, *GENERATE_FLAGS)
+    settings = {name: values.get(name) for name in names}
     if data_path:
-        argv += ["--data-path", str(Path(data_path).expanduser().absolute())]
-    else:
-        for field, flag in GENERATE_FLAGS.items():
-            if values.get(field) is not None:
-                argv += [flag, _text(values[field])]
-    return argv
+        settings["data_path"] = str(Path(data_path).expanduser().absolute())
+    return ["--output-dir", str(Path(output_dir).absolute()), *settings_argv(settings, "launch form")]
 
 
 def validate_train_argv(argv: Sequence[str]) -> C.RunConfig:
     """The :class:`RunConfig` of ``argv`` by ``fae_lab.train.args.parse_run_config``.
 
-    Raises :class:`UsageError` with the parser's one-line message (argparse's own errors exit;
-    their line is captured) or if the data file does not exist.
+    Raises :class:`UsageError` with the parser's one-line message, or if the data file does
+    not exist.
     """
     try:
         from fae_lab.train.args import parse_run_config
     except ImportError as err:
         raise UsageError(f"the trainer cannot be imported ({err}); cannot launch runs") from None
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured):
-            config = parse_run_config(list(argv))
-    except SystemExit:
-        lines = [line for line in captured.getvalue().splitlines() if line.strip()]
-        message = lines[-1] if lines else "invalid settings"
-        raise UsageError(message.split(": error: ", 1)[-1]) from None
+    config = parse_run_config(list(argv), raise_usage_errors=True)
     data_path = config.data.data_path
     if data_path is not None and not Path(data_path).is_file():
         raise UsageError(f"--data-path: no such file: {data_path}")
@@ -145,9 +107,12 @@ class Launch:
         code = self.process.poll()
         return "running" if code is None else f"exited with status {code}"
 
-    def log_tail(self, lines: int = 5) -> str:
+    def log_tail(self, lines: int = 5, max_bytes: int = 4096) -> str:
+        """The log's last ``lines`` lines (from its last ``max_bytes``: polled every half second)."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as log:
+                log.seek(max(0, log.seek(0, 2) - max_bytes))
+                text = log.read().decode(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])

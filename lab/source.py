@@ -70,18 +70,17 @@ class RunDelta:
     def has_rows(self) -> bool:
         return self.train.stop > self.train.start or self.eval.stop > self.eval.start
 
+    @property
+    def new_evaluations(self) -> bool:
+        """Whether the run's evaluations changed: new rows, or cut back and re-read."""
+        return self.reset or self.eval.stop > self.eval.start
+
 
 def _open_store(path: Path) -> xr.Dataset:
     """A lazily read zarr store. ``cache=False``: the arrays are preallocated with NaN rows that
-    fill in later, so nothing read from them may be kept by xarray behind our back."""
-    for consolidated in (True, False):
-        try:
-            return xr.open_dataset(path, engine="zarr", chunks=None, cache=False,
-                                   consolidated=consolidated)
-        except ValueError:
-            if not consolidated:
-                raise
-    raise AssertionError("unreachable")
+    fill in later, so nothing read from them may be kept by xarray behind our back. Both
+    stores are consolidated when a run is created, before its ``config.json`` exists."""
+    return xr.open_dataset(path, engine="zarr", chunks=None, cache=False, consolidated=True)
 
 
 @dataclass
@@ -112,10 +111,10 @@ class RunReader:
     def __init__(self, path: str | os.PathLike, name: str | None = None):
         self.path = Path(path)
         self.name = name or self.path.name
-        self.config_json: dict[str, Any] = read_json(self.path / CONFIG_FILE)
-        if not isinstance(self.config_json, dict):
+        config = read_json(self.path / CONFIG_FILE)
+        if not isinstance(config, dict):
             raise ValueError(f"{self.path / CONFIG_FILE} is not a JSON object")
-        tags = list(self.config_json.get("tags") or [])
+        tags = list(config.get("tags") or [])
         tags += ["?"] * (len(TAG_NAMES) - len(tags))
         self.tags: dict[str, str] = dict(zip(TAG_NAMES, map(str, tags), strict=False))
         self.progress: dict[str, Any] = {"status": "running", "step": 0, "n_train": 0,

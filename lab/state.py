@@ -50,6 +50,7 @@ class LabState(param.Parameterized):
         super().__init__(**params)
         self.source = RunsDirectory(runs_dir)
         self._listeners: list[Listener] = []
+        self.n_polls = 0  # polls so far; a view that redrew during poll n skips its rows
         self.poll()
 
     # -- tags and colours ----------------------------------------------------------------
@@ -82,6 +83,7 @@ class LabState(param.Parameterized):
     def poll(self) -> PollResult:
         """Read what is new in every run (and any new run), then tell the views."""
         result = self.source.poll()
+        self.n_polls += 1
         if result.new_runs:
             self._admit_tag_values(result.new_runs)
             self.param["chosen"].objects = self.source.names()

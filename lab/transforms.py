@@ -74,12 +74,6 @@ def spectral_difference(a: xr.DataArray, b: xr.DataArray) -> xr.Dataset:
     return out.assign_coords(k=k)
 
 
-def latest_common_step(a: xr.DataArray, b: xr.DataArray) -> int | None:
-    """The newest evaluation step both runs have, or None."""
-    common = np.intersect1d(a["eval_step"].values, b["eval_step"].values)
-    return int(common[-1]) if common.size else None
-
-
 def reconstruction_error(truth: np.ndarray, recon: np.ndarray) -> np.ndarray:
     """e = g(f(u)) − u, elementwise; any matching shapes (e.g. ``(R, R)``)."""
     return np.asarray(recon, dtype=np.float64) - np.asarray(truth, dtype=np.float64)

@@ -18,6 +18,7 @@ import xarray as xr
 
 from fae_lab import config as cfg
 from fae_lab.errors import UsageError
+from fae_lab.grid import radial_bin_edges
 from fae_lab.store import (
     AsyncStoreWriter,
     RunStore,
@@ -25,7 +26,6 @@ from fae_lab.store import (
     eval_schedule,
     list_runs,
     open_run,
-    radial_bins,
     read_json,
     train_schedule,
     write_json_atomic,
@@ -58,7 +58,7 @@ DOC_TRAIN_SEED_KEYS = {"train_loss": "train/loss", "train_loss_l2": "train/loss_
 
 
 def make_layout(max_steps=600, log_every=2, eval_every=100) -> StoreLayout:
-    centres, lower, upper = radial_bins(R, N_BINS)
+    centres, lower, upper = radial_bin_edges(R, N_BINS)
     return StoreLayout(
         train_steps=train_schedule(max_steps, log_every),
         eval_steps=eval_schedule(max_steps, eval_every), loss_terms=TERMS,
@@ -110,7 +110,7 @@ def test_schedules_and_bins_follow_their_definitions():
     assert eval_schedule(95, 10).tolist() == [*range(0, 91, 10), 95]
     assert eval_schedule(100, 50).tolist() == [0, 50, 100]
     assert train_schedule(100, 10).dtype == np.int64
-    centres, lower, upper = radial_bins(64, 16)
+    centres, lower, upper = radial_bin_edges(64, 16)
     width = 64 / math.sqrt(2) / 16
     np.testing.assert_allclose(lower, width * np.arange(16), rtol=1e-14)
     np.testing.assert_allclose(upper, width * np.arange(1, 17), rtol=1e-14)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fae_lab.store import AsyncStoreWriter, RunStore, StoreLayout, open_run, radial_bins
+from fae_lab.grid import radial_bin_edges
+from fae_lab.store import AsyncStoreWriter, RunStore, StoreLayout, open_run
 
 R, T, S, N_BINS = 8, 3, 2, 4
 N_TRAIN, N_EVAL = 4096, 120
@@ -96,7 +97,7 @@ READER = VALUES + textwrap.dedent("""
 
 
 def make_layout() -> StoreLayout:
-    centres, lower, upper = radial_bins(R, N_BINS)
+    centres, lower, upper = radial_bin_edges(R, N_BINS)
     return StoreLayout(
         train_steps=np.arange(1, N_TRAIN + 1), eval_steps=np.arange(N_EVAL) * 40,
         loss_terms=("l2", "latent"), scales=np.arange(T), times=np.arange(T, dtype=float),

@@ -73,5 +73,7 @@ def test_lambda_grad_warmup_is_logged_per_row(tmp_path):
     ds = xr.open_zarr(out / "metrics.zarr")
     # Row r ends at step 2(r+1); the value logged is the one in force at that row's last step,
     # i.e. the step index 2(r+1) - 1.
-    expected = np.minimum((ds["step"].values - 1) / 8, 1.0)
+    steps = np.arange(2, 13, 2)  # a row every 2 of 12 steps
+    np.testing.assert_array_equal(ds["step"].values, steps)
+    expected = np.minimum((steps - 1) / 8, 1.0)
     np.testing.assert_allclose(ds["lambda_grad"].values, expected, rtol=1e-6)

@@ -152,8 +152,8 @@ def _encoder_backward_kernel(feat_ref, u_ref, weight_ref, w0_ref, b0_ref, wu_ref
         grad_h = weight_ref[tile][:, None] * g
         acc_w, acc_b = list(acc_w), list(acc_b)
         for layer in reversed(range(n_hidden + 1)):
-            h_prev_and_slope = _gelu_and_slope(pres[layer])
-            delta = grad_h * h_prev_and_slope[1]
+            _, slope = _gelu_and_slope(pres[layer])
+            delta = grad_h * slope
             if layer == 0:
                 acc_w0 = acc_w0 + _dot(feat, delta, trans_a=True)
                 acc_b0 = acc_b0 + jnp.sum(delta, axis=0)

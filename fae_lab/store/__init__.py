@@ -6,7 +6,6 @@ the hot path); dashboards, notebooks and tests read it with :func:`open_run` or 
 writer. docs/run-store.md describes the files.
 """
 
-from fae_lab.grid import radial_bin_edges as radial_bins
 from fae_lab.store.jsonio import read_json, write_json_atomic
 from fae_lab.store.layout import (
     StoreLayout,
@@ -29,7 +28,6 @@ __all__ = [
     "final_metrics",
     "list_runs",
     "open_run",
-    "radial_bins",
     "read_json",
     "train_schedule",
     "write_json_atomic",

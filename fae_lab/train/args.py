@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,11 +182,19 @@ def config_file_arguments(path: str) -> list[str]:
         return []
     if not isinstance(payload, dict):
         raise UsageError(f"--config {path}: expected a mapping of settings")
+    return settings_argv(payload, f"--config {path}")
+
+
+def settings_argv(settings: Mapping[str, Any], where: str = "settings") -> list[str]:
+    """``{"loss_type": "h1", "decoder_hidden": [100, 100], "resume": True}`` -> ``["--loss-type",
+    "h1", "--decoder-hidden", "100,100", "--resume"]``: the flags that set them, in order.
+    Names may use ``_`` or ``-``; a false boolean or a None is left out; an unknown name is a
+    :class:`UsageError` that starts with ``where``."""
     tokens: list[str] = []
-    for key, value in payload.items():
+    for key, value in settings.items():
         dest = str(key).replace("-", "_")
         if dest not in SETTINGS:
-            raise UsageError(f"--config {path}: unknown setting {key!r}")
+            raise UsageError(f"{where}: unknown setting {key!r}")
         flag = "--" + dest.replace("_", "-")
         if dest in _BOOLEAN_FLAGS:
             if value:
@@ -200,12 +208,15 @@ def config_file_arguments(path: str) -> list[str]:
     return tokens
 
 
-def parse_run_config(argv: Sequence[str], prog: str = "fae-lab train") -> C.RunConfig:
+def parse_run_config(argv: Sequence[str], prog: str = "fae-lab train", *,
+                     raise_usage_errors: bool = False) -> C.RunConfig:
     """Parse a command line into a validated :class:`RunConfig`.
 
-    Raises :class:`UsageError` (one line) on any bad value; argparse's own errors exit 2.
+    Raises :class:`UsageError` (one line) on any bad value; argparse's own errors exit 2, or
+    raise :class:`UsageError` too with ``raise_usage_errors``.
     """
     parser = build_parser(prog)
+    parser.raise_usage_errors = raise_usage_errors
     argv = list(argv)
     first = parser.parse_args(argv)
     if getattr(first, "config", None):

@@ -60,7 +60,6 @@ class Member:
         return RunResult(run_dir=self.run_dir, status=self.status, step=self.step, final=self.final)
 
 
-
 CHECKPOINT_SECONDS = 60.0
 
 

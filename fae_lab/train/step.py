@@ -185,17 +185,7 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
 
     grad_fn = jax.value_and_grad(batch_loss, has_aux=True)
     if n_devices > 1:
-        one_device_grad_fn = grad_fn
-
-        def averaged_over_devices(*args):
-            (loss, terms), grads = one_device_grad_fn(*args)
-            flat, unravel = ravel_pytree(grads)
-            loss, terms, flat = jax.lax.pmean((loss, terms, flat), AXIS)
-            return (loss, terms), unravel(flat)
-
-        replicated = PartitionSpec()
-        grad_fn = jax.shard_map(averaged_over_devices, mesh=data_mesh, in_specs=replicated,
-                                out_specs=replicated, check_vma=False)
+        grad_fn = averaged_over_devices(grad_fn, data_mesh)
 
     def step_fn(state: TrainState, key: Array, data: TrainData, hyper, rest):
         step = state.step
@@ -233,6 +223,21 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
         return new_state, metrics
 
     return step_fn
+
+
+def averaged_over_devices(value_and_grad_fn, mesh: Mesh, in_specs=PartitionSpec()):
+    """``value_and_grad_fn`` run on every device of ``mesh``'s one axis (``jax.shard_map``;
+    ``in_specs`` as the map's, every input replicated by default), its value and gradient
+    averaged over the devices: the gradient raveled into one vector, so one all-reduce."""
+
+    def averaged(*args):
+        value, grads = value_and_grad_fn(*args)
+        flat, unravel = ravel_pytree(grads)
+        value, flat = jax.lax.pmean((value, flat), AXIS)
+        return value, unravel(flat)
+
+    return jax.shard_map(averaged, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(),
+                         check_vma=False)
 
 
 def stack_members(trees: list[PyTree]) -> PyTree:

@@ -38,19 +38,9 @@ from lab.transforms import (
     step_bin_cells,
 )
 from lab.views.base import LiveView
+from lab.views.choices import scale_options
 
 RELATIVE_LIMIT = 2.0  # colour range of the map: ±2 decades
-
-
-def scale_options(reader: RunReader | None) -> dict[str, int]:
-    """Labels of the scale choices: the training-scale average, then each scale with its t."""
-    options = {"training scales (mean)": ALL_TRAINING_SCALES}
-    if reader is None or not reader.ready:
-        return options
-    for scale, time, held_out in zip(reader.scales, reader.times, reader.held_out, strict=True):
-        suffix = " (held-out)" if held_out else ""
-        options[f"scale {int(scale)}, t = {time:.3g}{suffix}"] = int(scale)
-    return options
 
 
 def spectra_columns(error: xr.DataArray, n_curves: int) -> dict[str, list]:
@@ -65,15 +55,12 @@ def spectra_columns(error: xr.DataArray, n_curves: int) -> dict[str, list]:
             "step": [int(s) for s in error["eval_step"].values[rows]]}
 
 
-def target_columns(reader: RunReader, scale: int) -> dict[str, np.ndarray]:
-    """The target's power per bin at the newest evaluation."""
-    if reader.n_eval == 0:
-        return {"k": np.zeros(0), "power": np.zeros(0)}
-    evaluations = reader.evaluations(slice(reader.n_eval - 1, reader.n_eval))
+def target_columns(evaluations: xr.Dataset, scale: int) -> dict[str, np.ndarray]:
+    """The target's power per bin at the newest of a run's ``evaluations``."""
     name = "eval_spectral_target" if scale == ALL_TRAINING_SCALES else "eval_scale_spectral_target"
-    if name not in evaluations:
+    if evaluations.sizes.get("eval_step", 0) == 0 or name not in evaluations:
         return {"k": np.zeros(0), "power": np.zeros(0)}
-    target = evaluations[name]
+    target = evaluations[name].isel(eval_step=-1)
     if scale != ALL_TRAINING_SCALES:
         target = target.sel(scale=scale)
     return {"k": evaluations["k"].values, "power": np.ravel(target.values)}
@@ -86,14 +73,13 @@ def map_columns(reader: RunReader, error: xr.DataArray, rows: slice) -> dict[str
     Evaluation i spans steps [(s_{i-1} + s_i)/2, s_i + (s_i - s_{i-1})/2]; bin k spans its
     edges. ``log_ratio`` = log10 E(s_i, k) / E(s_0, k).
     """
-    n = reader.n_eval
-    stop = min(rows.stop, n)
+    stop = min(rows.stop, reader.n_eval)
     if stop <= rows.start:
-        return {key: np.zeros(0) for key in
-                ("left", "right", "bottom", "top", "step", "k", "log_ratio")}
-    relative = band_error_relative_to_first(error)
+        return map_columns_empty()
+    # The first evaluation and the rows asked for: only those are divided.
+    relative = band_error_relative_to_first(error.isel(eval_step=np.r_[0, rows.start:stop]))
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_ratio = np.log10(relative.values[rows.start:stop])
+        log_ratio = np.log10(relative.values[1:])
     cells = step_bin_cells(reader.eval_steps, rows.start, stop, reader.k, reader.k_lower, reader.k_upper)
     return {**cells, "log_ratio": log_ratio.ravel()}
 
@@ -204,26 +190,28 @@ class FrequencyBandsView(LiveView):
         cutoff = reader.spectral_cutoff
         for span in self._cutoffs:
             span.location = cutoff if np.isfinite(cutoff) else None
-        error = spectral_error(reader.evaluations(), self.scale)
+        evaluations = reader.evaluations()
+        error = spectral_error(evaluations, self.scale)
         self.spectra.data = spectra_columns(error, self.n_curves)
-        self.target.data = target_columns(reader, self.scale)
+        self.target.data = target_columns(evaluations, self.scale)
         self.cells.data = map_columns(reader, error, slice(0, reader.n_eval))
 
     def ingest(self, result: PollResult) -> None:
         """New evaluations of the shown run: stream their map cells, redraw the spectra."""
         reader = self.reader
         delta = next((d for d in result.deltas if reader and d.name == reader.name), None)
-        if delta is None:
+        if delta is None or not delta.new_evaluations:
             return
         have = len(self.cells.data["step"]) // max(len(reader.k), 1)
         if delta.reset or have == 0:
             self.redraw()
         elif reader.n_eval > have:
             # From what the map holds, not from the delta (a redraw this poll has its rows).
-            error = spectral_error(reader.evaluations(), self.scale)
+            evaluations = reader.evaluations()
+            error = spectral_error(evaluations, self.scale)
             self.cells.stream(map_columns(reader, error, slice(have, reader.n_eval)))
             self.spectra.data = spectra_columns(error, self.n_curves)
-            self.target.data = target_columns(reader, self.scale)
+            self.target.data = target_columns(evaluations, self.scale)
 
 
 def map_columns_empty() -> dict[str, list]:

@@ -7,6 +7,8 @@ that of the views on screen.
 
 from __future__ import annotations
 
+import contextlib
+
 import panel as pn
 import param
 
@@ -28,22 +30,36 @@ class LiveView(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self._stale = True
+        self._holding = False  # see _hold
+        self._drawn_in_poll = -1  # the poll whose rows the last refresh already drew
         state.subscribe(self._on_poll)
         if self._structure:
             state.param.watch(self._on_structure, list(self._structure))
 
     def start(self) -> None:
         """Draw for the first time if shown (subclasses call this at the end of __init__)."""
-        if self.shown:
-            self._stale = False
-            self.refresh()
+        self._on_shown()
 
     def prime(self) -> None:
         """Draw now even if hidden, if never drawn (the next poll while hidden marks it stale
         again)."""
         if self._stale:
-            self._stale = False
-            self.refresh()
+            self._refresh_now()
+
+    def _refresh_now(self) -> None:
+        self._stale = False
+        self._drawn_in_poll = self.state.n_polls
+        self.refresh()
+
+    @contextlib.contextmanager
+    def _hold(self):
+        """Set several parameters at once: the watchers that check ``_holding`` (widgets echo
+        each change back) wait, and the caller redraws once afterwards."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
 
     def refresh(self) -> None:
         raise NotImplementedError
@@ -52,8 +68,8 @@ class LiveView(pn.viewable.Viewer):
         raise NotImplementedError
 
     def _on_poll(self, result: PollResult) -> None:
-        if not (result.deltas or result.new_runs):
-            return
+        if not (result.deltas or result.new_runs) or self._drawn_in_poll == self.state.n_polls:
+            return  # nothing new, or a refresh during this poll (a new run) drew its rows
         if self.shown and not self._stale:
             self.ingest(result)
         else:
@@ -61,13 +77,11 @@ class LiveView(pn.viewable.Viewer):
 
     def _on_structure(self, *_events) -> None:
         if self.shown:
-            self._stale = False
-            self.refresh()
+            self._refresh_now()
         else:
             self._stale = True
 
     @param.depends("shown", watch=True)
     def _on_shown(self) -> None:
         if self.shown and self._stale:
-            self._stale = False
-            self.refresh()
+            self._refresh_now()

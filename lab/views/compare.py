@@ -38,10 +38,9 @@ from lab.transforms import (
     spectral_error,
     step_bin_cells,
 )
-from lab.views.bands import scale_options
 from lab.views.base import LiveView
+from lab.views.choices import evaluation_index, sample_options, scale_options
 from lab.views.images import ERROR_PALETTE, FIELD_PALETTE, FieldImages
-from lab.views.reconstructions import evaluation_index, sample_options
 
 RATIO_LIMIT = 1.0  # colour range of the ratio map: ±1 decade
 IMAGE_TITLES = ("truth u", "reconstruction A", "reconstruction B", "error A", "error B")
@@ -78,7 +77,6 @@ class TwoRunComparison(LiveView):
         self._common_key, self._common_value = None, None
         self._steps: list[int] = []
         self._map_drawn: tuple[tuple | None, list[int]] = (None, [])
-        self._holding = False
         self.spectra = ColumnDataSource({"k": [], "a": [], "b": [], "log10_ratio": []},
                                         name="compare-spectra")
         self.cells = ColumnDataSource({k: [] for k in ("left", "right", "bottom", "top",
@@ -157,13 +155,10 @@ class TwoRunComparison(LiveView):
         a, b = default_pair(self.state, visible)
         run_a = self.run_a if self.run_a in visible else a
         run_b = self.run_b if self.run_b in visible else (b if b != run_a else a)
-        self._holding = True  # the Select widgets echo each change back: redraw once, below
-        try:
+        with self._hold():  # the Select widgets echo each change back: redraw once, below
             self.param.run_a.objects = visible
             self.param.run_b.objects = visible
             self.param.update(run_a=run_a, run_b=run_b)
-        finally:
-            self._holding = False
         self._update_choices()
 
     @param.depends("run_a", "run_b", watch=True)
@@ -173,8 +168,7 @@ class TwoRunComparison(LiveView):
         a = self._reader(self.run_a)
         for line, run in ((self._line_a, self.run_a), (self._line_b, self.run_b)):
             line.glyph.line_color = self.state.colour(run) if run in self.state.source else "grey"
-        self._holding = True
-        try:
+        with self._hold():
             self.param.scale.objects = scale_options(a)
             if self.scale not in self.param.scale.objects.values():
                 self.scale = ALL_TRAINING_SCALES
@@ -182,8 +176,6 @@ class TwoRunComparison(LiveView):
             if self.sample not in self.param.sample.objects.values():
                 self.sample = 0
             self._update_steps()
-        finally:
-            self._holding = False
         self.redraw()
 
     def _common(self):
@@ -314,8 +306,7 @@ class TwoRunComparison(LiveView):
 
     def ingest(self, result: PollResult) -> None:
         names = {self.run_a, self.run_b}
-        if any(d.name in names and (d.reset or d.eval.stop > d.eval.start)
-               for d in result.deltas):
+        if any(d.name in names and d.new_evaluations for d in result.deltas):
             step = self.step
             self._update_steps()  # a new step redraws
             both = self._common()

@@ -9,8 +9,6 @@ zooms all three, and a new evaluation keeps the zoom (the grid's extent never ch
 
 from __future__ import annotations
 
-import contextlib
-
 import holoviews as hv
 import numpy as np
 import panel as pn
@@ -20,6 +18,7 @@ from lab.source import PollResult, RunReader
 from lab.state import LabState
 from lab.transforms import reconstruction_error
 from lab.views.base import LiveView
+from lab.views.choices import evaluation_index, sample_options, scale_options
 
 hv.extension("bokeh", logo=False)
 
@@ -29,30 +28,6 @@ def image(field: np.ndarray, label: str) -> hv.Image:
     cell [ix/R, (ix+1)/R) x [iy/R, (iy+1)/R), so every resolution spans the same [0, 1]²."""
     return hv.Image(np.asarray(field)[::-1], bounds=(0, 0, 1, 1), kdims=["x", "y"],
                     vdims=[label])
-
-
-def sample_options(reader: RunReader | None) -> dict[str, int]:
-    """Labels of the stored test samples, by position."""
-    if reader is None or not reader.ready:
-        return {"sample 0": 0}
-    return {f"test sample {i}": i for i in range(reader.truth().shape[0])}
-
-
-def scale_options(reader: RunReader | None) -> dict[str, int]:
-    """Labels of the scales (with t and whether held out), by position."""
-    if reader is None or not reader.ready:
-        return {"scale 0": 0}
-    return {f"scale {int(s)}, t = {t:.3g}" + (" (held-out)" if h else ""): i
-            for i, (s, t, h) in enumerate(zip(reader.scales, reader.times, reader.held_out,
-                                              strict=True))}
-
-
-def evaluation_index(n_eval: int, index: int, follow: bool) -> int:
-    """The evaluation to show among ``n_eval``: the newest when following, else ``index``
-    clamped to those written."""
-    if n_eval <= 0:
-        return 0
-    return n_eval - 1 if follow else min(max(index, 0), n_eval - 1)
 
 
 class ReconstructionsView(LiveView):
@@ -70,7 +45,6 @@ class ReconstructionsView(LiveView):
 
     def __init__(self, state: LabState, **params):
         super().__init__(state, **params)
-        self._holding = False
         self.widgets = pn.Row(
             pn.widgets.Select.from_param(self.param.run, name="Run"),
             pn.widgets.Select.from_param(self.param.sample, name="Sample"),
@@ -130,16 +104,6 @@ class ReconstructionsView(LiveView):
 
     # -- updates ---------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _hold(self):
-        """Change several choices with one redraw at the end."""
-        self._holding = True
-        try:
-            yield
-        finally:
-            self._holding = False
-        self._redraw()
-
     @param.depends("sample", "scale", "evaluation", watch=True)
     def _redraw(self) -> None:
         if not self._holding:
@@ -149,12 +113,9 @@ class ReconstructionsView(LiveView):
         """Follow the drawn runs (keeping the shown one if still drawn) and redraw."""
         visible = list(self.state.visible)
         run = self.run if self.run in visible else (visible[0] if visible else None)
-        self._holding = True  # the Select widget echoes each change back: redraw once, below
-        try:
+        with self._hold():  # the Select widget echoes each change back: redraw once, below
             self.param.run.objects = visible
             self.run = run
-        finally:
-            self._holding = False
         self._update_choices()
 
     @param.depends("run", watch=True)
@@ -164,12 +125,13 @@ class ReconstructionsView(LiveView):
         reader = self.reader
         with self._hold():
             self.param.sample.objects = sample_options(reader)
-            self.param.scale.objects = scale_options(reader)
+            self.param.scale.objects = scale_options(reader, with_mean=False)
             if self.sample not in self.param.sample.objects.values():
                 self.sample = 0
             if self.scale not in self.param.scale.objects.values():
                 self.scale = 0
             self._update_evaluations(newest=True)
+        self._redraw()
 
     def _update_evaluations(self, newest: bool = False) -> None:
         n_eval = self.reader.n_eval if self.reader else 0
@@ -184,6 +146,5 @@ class ReconstructionsView(LiveView):
     def ingest(self, result: PollResult) -> None:
         reader = self.reader
         for delta in result.deltas:
-            if reader is not None and delta.name == reader.name and (
-                    delta.reset or delta.eval.stop > delta.eval.start):
+            if reader is not None and delta.name == reader.name and delta.new_evaluations:
                 self._update_evaluations()

@@ -88,15 +88,21 @@ class PerScaleView(LiveView):
                          pn.pane.Bokeh(self.figure, sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")
 
-    @param.depends("metric", watch=True)
     def refresh(self) -> None:
-        runs = [r for r in self.state.visible if self.state.source[r].ready]
+        """Read each drawn run's newest evaluation into the table, then draw it."""
         newest = {}
-        for run in runs:
+        for run in self.state.visible:
             reader = self.state.source[run]
-            reader.require(*SCALE_VARIABLES)
-            newest[run] = reader.evaluations(slice(max(reader.n_eval - 1, 0), reader.n_eval))
+            if reader.ready:
+                reader.require(*SCALE_VARIABLES)
+                newest[run] = reader.evaluations(slice(max(reader.n_eval - 1, 0), reader.n_eval))
         self.table = per_scale_table(newest)
+        self._draw()
+
+    @param.depends("metric", watch=True)
+    def _draw(self) -> None:
+        """The bars of ``self.table`` for the chosen metric (a metric switch reads nothing)."""
+        runs = [r for r in self.state.visible if self.state.source[r].ready]
         colours = {run: self.state.colour(run) for run in runs}
         keys = {run: self.state.colour_key(run) for run in runs}
         data = bar_columns(self.table, self.metric, colours, keys)
@@ -109,6 +115,5 @@ class PerScaleView(LiveView):
         self.figure.yaxis.axis_label = next(k for k, v in METRICS.items() if v == self.metric)
 
     def ingest(self, result: PollResult) -> None:
-        if any(d.name in self.state.visible and (d.reset or d.eval.stop > d.eval.start)
-               for d in result.deltas):
+        if any(d.name in self.state.visible and d.new_evaluations for d in result.deltas):
             self.refresh()

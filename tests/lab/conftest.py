@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import xarray as xr
 
-from fae_lab.store.synthetic import write_synthetic_run
+from fae_lab.store.synthetic import SyntheticRunWriter, write_synthetic_run
+from tests.train_helpers import read_json
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "lab"
@@ -28,6 +30,27 @@ def tags_on_disk(run_dir: Path) -> dict[str, str]:
     tags = json.loads((run_dir / "config.json").read_text())["tags"]
     return dict(zip(("training_mode", "loss_type", "decoder_type", "pooling_type"), tags,
                     strict=True))
+
+
+def on_disk(run_dir: Path, name: str, store: str = "metrics.zarr"):
+    """Valid rows of ``name`` (those progress.json counts) read with plain xarray
+    (independent of lab.source)."""
+    progress = read_json(run_dir / "progress.json")
+    with xr.open_zarr(run_dir / store) as ds:
+        variable = ds[name]
+        if "eval_step" in variable.dims:
+            variable = variable.isel(eval_step=slice(0, progress["n_eval"]))
+        if "step" in variable.dims:
+            variable = variable.isel(step=slice(0, progress["n_train"]))
+        return variable.values
+
+
+def live_run(root: Path, name: str = "live", **kwargs) -> SyntheticRunWriter:
+    """A small synthetic run under ``root / name`` that a test advances evaluation by evaluation."""
+    options = dict(n_evals=10, eval_every=20, log_every=5, resolution=16, n_scales=3,
+                   n_bins=8, loss_type="fourier_weighted", decoder_type="rff_output", seed=7)
+    options.update(kwargs)
+    return SyntheticRunWriter(root / name, **options)
 
 
 def write_runs(root: Path, n_evals: int = 8) -> Path:

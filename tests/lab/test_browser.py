@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.cli import free_port
 from tests.lab.conftest import tags_on_disk
 
 pytestmark = pytest.mark.browser
@@ -64,6 +65,14 @@ DEEP_TEXT = """(element) => {
     };
     return text(element);
 }"""
+SOURCE_ROWS = """(name) => {""" + ON_PAGE + """
+    for (const model of onPage) {
+        if (model.type === "ColumnDataSource" && model.name === name) {
+            return Object.values(model.data)[0].length;
+        }
+    }
+    return -1;
+}"""
 STEP_AXIS = """() => {""" + ON_PAGE + """
     for (const model of onPage) {
         if (model.type === "Figure" && model.title.text.startsWith("Test relative MSE")) {
@@ -73,12 +82,6 @@ STEP_AXIS = """() => {""" + ON_PAGE + """
     return null;
 }"""
 ERROR_TEXT = ("Traceback", "Exception", "Error:", "error:")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
@@ -105,7 +108,7 @@ def stop(process: subprocess.Popen) -> None:
 def served(runs_dir, tmp_path_factory):
     """``python -m fae_lab serve`` over a copy of the fixture's runs, on 127.0.0.1."""
     runs = Path(shutil.copytree(runs_dir, tmp_path_factory.mktemp("served") / "runs"))
-    port = free_port()
+    port = free_port("127.0.0.1")
     log = open(runs.parent / "server.log", "w+")  # closed in the finally below
     server = subprocess.Popen(
         [sys.executable, "-m", "fae_lab", "serve", "--runs", str(runs), "--port", str(port),
@@ -170,6 +173,22 @@ def click_tab(page, name: str) -> None:
     page.locator(".bk-tab", has_text=name).first.click()
 
 
+# The data source a tab's server-side view fills once it is shown (tabs not listed are drawn
+# from the page's first load).
+TAB_SOURCE = {"Frequency bands": "band-map", "Per scale": "scale-bars", "Compare two runs": "compare-map"}
+
+
+def show_tab(page, name: str, screenshot: Path | None = None) -> None:
+    """Click a tab, wait until its plots hold data and the browser has drawn them, and
+    optionally take a screenshot."""
+    click_tab(page, name)
+    if name in TAB_SOURCE:
+        wait_for(lambda: page.evaluate(SOURCE_ROWS, TAB_SOURCE[name]) > 0, 20, what=f"the {name} tab's data")
+    next_render(page)
+    if screenshot is not None:
+        page.screenshot(path=screenshot, full_page=True)
+
+
 def expected_runs(runs: Path, keep=lambda tags: True) -> list[str]:
     """Runs on disk (a folder with config.json) whose tags pass ``keep``, as the app names them."""
     found = [p.parent for p in runs.rglob("config.json") if ".launches" not in p.parts]
@@ -190,11 +209,8 @@ def test_page_loads_with_every_run_and_no_errors(served, page, artifacts):
     assert page.evaluate(DRAWN_RUNS) == expected_runs(runs)
     for tab in ("Runs", "Frequency bands", "Reconstructions", "Per scale", "Compare two runs",
                 "Launch", "Curves"):
-        click_tab(page, tab)
-        page.wait_for_timeout(800)
-        if tab in ("Runs", "Reconstructions"):
-            page.screenshot(path=artifacts / f"tab-{tab.lower()}.png", full_page=True)
-    page.wait_for_timeout(500)
+        show_tab(page, tab, artifacts / f"tab-{tab.lower()}.png" if tab in ("Runs", "Reconstructions") else None)
+    next_render(page)
     page.screenshot(path=artifacts / "loaded.png", full_page=True)
     assert_clean(page, watch)
 
@@ -243,13 +259,13 @@ def test_live_rows_appear_without_a_reload(served, page, artifacts):
         stop(writer)
     assert page.evaluate("() => window.__not_reloaded === true")
     assert "live" in text_of(page, "drawn-runs")
-    click_tab(page, "Frequency bands")
+    show_tab(page, "Frequency bands")
     page.get_by_label("Run", exact=True).select_option("live")
-    page.wait_for_timeout(1000)
+    wait_for(lambda: page.evaluate(SOURCE_ROWS, "band-map") == 40 * 8, 20,
+             what="the live run's step x |n| map (40 evaluations x 8 bins)")
+    next_render(page)
     page.screenshot(path=artifacts / "live-bands.png", full_page=True)
-    click_tab(page, "Curves")
-    page.wait_for_timeout(1000)
-    page.screenshot(path=artifacts / "live-curves.png", full_page=True)
+    show_tab(page, "Curves", artifacts / "live-curves.png")
     assert_clean(page, watch)
 
 
@@ -308,6 +324,6 @@ def test_a_run_launched_from_the_form_appears(served, page, artifacts):
         except ProcessLookupError:
             pass
     assert tags_on_disk(runs / "launched-h1")["loss_type"] == "h1"
-    page.wait_for_timeout(1000)
+    next_render(page)
     page.screenshot(path=artifacts / "launched-run.png", full_page=True)
     assert_clean(page, watch)

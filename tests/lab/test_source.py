@@ -11,17 +11,9 @@ import xarray as xr
 import zarr
 
 from fae_lab.store import RunStore
-from fae_lab.store.synthetic import SyntheticRunWriter
 from lab.source import CURVE_VARIABLES, SPECTRAL_VARIABLES, RunReader, RunsDirectory
-from tests.lab.conftest import RUNS, tags_on_disk
-
-
-def valid_rows(run_dir, name):
-    """``name`` of metrics.zarr, rows below progress.json's counts, read with plain xarray."""
-    progress = json.loads((run_dir / "progress.json").read_text())
-    with xr.open_zarr(run_dir / "metrics.zarr") as ds:
-        valid = ds.isel(step=slice(0, progress["n_train"]), eval_step=slice(0, progress["n_eval"]))
-        return valid[name].values
+from tests.lab.conftest import RUNS, live_run, on_disk, tags_on_disk
+from tests.train_helpers import read_json
 
 
 def test_every_run_is_found_with_its_tags_and_status(runs_dir):
@@ -32,7 +24,7 @@ def test_every_run_is_found_with_its_tags_and_status(runs_dir):
         reader = source[name]
         assert reader.tags == tags_on_disk(runs_dir / name)
         assert (reader.tags["loss_type"], reader.tags["decoder_type"]) == (loss, decoder)
-        progress = json.loads((runs_dir / name / "progress.json").read_text())
+        progress = read_json(runs_dir / name / "progress.json")
         assert reader.status == status == progress["status"]
         assert (reader.n_train, reader.n_eval) == (progress["n_train"], progress["n_eval"])
     assert source.poll().new_runs == []
@@ -47,17 +39,16 @@ def test_rows_read_equal_the_valid_rows_of_the_store(runs_dir):
         training, evaluations = reader.training(), reader.evaluations()
         for variable in ("train_loss", *(f"train_loss_{t}" for t in reader.loss_terms)):
             np.testing.assert_array_equal(training[variable].values,
-                                          valid_rows(runs_dir / name, variable))
+                                          on_disk(runs_dir / name, variable))
         for variable in (*CURVE_VARIABLES[1:], *SPECTRAL_VARIABLES):
             np.testing.assert_array_equal(evaluations[variable].values,
-                                          valid_rows(runs_dir / name, variable))
+                                          on_disk(runs_dir / name, variable))
         assert not np.isnan(evaluations["eval_rel_mse"].values).any()
 
 
 def test_a_poll_reads_only_rows_written_since_the_last_one(tmp_path):
     run_dir = tmp_path / "live"
-    writer = SyntheticRunWriter(run_dir, n_evals=10, eval_every=10, log_every=5,
-                                resolution=16, n_scales=3, n_bins=8)
+    writer = live_run(tmp_path, "live", n_evals=10, eval_every=10)
     writer.advance(2)
     reader = RunReader(run_dir)
     first = reader.poll()
@@ -72,15 +63,14 @@ def test_a_poll_reads_only_rows_written_since_the_last_one(tmp_path):
     assert second.train.start == first.train.stop
     values = reader.evaluations()["eval_rel_mse"].values
     np.testing.assert_array_equal(values[:2], before)  # not re-read
-    np.testing.assert_array_equal(values[2:], valid_rows(run_dir, "eval_rel_mse")[2:5])
+    np.testing.assert_array_equal(values[2:], on_disk(run_dir, "eval_rel_mse")[2:5])
     nothing = reader.poll()
     assert not nothing.has_rows and not nothing.reset
 
 
 def test_rows_past_the_valid_count_are_never_read(tmp_path):
     run_dir = tmp_path / "run"
-    writer = SyntheticRunWriter(run_dir, n_evals=6, eval_every=10, resolution=16,
-                                n_scales=3, n_bins=8)
+    writer = live_run(tmp_path, "run", n_evals=6, eval_every=10)
     writer.advance(2)
     # A row being written: on disk, but progress.json does not count it yet.
     group = zarr.open_group(str(run_dir / "metrics.zarr"), mode="r+", use_consolidated=False)
@@ -94,23 +84,25 @@ def test_rows_past_the_valid_count_are_never_read(tmp_path):
 
 def test_a_truncated_run_resets_and_rereads(tmp_path):
     run_dir = tmp_path / "resumed"
-    writer = SyntheticRunWriter(run_dir, n_evals=8, eval_every=10, resolution=16, n_scales=3,
-                                n_bins=8)
+    writer = live_run(tmp_path, "resumed", n_evals=8, eval_every=10)
     writer.advance(5)
     reader = RunReader(run_dir)
     reader.poll()
     RunStore.open(run_dir).truncate(n_train=3, n_eval=2)  # --resume from an earlier checkpoint
+    # A row below the cut that differs from the reader's copy: the reset must re-read it.
+    group = zarr.open_group(str(run_dir / "metrics.zarr"), mode="r+", use_consolidated=False)
+    group["eval_rel_mse"][0] = -1.0
     delta = reader.poll()
     assert delta.reset
     assert reader.n_eval == 2 and reader.n_train == 3
+    assert reader.evaluations()["eval_rel_mse"].values[0] == -1.0
     np.testing.assert_array_equal(reader.evaluations()["eval_rel_mse"].values,
-                                  valid_rows(run_dir, "eval_rel_mse"))
+                                  on_disk(run_dir, "eval_rel_mse"))
 
 
 def test_required_variables_are_read_whole_then_kept_up_to_date(tmp_path):
     run_dir = tmp_path / "run"
-    writer = SyntheticRunWriter(run_dir, n_evals=6, eval_every=10, resolution=16, n_scales=3,
-                                n_bins=8)
+    writer = live_run(tmp_path, "run", n_evals=6, eval_every=10)
     writer.advance(2)
     reader = RunReader(run_dir)
     reader.poll()
@@ -119,7 +111,7 @@ def test_required_variables_are_read_whole_then_kept_up_to_date(tmp_path):
     writer.advance(2)
     reader.poll()
     np.testing.assert_array_equal(reader.evaluations()["eval_scale_mse"].values,
-                                  valid_rows(run_dir, "eval_scale_mse"))
+                                  on_disk(run_dir, "eval_scale_mse"))
 
 
 def test_reconstructions_are_the_stored_fields(runs_dir):
@@ -141,8 +133,7 @@ def test_a_broken_run_does_not_stop_the_others(runs_dir, tmp_path):
     (root / "garbled" / "config.json").write_text("{not json")
     (root / "starting").mkdir()
     (root / "starting" / "config.json").write_text(json.dumps({"tags": ["multi_scale", "l2"]}))
-    SyntheticRunWriter(root / "fine", n_evals=3, eval_every=10, resolution=16, n_scales=3,
-                       n_bins=8).advance(1)
+    live_run(root, "fine", n_evals=3, eval_every=10).advance(1)
     source = RunsDirectory(root)
     result = source.poll()
     assert sorted(result.new_runs) == ["fine", "starting"]

@@ -16,7 +16,6 @@ from lab.transforms import (
     colour_keys,
     evaluation_frame,
     evaluations_to_draw,
-    latest_common_step,
     per_scale_table,
     reconstruction_error,
     select_runs,
@@ -25,7 +24,7 @@ from lab.transforms import (
     step_bin_cells,
     training_frame,
 )
-from tests.lab.conftest import RUNS, tags_on_disk
+from tests.lab.conftest import RUNS, on_disk, tags_on_disk
 
 
 @pytest.fixture(scope="module")
@@ -37,28 +36,22 @@ def source(runs_dir):
     return source
 
 
-def stored(run_dir, name):
-    with xr.open_zarr(run_dir / "metrics.zarr") as ds:
-        n_eval = json.loads((run_dir / "progress.json").read_text())["n_eval"]
-        return ds[name].isel(eval_step=slice(0, n_eval)).values
-
-
 def test_spectral_error_bins_sum_to_the_mse(source, runs_dir):
     """SPEC §4: the bins of E(s, k) sum to eval_mse; per scale, to eval_scale_mse."""
     reader = source["h1"]
     evaluations = reader.evaluations()
     total = spectral_error(evaluations).sum("k").values
-    np.testing.assert_allclose(total, stored(runs_dir / "h1", "eval_mse"), rtol=1e-10)
+    np.testing.assert_allclose(total, on_disk(runs_dir / "h1", "eval_mse"), rtol=1e-10)
     for scale in reader.scales:
         per_scale = spectral_error(evaluations, int(scale)).sum("k").values
-        np.testing.assert_allclose(per_scale, stored(runs_dir / "h1", "eval_scale_mse")[:, scale],
+        np.testing.assert_allclose(per_scale, on_disk(runs_dir / "h1", "eval_scale_mse")[:, scale],
                                    rtol=1e-10)
 
 
 def test_band_error_relative_to_first_is_the_ratio_to_row_zero(source, runs_dir):
     error = spectral_error(source["baseline"].evaluations(), ALL_TRAINING_SCALES)
     ratio = band_error_relative_to_first(error)
-    raw = stored(runs_dir / "baseline", "eval_spectral_mse")
+    raw = on_disk(runs_dir / "baseline", "eval_spectral_mse")
     np.testing.assert_allclose(ratio.values, raw / raw[0], rtol=1e-12)
     np.testing.assert_array_equal(ratio.values[0], np.ones(raw.shape[1]))
     assert ratio.dims == ("eval_step", "k")
@@ -86,12 +79,13 @@ def test_spectral_difference_on_common_steps(source, runs_dir):
     a = spectral_error(source["baseline"].evaluations())
     b = spectral_error(source["group/combined-rff"].evaluations())  # half as many evaluations
     both = spectral_difference(a, b)
-    n = stored(runs_dir / "group/combined-rff", "eval_spectral_mse").shape[0]
-    raw_a = stored(runs_dir / "baseline", "eval_spectral_mse")[:n]
-    raw_b = stored(runs_dir / "group/combined-rff", "eval_spectral_mse")
+    n = on_disk(runs_dir / "group/combined-rff", "eval_spectral_mse").shape[0]
+    raw_a = on_disk(runs_dir / "baseline", "eval_spectral_mse")[:n]
+    raw_b = on_disk(runs_dir / "group/combined-rff", "eval_spectral_mse")
     np.testing.assert_allclose(both["difference"].values, raw_b - raw_a, rtol=1e-12)
     np.testing.assert_allclose(both["log10_ratio"].values, np.log10(raw_b / raw_a), rtol=1e-12)
-    assert latest_common_step(a, b) == 20 * (n - 1)  # evaluations every 20 steps from 0 (conftest)
+    # The common steps: evaluations every 20 steps from 0 (conftest), as many as B has.
+    np.testing.assert_array_equal(both["eval_step"].values, 20 * np.arange(n))
     np.testing.assert_array_equal(both["k"].values, a["k"].values)
 
 
@@ -109,6 +103,7 @@ def test_per_scale_table_matches_final_json(source, runs_dir):
     for name in finished:
         final = json.loads((runs_dir / name / "final.json").read_text())
         rows = table[table["run"] == name]
+        assert len(rows) == 3  # the three scales
         for row in rows.itertuples():
             kind = "held_out_mse" if row.held_out else "train_time_mse"
             assert row.mse == pytest.approx(final[f"final/{kind}_t{row.scale}"], rel=1e-12)

@@ -11,7 +11,6 @@ import pytest
 import xarray as xr
 from bokeh.document import Document
 
-from fae_lab.store.synthetic import SyntheticRunWriter
 from lab.state import LabState
 from lab.views import (
     CurvesView,
@@ -23,26 +22,7 @@ from lab.views import (
     RunsTable,
     TwoRunComparison,
 )
-from tests.lab.conftest import RUNS, tags_on_disk
-
-
-def on_disk(run_dir, name, store="metrics.zarr"):
-    """Valid rows of ``name`` read with plain xarray (independent of lab.source)."""
-    progress = json.loads((run_dir / "progress.json").read_text())
-    with xr.open_zarr(run_dir / store) as ds:
-        variable = ds[name]
-        if "eval_step" in variable.dims:
-            variable = variable.isel(eval_step=slice(0, progress["n_eval"]))
-        if "step" in variable.dims:
-            variable = variable.isel(step=slice(0, progress["n_train"]))
-        return variable.values
-
-
-def live_run(root, name="live", **kwargs) -> SyntheticRunWriter:
-    options = dict(n_evals=10, eval_every=20, log_every=5, resolution=16, n_scales=3,
-                   n_bins=8, loss_type="fourier_weighted", decoder_type="rff_output", seed=7)
-    options.update(kwargs)
-    return SyntheticRunWriter(root / name, **options)
+from tests.lab.conftest import RUNS, live_run, on_disk, tags_on_disk
 
 
 def test_curves_draw_the_stored_rows_of_every_run(runs_dir):
@@ -117,6 +97,7 @@ def test_colours_follow_the_chosen_tag(runs_dir):
     view = CurvesView(state)
     colours = {r.name: r.glyph.line_color for r in view.figures["eval_rel_mse"].renderers}
     decoders = {name: tags_on_disk(runs_dir / name)["decoder_type"] for name, *_ in RUNS}
+    assert sorted(colours) == sorted(decoders)  # every run drawn
     for a in colours:
         for b in colours:
             assert (colours[a] == colours[b]) == (decoders[a] == decoders[b])
@@ -143,12 +124,15 @@ def test_runs_table_patches_cells_as_a_run_progresses(fresh_runs):
     state = LabState(fresh_runs)
     table = RunsTable(state)
     before = table.table.value
+    runs_before = list(before["run"])  # a copy: a patch changes the frame in place
+    assert before.set_index("run").loc["live", "evaluations"] == 1
     writer.advance(2)
     state.poll()
+    assert table.table.value is before  # patched, not replaced
     row = table.table.value.set_index("run").loc["live"]
     assert row["evaluations"] == 3
     assert row["rel_mse"] == on_disk(fresh_runs / "live", "eval_rel_mse")[-1]
-    assert list(table.table.value["run"]) == list(before["run"])
+    assert list(table.table.value["run"]) == runs_before
 
 
 def test_frequency_bands_map_is_log_error_relative_to_the_first_evaluation(fresh_runs):
@@ -291,3 +275,20 @@ def test_two_run_comparison_map_grows_with_the_common_steps(fresh_runs):
     np.testing.assert_allclose(np.asarray(cells.data["log10_ratio"]).reshape(4, n_bins),
                                np.log10(b / a), rtol=1e-12)
     np.testing.assert_allclose(view.spectra.data["log10_ratio"], np.log10(b[-1] / a[-1]))
+
+
+def test_a_poll_that_finds_a_new_run_draws_each_view_once(fresh_runs):
+    """The new run changes ``visible`` (a refresh, which reads this poll's rows) and is in the
+    same poll's deltas: the view must not then ingest those rows a second time."""
+    state = LabState(fresh_runs)
+    view = PerScaleView(state)
+    calls = []
+    view.refresh = lambda original=view.refresh: (calls.append("refresh"), original())[1]
+    view.ingest = lambda result, original=view.ingest: (calls.append("ingest"), original(result))[1]
+    live_run(fresh_runs).advance(2)
+    state.poll()
+    assert calls == ["refresh"]
+    assert "live" in set(view.table["run"])
+    live_run(fresh_runs, "second").advance(1)
+    state.poll()  # the next poll: the live run has nothing new, the second run is new
+    assert calls == ["refresh", "refresh"]
