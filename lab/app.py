@@ -4,7 +4,7 @@ Start it with ``fae-lab serve --runs DIR`` (bound to 127.0.0.1:5006), or with Pa
 page is then http://127.0.0.1:5006/app)::
 
     panel serve lab/app.py --address 127.0.0.1 --port 5006 \\
-        --allow-websocket-origin 127.0.0.1:5006 --args --runs DIR
+        --allow-websocket-origin 127.0.0.1:5006 --args --runs DIR [--data-dir DATA]
 
 Each browser session gets its own :class:`LabApp`: a :class:`lab.state.LabState` over ``DIR``
 polled every ``poll_ms`` milliseconds (reading only the rows written since the last poll), the
@@ -22,6 +22,7 @@ import panel as pn
 
 from lab.cli import POLL_INTERVAL, build_parser
 from lab.state import LabState
+from lab.text import isolated_name
 from lab.views import (
     CurvesView,
     FrequencyBandsView,
@@ -45,7 +46,8 @@ class LabApp(pn.viewable.Viewer):
     The template asks for no web fonts or CDN files, so the page works offline.
     """
 
-    def __init__(self, runs_dir: str | os.PathLike, poll_ms: int = POLL_MS, **params):
+    def __init__(self, runs_dir: str | os.PathLike, poll_ms: int = POLL_MS,
+                 data_dir: str | os.PathLike | None = None, **params):
         super().__init__(**params)
         self.poll_ms = poll_ms
         self.state = LabState(runs_dir)
@@ -58,14 +60,14 @@ class LabApp(pn.viewable.Viewer):
             "Reconstructions": ReconstructionsView(self.state, shown=False),
             "Per scale": PerScaleView(self.state, shown=False),
             "Compare two runs": TwoRunComparison(self.state, shown=False),
-            "Launch": LaunchForm(self.state),
+            "Launch": LaunchForm(self.state, data_dir),
         }
         self.tabs = pn.Tabs(*self.views.items(), dynamic=True, sizing_mode="stretch_width")
         self.tabs.param.watch(self._show_active, "active")
         self.template = pn.template.BootstrapTemplate(
             title="fae-lab: spectral bias in functional autoencoders", sidebar_width=320,
-            sidebar=[pn.pane.Markdown(f"**Runs under** `{self.state.source.root}`"),
-                     self.filter],
+            sidebar=[pn.pane.HTML(f"<b>Runs under</b> <code>{isolated_name(self.state.source.root)}"
+                                  "</code>"), self.filter],
             main=[self.tabs])
 
     def __panel__(self):
@@ -95,9 +97,11 @@ class LabApp(pn.viewable.Viewer):
         pn.state.add_periodic_callback(self.poll, period=self.poll_ms)
 
 
-def create_app(runs_dir: str | os.PathLike, poll_ms: int = POLL_MS) -> pn.template.BaseTemplate:
-    """The page of one new session: a :class:`LabApp` that polls ``runs_dir``."""
-    app = LabApp(runs_dir, poll_ms)
+def create_app(runs_dir: str | os.PathLike, poll_ms: int = POLL_MS,
+               data_dir: str | os.PathLike | None = None) -> pn.template.BaseTemplate:
+    """The page of one new session: a :class:`LabApp` that polls ``runs_dir`` and launches
+    runs on data files under ``data_dir`` (default ``runs_dir``)."""
+    app = LabApp(runs_dir, poll_ms, data_dir)
     app.start_polling()
     pn.state.onload(app.prime)
     return app.template
@@ -105,7 +109,7 @@ def create_app(runs_dir: str | os.PathLike, poll_ms: int = POLL_MS) -> pn.templa
 
 def serve(runs_dir: str | os.PathLike, port: int, address: str = "127.0.0.1",
           show: bool = False, poll_ms: int = POLL_MS, websocket_origins: list[str] | None = None,
-          threaded: bool = False, **kwargs):
+          threaded: bool = False, data_dir: str | os.PathLike | None = None, **kwargs):
     """Serve the dashboards on ``address:port`` (blocking unless ``threaded``).
 
     WebSocket connections are accepted from the page's own origins (``address``, localhost and
@@ -115,13 +119,14 @@ def serve(runs_dir: str | os.PathLike, port: int, address: str = "127.0.0.1",
     origins.update(websocket_origins or [])
 
     def page() -> pn.template.BaseTemplate:  # a function: Panel serves a partial as text
-        return create_app(runs_dir, poll_ms)
+        return create_app(runs_dir, poll_ms, data_dir)
 
     return pn.serve({"/": page}, port=port, address=address,
                     show=show, websocket_origin=sorted(origins), threaded=threaded,
                     title="fae-lab", **kwargs)
 
 
-if __name__.startswith("bokeh"):  # panel serve lab/app.py --args --runs DIR [--poll-interval S]
+if __name__.startswith("bokeh"):  # panel serve lab/app.py --args --runs DIR [--data-dir D] ...
     _args, _ = build_parser().parse_known_args(sys.argv[1:])  # fae-lab serve's own options
-    create_app(_args.runs, round(_args.poll_interval * 1000)).servable()
+    create_app(_args.runs, round(_args.poll_interval * 1000),
+               _args.runs if _args.data_dir is None else _args.data_dir).servable()

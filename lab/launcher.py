@@ -6,10 +6,17 @@ which is checked by the trainer's own parser (:func:`validate_train_argv`, calli
 source of truth. :func:`launch` then starts ``python -m fae_lab.train ARGV`` as a background
 process from an argument list: no shell ever sees what was typed. Its output goes to
 ``RUNS/.launches/NAME.log`` (a hidden folder, which run discovery skips).
+
+The form is a web page, so its data path is not trusted: :func:`allowed_data_file` takes only
+a file inside the data directory (``fae-lab serve --data-dir``, default the runs directory),
+after symlinks and ``..`` are resolved, and refuses everything else with one message, the same
+whether the file is outside, missing, not a file or unreadable (the page must not tell which
+files exist on the server).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -56,6 +63,32 @@ def run_directory(runs_dir: str | Path, name: str) -> Path:
     if path.exists():
         raise UsageError(f"run name {name!r}: {path} already exists")
     return path
+
+
+def data_file_refusal(data_dir: str | Path) -> UsageError:
+    """The one message for every data path the form may not use."""
+    return UsageError(f"--data-path: not an allowed data file (files under {data_dir} only)")
+
+
+def allowed_data_file(data_path: str | os.PathLike, data_dir: str | Path) -> Path:
+    """``data_path`` (relative paths: relative to ``data_dir``) resolved, if it is a readable
+    regular file inside ``data_dir`` once symlinks and ``..`` are resolved.
+
+    Every refusal raises the same :func:`data_file_refusal`, so the answer does not reveal
+    whether a path outside ``data_dir`` exists.
+    """
+    refusal = data_file_refusal(data_dir)
+    try:
+        root = Path(data_dir).resolve(strict=True)
+        candidate = Path(os.path.expanduser(os.fspath(data_path).strip()))
+        resolved = (root / candidate).resolve(strict=True)  # an absolute candidate replaces root
+        allowed = (resolved.is_relative_to(root) and resolved.is_file()
+                   and os.access(resolved, os.R_OK))
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a NUL byte
+        raise refusal from None
+    if not allowed:
+        raise refusal
+    return resolved
 
 
 def train_argv(values: Mapping[str, Any], output_dir: str | Path) -> list[str]:
@@ -118,13 +151,18 @@ class Launch:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def launch(runs_dir: str | Path, name: str, values: Mapping[str, Any]) -> Launch:
+def launch(runs_dir: str | Path, name: str, values: Mapping[str, Any],
+           data_dir: str | Path | None = None) -> Launch:
     """Validate the form's ``values`` for a new run ``name`` under ``runs_dir`` and start it.
 
-    ``[sys.executable, "-m", "fae_lab.train", *argv]`` in its own session (it outlives the
-    server), output to ``runs_dir/.launches/name.log``.
+    A data path must be a file under ``data_dir`` (default ``runs_dir``; see
+    :func:`allowed_data_file`). Starts ``[sys.executable, "-m", "fae_lab.train", *argv]`` in
+    its own session (it outlives the server), output to ``runs_dir/.launches/name.log``.
     """
     run_dir = run_directory(runs_dir, name)
+    if str(values.get("data_path") or "").strip():
+        data_file = allowed_data_file(values["data_path"], runs_dir if data_dir is None else data_dir)
+        values = {**values, "data_path": str(data_file)}
     argv = train_argv(values, run_dir)
     validate_train_argv(argv)
     log_dir = Path(runs_dir) / LOG_FOLDER

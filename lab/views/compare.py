@@ -31,6 +31,7 @@ from bokeh.plotting import figure
 
 from lab.source import SPECTRAL_VARIABLES, PollResult, RunReader
 from lab.state import LabState
+from lab.text import markdown_text
 from lab.transforms import (
     ALL_TRAINING_SCALES,
     reconstruction_error,
@@ -82,7 +83,7 @@ class TwoRunComparison(LiveView):
         self.cells = ColumnDataSource({k: [] for k in ("left", "right", "bottom", "top",
                                                        "step", "k", "log10_ratio")},
                                       name="compare-map")
-        self.message = pn.pane.Markdown("", css_classes=["compare-message"])
+        self.message = pn.pane.Markdown("", disable_math=True, css_classes=["compare-message"])
         # Over the indices of the common steps; its title shows the step.
         self.slider = pn.widgets.IntSlider.from_param(self.param.evaluation, show_value=False,
                                                       sizing_mode="stretch_width")
@@ -202,7 +203,7 @@ class TwoRunComparison(LiveView):
             both = spectral_difference(spectral_error(a.evaluations(), scale),
                                        spectral_error(b.evaluations(), scale))
         except ValueError as err:
-            self.message.object = str(err)
+            self.message.object = markdown_text(err)  # may quote run data
             return None
         if both.sizes["eval_step"] == 0:
             self.message.object = "The two runs have no evaluation step in common."

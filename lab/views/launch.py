@@ -8,7 +8,9 @@ created.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 import panel as pn
@@ -19,6 +21,7 @@ from fae_lab.errors import UsageError
 from lab.launcher import FLAGS, GENERATE_FLAGS, Launch, form_defaults, launch
 from lab.source import TAG_NAMES, PollResult
 from lab.state import LabState
+from lab.text import markdown_text
 
 _DEFAULTS = form_defaults()
 
@@ -28,7 +31,9 @@ class LaunchForm(pn.viewable.Viewer):
 
     run_name = param.String(default="", doc="Folder of the new run under the runs directory.")
     data_source = param.Selector(default="generated", objects=["generated", "data file"])
-    data_path = param.String(default="", doc="A .npz file (SPEC.md §2).")
+    data_path = param.String(default="", doc="""
+        A .npz data file (README.md, "The data file") under the data directory: absolute, or relative
+        to it.""")
     generate_n_samples = param.Integer(default=_DEFAULTS["generate_n_samples"])
     generate_resolution = param.Integer(default=_DEFAULTS["generate_resolution"])
     generate_n_scales = param.Integer(default=_DEFAULTS["generate_n_scales"])
@@ -47,14 +52,17 @@ class LaunchForm(pn.viewable.Viewer):
     eval_every = param.Integer(default=_DEFAULTS["eval_every"])
     seed = param.Integer(default=_DEFAULTS["seed"])
 
-    def __init__(self, state: LabState, **params):
+    def __init__(self, state: LabState, data_dir: str | os.PathLike | None = None, **params):
         super().__init__(**params)
         self.state = state
+        # Data files are taken from here only (lab.launcher.allowed_data_file).
+        self.data_dir = Path(state.source.root if data_dir is None else data_dir)
         self.launches: list[Launch] = []
         self.button = pn.widgets.Button(name="Launch training run", button_type="primary",
                                         css_classes=["launch-button"])
         self.button.on_click(lambda _: self.submit())
-        self.feedback = pn.pane.Alert("", alert_type="light", visible=False,
+        # Markdown, fed only through lab.text.markdown_text; no formulas from "$" in messages.
+        self.feedback = pn.pane.Alert("", alert_type="light", visible=False, disable_math=True,
                                       css_classes=["launch-feedback"])
         self.table = pn.widgets.Tabulator(self._launch_frame(), show_index=False,
                                           disabled=True, sizing_mode="stretch_width",
@@ -76,19 +84,20 @@ class LaunchForm(pn.viewable.Viewer):
         try:
             if any(item.name == name for item in self.launches):
                 raise UsageError(f"run name {name!r}: already launched from this page")
-            started = launch(self.state.source.root, name, self.values())
+            started = launch(self.state.source.root, name, self.values(), self.data_dir)
         except (UsageError, OSError) as err:  # OSError: the runs folder is not writable
-            self._say(f"Not launched: {err}", "danger")
+            self._say(f"Not launched: {markdown_text(err)}", "danger")
             return None
         self.launches.append(started)
         self.run_name = ""
-        self._say(f"Launched **{name}** (process {started.process.pid}) into "
-                  f"`{started.run_dir}`; it appears in the views once its store exists.",
-                  "success")
+        self._say(f"Launched **{markdown_text(name)}** (process {started.process.pid}) into "
+                  f"{markdown_text(started.run_dir)}; it appears in the views once its store "
+                  "exists.", "success")
         self.table.value = self._launch_frame()
         return started
 
     def _say(self, text: str, kind: str) -> None:
+        """Show ``text`` (Markdown: whatever came from outside is already escaped) under the button."""
         self.feedback.object, self.feedback.alert_type, self.feedback.visible = text, kind, True
 
     def _launch_frame(self) -> pd.DataFrame:
@@ -108,7 +117,7 @@ class LaunchForm(pn.viewable.Viewer):
         data = pn.Column(
             pn.widgets.RadioButtonGroup.from_param(p.data_source),
             pn.widgets.TextInput.from_param(p.data_path, name="Data file (.npz)",
-                                            placeholder="/path/to/data.npz",
+                                            placeholder=f"a file under {self.data_dir}",
                                             visible=p.data_source.rx() == "data file"),
             pn.Row(pn.widgets.IntInput.from_param(p.generate_n_samples, name="Samples", **number),
                    pn.widgets.IntInput.from_param(p.generate_resolution, name="Resolution R",

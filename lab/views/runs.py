@@ -14,6 +14,7 @@ import param
 
 from lab.source import PollResult
 from lab.state import TAG_LABELS, LabState
+from lab.text import html_text, isolated_name
 from lab.views.base import LiveView
 
 COLUMN_TITLES = {
@@ -48,20 +49,24 @@ class RunFilter(pn.viewable.Viewer):
         }
         self.colour_by = pn.widgets.Select.from_param(state.param.colour_by, name="Colour by",
                                                       sizing_mode="stretch_width")
-        self.chosen = pn.widgets.MultiChoice.from_param(
-            state.param.chosen, name="Only these runs (empty: all)",
-            sizing_mode="stretch_width")
-        self.summary = pn.pane.Markdown(self._summary_text(), css_classes=["drawn-runs"],
-                                        sizing_mode="stretch_width")
+        # A native multi-select: its options are text. (Bokeh's MultiChoice hands labels to
+        # Choices.js with allowHTML on, so a run named like an <img> tag would run script.)
+        self.chosen = pn.widgets.MultiSelect.from_param(
+            state.param.chosen, name="Only these runs (none selected: all)", size=6,
+            sizing_mode="stretch_width", css_classes=["chosen-runs"])
+        # HTML built here from escaped names (lab.text): the names are never markup.
+        self.summary = pn.pane.HTML(self._summary_text(), css_classes=["drawn-runs"],
+                                    sizing_mode="stretch_width")
         state.param.watch(lambda *_: setattr(self.summary, "object", self._summary_text()),
                           ["visible", "runs"])
 
     def _summary_text(self) -> str:
+        """HTML: how many runs are drawn and the first few names, escaped and isolated."""
         visible, total = self.state.visible, len(self.state.runs)
         if not total:
-            return f"No runs yet under `{self.state.source.root}`."
+            return f"No runs yet under <code>{html_text(self.state.source.root)}</code>."
         shown = visible[:SUMMARY_NAMES]
-        names = ", ".join(shown) if shown else "none"
+        names = ", ".join(map(isolated_name, shown)) if shown else "none"
         more = f" and {len(visible) - len(shown)} more" if len(visible) > len(shown) else ""
         return f"Drawing {len(visible)} of {total} runs: {names}{more}"
 

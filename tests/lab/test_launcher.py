@@ -3,13 +3,16 @@ from an argument list (no shell)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from fae_lab.errors import UsageError
 from lab.launcher import (
+    allowed_data_file,
     form_defaults,
     launch,
     run_directory,
@@ -114,3 +117,85 @@ def test_launch_starts_the_trainer_from_an_argument_list(tmp_path, monkeypatch):
     with pytest.raises(UsageError):
         launch(tmp_path, "bad", dict(TINY, batch_size=0))
     assert not calls  # refused before anything started
+
+
+# -- the data file: from the data directory only, one message for every refusal -------------
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """A data directory with one allowed file, next to a file outside it and a symlink out."""
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "fields.npz").write_bytes(b"npz")
+    (tmp_path / "secret.npz").write_bytes(b"secret")
+    (root / "link-out.npz").symlink_to(tmp_path / "secret.npz")
+    (root / "link-in.npz").symlink_to(root / "sub" / "fields.npz")
+    return root
+
+
+def refused(path, root) -> str:
+    with pytest.raises(UsageError) as caught:
+        allowed_data_file(path, root)
+    return str(caught.value)
+
+
+def test_paths_outside_the_data_directory_all_get_one_message(data_dir):
+    paths = ["/etc/passwd",  # exists, readable, outside
+             str(data_dir.parent / "secret.npz"),  # exists, outside
+             "../secret.npz", "sub/../../secret.npz",  # `..` out of the directory
+             "link-out.npz",  # a symlink inside pointing outside
+             "missing.npz", str(data_dir / "missing.npz"), "/nonexistent/x.npz",  # missing
+             "sub", str(data_dir), "",  # folders, not files
+             "bad\0name"]  # the OS refuses the name itself
+    messages = {refused(path, data_dir) for path in paths}
+    assert messages == {f"--data-path: not an allowed data file (files under {data_dir} only)"}
+
+
+def test_an_unreadable_file_gets_the_same_message(data_dir, monkeypatch):
+    locked = data_dir / "locked.npz"
+    locked.write_bytes(b"")
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root reads files whatever their mode: let access() say what a user's would
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == locked
+                            else real_access(path, mode))
+    assert refused(locked, data_dir) == refused("/etc/passwd", data_dir)
+    locked.chmod(0o644)
+    monkeypatch.undo()
+    assert allowed_data_file(locked, data_dir) == locked  # readable again: taken
+
+
+def test_a_file_inside_the_data_directory_is_taken_resolved(data_dir):
+    wanted = (data_dir / "sub" / "fields.npz").resolve()
+    for path in ("sub/fields.npz", str(data_dir / "sub" / "fields.npz"), "./sub/../sub/fields.npz",
+                 "link-in.npz", f"  {data_dir / 'sub' / 'fields.npz'}  "):
+        assert allowed_data_file(path, data_dir) == wanted
+
+
+def test_launch_refuses_a_data_file_outside_before_starting(tmp_path, data_dir, monkeypatch):
+    calls = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: calls.append(a))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with pytest.raises(UsageError, match="not an allowed data file"):
+        launch(runs, "steal", dict(TINY, data_path="/etc/passwd"), data_dir)
+    with pytest.raises(UsageError, match=f"files under {runs} only"):  # default: the runs dir
+        launch(runs, "steal", dict(TINY, data_path=str(data_dir / "sub" / "fields.npz")))
+    assert not calls and not (runs / "steal").exists() and not (runs / ".launches").exists()
+
+
+def test_launch_passes_the_resolved_data_file_to_the_trainer(tmp_path, data_dir, monkeypatch):
+    calls = []
+
+    class FakeProcess:
+        pid = 1
+
+        def __init__(self, args, **kwargs):
+            calls.append(args)
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr("lab.launcher.validate_train_argv", lambda argv: None)  # empty file
+    started = launch(tmp_path, "on-file", dict(TINY, data_path="link-in.npz"), data_dir)
+    pairs = dict(zip(started.argv[::2], started.argv[1::2], strict=True))
+    assert pairs["--data-path"] == str((data_dir / "sub" / "fields.npz").resolve())
+    assert calls == [[sys.executable, "-m", "fae_lab.train", *started.argv]]

@@ -23,6 +23,7 @@ from lab.views import (
     TwoRunComparison,
 )
 from tests.lab.conftest import RUNS, live_run, on_disk, tags_on_disk
+from tests.lab.rendered import rendered
 
 
 def test_curves_draw_the_stored_rows_of_every_run(runs_dir):
@@ -86,7 +87,7 @@ def test_the_tag_toggles_decide_which_runs_are_drawn(runs_dir):
     expected = sorted(n for n, t in tags.items()
                       if t["loss_type"] != "h1" and t["decoder_type"] == "standard")
     assert sorted(view.train_sources) == expected == ["baseline"]
-    assert "Drawing 1 of 4 runs: baseline" in controls.summary.object
+    assert "Drawing 1 of 4 runs: <bdi>baseline</bdi>" in controls.summary.object
     # The toggle widgets are the state's own parameters.
     controls.toggles["decoder_type"].value = ["standard", "rff_output"]
     assert "rff" in view.train_sources
@@ -244,13 +245,33 @@ def test_a_hidden_view_catches_up_when_shown(fresh_runs):
 
 def test_launch_form_refuses_bad_values_with_the_clis_message(fresh_runs):
     form = LaunchForm(LabState(fresh_runs), run_name="bad", batch_size=0)
+
+    def shown() -> str:  # the feedback's text on the page (its Markdown escapes punctuation)
+        return rendered(form.feedback)[0]
+
     assert form.submit() is None
-    assert form.feedback.alert_type == "danger" and "--batch-size" in form.feedback.object
+    assert form.feedback.alert_type == "danger" and "--batch-size" in shown()
     form.batch_size, form.rff_dim = 4, 33
-    assert form.submit() is None and "--rff-dim" in form.feedback.object
+    assert form.submit() is None and "--rff-dim" in shown()
     form.rff_dim, form.run_name = 32, "../escape"
-    assert form.submit() is None and "run name" in form.feedback.object
+    assert form.submit() is None and "run name '../escape'" in shown()
     assert not (fresh_runs / "bad").exists() and not form.launches
+
+
+def test_launch_form_takes_data_files_from_its_data_directory_only(fresh_runs, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    outside = tmp_path / "secret.npz"
+    outside.write_bytes(b"")
+    form = LaunchForm(LabState(fresh_runs), data_dir, run_name="stolen", data_source="data file")
+    messages = set()
+    for path in (str(outside), "/etc/passwd", "../secret.npz", "missing.npz"):
+        form.data_path = path
+        assert form.submit() is None and form.feedback.alert_type == "danger"
+        messages.add(rendered(form.feedback)[0])
+    assert messages == {f"Not launched: --data-path: not an allowed data file "
+                        f"(files under {data_dir} only)\n"}
+    assert not (fresh_runs / "stolen").exists() and not form.launches
 
 
 def test_two_run_comparison_map_grows_with_the_common_steps(fresh_runs):
