@@ -66,7 +66,7 @@ class LabApp(pn.viewable.Viewer):
         self.tabs.param.watch(self._show_active, "active")
         self.template = pn.template.BootstrapTemplate(
             title="fae-lab: spectral bias in functional autoencoders", sidebar_width=320,
-            sidebar=[pn.pane.HTML(f"<b>Runs under</b> <code>{isolated_name(self.state.source.root)}"
+            sidebar=[pn.pane.HTML(f"<strong>Runs under</strong> <code>{isolated_name(self.state.source.root)}"
                                   "</code>"), self.filter],
             main=[self.tabs])
 
