@@ -8,7 +8,8 @@ page is then http://127.0.0.1:5006/app)::
 
 Each browser session gets its own :class:`LabApp`: a :class:`lab.state.LabState` over ``DIR``
 polled every ``poll_ms`` milliseconds (reading only the rows written since the last poll), the
-tag filter in the sidebar and one tab per view. No JAX is imported: the app reads stores with
+tag filter in the sidebar and one tab per view. Names, paths and messages from the runs are
+shown as text (:mod:`lab.text`). No JAX is imported: the app reads stores with
 xarray and launches training as a separate process.
 """
 
@@ -113,7 +114,9 @@ def serve(runs_dir: str | os.PathLike, port: int, address: str = "127.0.0.1",
     """Serve the dashboards on ``address:port`` (blocking unless ``threaded``).
 
     WebSocket connections are accepted from the page's own origins (``address``, localhost and
-    127.0.0.1 on ``port``) and ``websocket_origins``.
+    127.0.0.1 on ``port``) and ``websocket_origins``. The launch form takes data files under
+    ``data_dir`` only (default ``runs_dir``). Which addresses may be bound is ``fae-lab serve``'s
+    check (:func:`lab.cli.check_address`), not this function's.
     """
     origins = {f"{host}:{port}" for host in (address, "localhost", "127.0.0.1")}
     origins.update(websocket_origins or [])
