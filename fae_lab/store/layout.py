@@ -1,7 +1,6 @@
 """Shape of a run store: schedules, coordinates and the table of variables.
 
-Everything a run will write is known before its first step (SPEC.md §3,
-docs/run-store.md), so the writer preallocates every array from a :class:`StoreLayout`
+Everything a run will write is known before its first step (docs/run-store.md), so the writer preallocates every array from a :class:`StoreLayout`
 and later only fills rows. NumPy only.
 
 Dimensions: ``step`` (n_train training-log rows), ``eval_step`` (n_eval evaluations),

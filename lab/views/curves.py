@@ -2,7 +2,7 @@
 
 Panels: the training loss, its terms (``train_loss_<term>``, dashed), the test relative MSE,
 the low- and high-frequency MSE and the high-frequency error ratio high / (low + high)
-(SPEC.md §4), all but the ratio on log axes, sharing the step axis.
+(docs/metrics.md), all but the ratio on log axes, sharing the step axis.
 
 Each drawn run has two Bokeh ``ColumnDataSource``: its training-log rows and its evaluation
 rows, shared by the panels. A poll *streams* only the new rows into them, so nothing is

@@ -28,7 +28,7 @@ class LaunchForm(pn.viewable.Viewer):
 
     run_name = param.String(default="", doc="Folder of the new run under the runs directory.")
     data_source = param.Selector(default="generated", objects=["generated", "data file"])
-    data_path = param.String(default="", doc="A .npz file (SPEC.md §2).")
+    data_path = param.String(default="", doc="A .npz data file (docs/data-file.md).")
     generate_n_samples = param.Integer(default=_DEFAULTS["generate_n_samples"])
     generate_resolution = param.Integer(default=_DEFAULTS["generate_resolution"])
     generate_n_scales = param.Integer(default=_DEFAULTS["generate_n_scales"])
