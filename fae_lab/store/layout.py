@@ -32,7 +32,8 @@ STATUSES = ("running", "finished", "failed", "diverged")
 # Rows per chunk along ``step`` and ``eval_step``. A write of some rows of a chunk rewrites
 # the whole chunk file, atomically (zarr's LocalStore writes a temporary file and renames
 # it), so rows become visible whole at any chunk size; 64 evaluation rows per chunk keep
-# the file count and a full read ~15x cheaper than one row per chunk (docs/run-store.md).
+# the file count and a full read far cheaper than one row per chunk (docs/run-store.md;
+# benchmarks/RESULTS.md has the timing).
 TRAIN_CHUNK_ROWS = 256
 EVAL_CHUNK_ROWS = 64
 
