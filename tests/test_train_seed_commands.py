@@ -33,6 +33,7 @@ def tiny_data(tmp_path_factory):
     return write_tiny_data(tmp_path_factory.mktemp("data") / "tiny.npz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SEED_COMMANDS))
 def test_seed_command_runs_and_keeps_the_store_contract(name, tiny_data, tmp_path):
     out = tmp_path / name

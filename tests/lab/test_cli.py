@@ -53,6 +53,7 @@ def test_defaults_bind_this_machine_only():
     assert (args.address, args.port, args.runs, args.show) == ("127.0.0.1", 5006, "runs", False)
 
 
+@pytest.mark.slow
 def test_the_dashboards_never_import_jax(runs_dir):
     """Every lab module, a whole app over real stores, and the launch form's validation (which
     runs the trainer's own parser) leave JAX unimported."""
