@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -> installs into .venv, then trains the demo runs on generated data
 #   make test   -> installs into .venv (and Debian's chromium), lints, runs the test suite
-.PHONY: demo test lint serve env
+#   make test-fast -> the tests not marked slow or browser (under a minute), for editing loops
+.PHONY: demo test test-fast lint serve env
 
 env:
 	bash scripts/setup-env.sh
@@ -19,3 +20,6 @@ test:
 	bash scripts/setup-env.sh --browser
 	.venv/bin/ruff check fae_lab lab tests benchmarks
 	.venv/bin/python -m pytest -n 2 --timeout 600
+
+test-fast: env
+	.venv/bin/python -m pytest -m "not slow and not browser"

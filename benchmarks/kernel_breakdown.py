@@ -5,7 +5,7 @@ steps in one ``lax.scan``), warms it up, traces one call with ``jax.profiler`` a
 GPU plane of the trace (``jax.profiler.ProfileData``): every kernel's name and duration,
 grouped by name, per step, largest first. ``--what decoder_experiment`` profiles the fused
 decoder experiment's value-and-gradient instead. (Nsight Compute crashed in JAX processes on
-the lent H100, 2026-11-26.)
+the lent H100s.)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "archive"))  # fused_decoder_experiment
 
 STEPS = 10
 
@@ -27,7 +28,7 @@ def training_step(kernels: str, n_devices: int = 1, batch: int = 32, unroll: int
     replicated, each device runs the one-device step on its samples (``jax.shard_map``) and
     the gradient, raveled into one vector, is averaged by one all-reduce. (Until session 3 of
     2026-11-26 training and this script let XLA's partitioner split the batch and all-reduce
-    each gradient: 1,783.5 vs 1,692.8 us per step on two H100s, batch 64.)"""
+    each gradient; benchmarks/RESULTS.md compares the two.)"""
     import jax
     import jax.numpy as jnp
     import optax

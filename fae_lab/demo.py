@@ -5,17 +5,17 @@ baseline FAE (l2 loss, standard decoder), the seed's H1 loss (Phase B) and the R
 decoder (Phase C), ranks them like ``fae-lab phase`` does, and says where the runs are and how to
 look at them. Finished runs are reused when the demo is run again.
 
-Why these settings (measured in benchmarks/demo_science.md): on the default generator at
-32 x 32 a few hundred CPU steps learn only the mean field (test relative MSE ~0.55 in every
-run, whatever the coordinate features), so nothing spectral shows. Here the data are 1024
+Why these settings (the measurements are in benchmarks/archive/demo_science.md): on the
+default generator at 32 x 32 a few hundred CPU steps learn only the mean field in every run,
+whatever the coordinate features, so nothing spectral shows. Here the data are 1024
 samples on a 16 x 16 grid, 4 scales, holding about one large inclusion each (radius
 0.15-0.25, Poisson mean 0.86), which the reference FAE (16 Gaussian coordinate frequencies of
 sigma = 1, mean pooling) learns within 1500 steps at batch 32 and learning rate 5e-3. The H1
 run uses the spectral form (central differences barely weight |n| > R/4 = 4) and the RFF sigma
 is 0.5 per unit rms of the hidden activations (the same features as the 0.05 of the unscaled
-form measured in demo_science.md). Then the baseline's low band falls tenfold while its high band (|n| >= 4) falls 15 %
-and flat-lines at 0.86 of the target's own high-band power; the H1 run's high band falls a
-little further (21 %), within what a second seed moves it.
+form). Then the baseline's low band falls far more than its high band (|n| >= 4), which
+flat-lines below the target's own high-band power; the H1 run's high band falls a little
+further, within what a second seed moves it.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ class UsageError(Exception):
 
 
 class DataFileError(UsageError):
-    """A data file that breaks the contract of SPEC.md section 2."""
+    """A data file that breaks the contract of docs/data-file.md."""
 
     def __init__(self, path: str, key: str, expected: str):
         self.path, self.key, self.expected = path, key, expected

@@ -31,7 +31,7 @@ def wavenumber_magnitude(resolution: int) -> np.ndarray:
 
 
 def radial_bin_edges(resolution: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n_bins`` equal-width bins of |n| over [0, R/sqrt(2)] (SPEC.md section 4).
+    """``n_bins`` equal-width bins of |n| over [0, R/sqrt(2)] (docs/metrics.md).
 
     Returns ``(centres, lower, upper)``, each ``(n_bins,)`` float64, in cycles per unit length.
     Which mode falls in which bin is :func:`radial_bin_index`.

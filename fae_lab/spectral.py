@@ -1,4 +1,4 @@
-"""Spectral error metrics on the periodic R x R grid (SPEC.md section 4).
+"""Spectral error metrics on the periodic R x R grid (docs/metrics.md).
 
 For a field e[y, x] on the periodic grid, ê = fft2(e) / R², so that Parseval reads
 Σ_n |ê_n|² = mean_xy e². Mode n = (nx, ny) has integer components from ``fftfreq(R) * R``
@@ -208,7 +208,7 @@ def evaluation_sums(
 def evaluation_metrics(
     sums: dict[str, jax.Array], training_scales_mask: jax.Array
 ) -> dict[str, jax.Array]:
-    """The SPEC.md section 3 evaluation variables from accumulated :func:`evaluation_sums`.
+    """The run store's evaluation variables (docs/metrics.md) from accumulated :func:`evaluation_sums`.
 
     With N = ``count`` test samples and 𝒯 the training scales (``training_scales_mask``):
 

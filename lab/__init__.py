@@ -1,6 +1,6 @@
 """fae-lab's live dashboards: Panel and HoloViews over a directory of run stores.
 
-The dashboards read run stores (SPEC.md §3, docs/run-store.md) with xarray only and never
+The dashboards read run stores (docs/run-store.md) with xarray only and never
 import JAX, so they start fast and can run on a laptop while training runs elsewhere.
 
 - :mod:`lab.source`: the data source, the run store reader (discovers runs, reads only the

@@ -40,8 +40,8 @@ TAG_NAMES = ("training_mode", "loss_type", "decoder_type", "pooling_type")
 # Scalar evaluation curves drawn against step (the seed's eval/* and eval/spectral/*).
 EVAL_CURVES = ("eval_rel_mse", "eval_low_freq_mse", "eval_high_freq_mse",
                "eval_high_freq_error_ratio")
-# Read from the start: what the curves and the runs table draw. Every zarr read costs ~2.5 ms
-# of zarr-python overhead whatever its size, so other variables are read only once a view
+# Read from the start: what the curves and the runs table draw. Every zarr read costs a fixed
+# zarr-python overhead whatever its size (benchmarks/RESULTS.md), so other variables are read only once a view
 # asks for them (RunReader.require), and grad_norm, wall_time etc. never.
 CURVE_VARIABLES = ("train_loss", *EVAL_CURVES)  # and every train_loss_<term>
 SPECTRAL_VARIABLES = ("eval_spectral_mse", "eval_spectral_target", "eval_scale_spectral_mse",

@@ -1,6 +1,6 @@
 """Pure transforms behind the views: xarray / NumPy / pandas in, the same out.
 
-Notation (SPEC.md §4): E(s, k) is the error power in radial wavenumber bin k at evaluation
+Notation (docs/metrics.md): E(s, k) is the error power in radial wavenumber bin k at evaluation
 step s (``eval_spectral_mse``, averaged over the training scales, or
 ``eval_scale_spectral_mse`` of one scale); its bins sum to the MSE of that evaluation.
 """

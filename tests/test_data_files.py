@@ -1,4 +1,4 @@
-"""The .npz data file (SPEC section 2): round trip, and every broken rule refused in one line."""
+"""The .npz data file (docs/data-file.md): round trip, and every broken rule refused in one line."""
 
 import os
 import subprocess

@@ -42,6 +42,7 @@ def _loss_and_grads(model, x, u, cotangent):
     return jax.value_and_grad(loss)(params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shared_points", [True, False])
 @pytest.mark.parametrize("n_points", [64, 37])
 def test_fused_encoder_matches_xla_in_value_and_every_gradient(shared_points, n_points):
@@ -68,6 +69,7 @@ def test_fused_encoder_matches_xla_in_value_and_every_gradient(shared_points, n_
         np.testing.assert_allclose(b, a, rtol=2e-4, atol=1e-6 * np.abs(a).max(), err_msg=str(key))
 
 
+@pytest.mark.slow
 def test_padded_points_do_not_count_in_the_mean():
     """Repeating every point twice leaves a mean unchanged; padding must not add points."""
     rng = np.random.default_rng(0)
@@ -112,6 +114,7 @@ def tiny_data(tmp_path_factory):
     return write_tiny_data(tmp_path_factory.mktemp("data") / "tiny.npz", resolution=8)
 
 
+@pytest.mark.slow
 def test_training_with_the_fused_encoder_follows_the_xla_run(tiny_data, tmp_path):
     """Same seed and data, ``--kernels pallas`` (interpreted) vs ``--kernels xla``: the same
     loss and evaluation curves to float32 tolerance, and the store says which kernel ran."""
@@ -128,6 +131,7 @@ def test_training_with_the_fused_encoder_follows_the_xla_run(tiny_data, tmp_path
     assert read_json(tmp_path / "xla" / "config.json")["versions"]["encoder_kernel"] == "xla"
 
 
+@pytest.mark.slow
 def test_impossible_kernel_request_gets_one_line_and_status_2(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", "--data-path", str(tiny_data), "--output-dir", str(out), *TINY,
@@ -136,6 +140,7 @@ def test_impossible_kernel_request_gets_one_line_and_status_2(tiny_data, tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_vmapped_members_with_the_fused_encoder_follow_their_xla_runs(tiny_data, tmp_path):
     """Two seeds as one vmapped group: the batched Pallas call gives each member the curve
     of the same member trained through XLA."""

@@ -42,6 +42,7 @@ def test_every_phase_plans_valid_runs_with_its_sweeps(phase, tmp_path):
         assert settings(parse_run_config(list(SEED_COMMANDS[name]))) in planned_settings, name
 
 
+@pytest.mark.slow
 def test_phase_combined_trains_ranks_and_writes_csv(tmp_path, capsys):
     data = write_tiny_data(tmp_path / "d.npz")
     runs = tmp_path / "runs"
@@ -71,6 +72,7 @@ def test_phase_rejects_a_bad_phase_with_one_line():
     assert_one_line_refusal(result, "phase")
 
 
+@pytest.mark.slow
 def test_demo_trains_three_runs_and_says_where_they_are(tmp_path):
     runs = tmp_path / "demo"
     result = run_cli("demo", "--runs", str(runs), "--max-steps", "10", timeout=600)

@@ -1,4 +1,4 @@
-"""SPEC.md section 4 metrics against NumPy FFTs, Parseval and closed forms of single modes."""
+"""docs/metrics.md metrics against NumPy FFTs, Parseval and closed forms of single modes."""
 
 import math
 
@@ -149,7 +149,7 @@ def test_split_at_the_cutoff_counts_as_high(x64):
 
 
 def numpy_metrics(pred, target, training, n_bins, cutoff):
-    """SPEC.md section 4 computed directly in NumPy from (S, T, R, R) fields."""
+    """docs/metrics.md computed directly in NumPy from (S, T, R, R) fields."""
     e = pred - target
     r = e.shape[-1]
     power = np_power(e)
@@ -185,7 +185,7 @@ def test_evaluation_metrics_against_numpy(x64):
     expected = numpy_metrics(pred, target, training, N_BINS, cutoff)
     for name, value in expected.items():
         np.testing.assert_allclose(metrics[name], value, rtol=1e-10, err_msg=name)
-    # The identities SPEC.md section 4 promises.
+    # The identities docs/metrics.md promises.
     np.testing.assert_allclose(metrics["eval_spectral_mse"].sum(), metrics["eval_mse"], rtol=1e-10)
     np.testing.assert_allclose(
         metrics["eval_scale_spectral_mse"].sum(-1), metrics["eval_scale_mse"], rtol=1e-10

@@ -1,4 +1,4 @@
-"""The run store (SPEC.md §3, docs/run-store.md): schema read back with plain xarray, region
+"""The run store (docs/run-store.md): schema read back with plain xarray, region
 writes, progress.json, overwrite refusal, the background writer, the reader, synthetic runs."""
 
 from __future__ import annotations

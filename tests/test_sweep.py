@@ -25,6 +25,7 @@ def _metrics(run_dir):
     return {k: ds[k].values for k in ds.data_vars if "wall_time" not in k}
 
 
+@pytest.mark.slow
 def test_vmapped_members_match_the_same_runs_trained_one_by_one(tmp_path):
     data = write_tiny_data(tmp_path / "d.npz")
     grid = ["--grid", "seed=0,1", "--grid", "freq-weight-power=0.5,2"]
@@ -45,6 +46,7 @@ def test_vmapped_members_match_the_same_runs_trained_one_by_one(tmp_path):
     assert len(set(np.round(losses, 12))) == 4  # the members really differ
 
 
+@pytest.mark.slow
 def test_shape_changing_values_train_as_separate_groups(tmp_path, capsys):
     data = write_tiny_data(tmp_path / "d.npz")
     assert sweep_main(["--runs", str(tmp_path / "r"), "--grid", "rff-dim=8,16",
@@ -117,6 +119,7 @@ DEVICE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_several_devices_give_the_same_loss_curves_as_one(tmp_path):
     import json
 

@@ -63,6 +63,7 @@ def test_schedules_follow_their_closed_forms():
     assert int(active_scale_count(off, jnp.asarray(0), 4)) == 4
 
 
+@pytest.mark.slow
 def test_lambda_grad_warmup_is_logged_per_row(tmp_path):
     data = write_tiny_data(tmp_path / "d.npz")
     out = tmp_path / "run"

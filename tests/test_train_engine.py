@@ -26,6 +26,7 @@ def _common(data, out):
             "--encoder-hidden", "32,32", "--decoder-hidden", "32,32,32", "--latent-dim", "16"]
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(tiny_data, tmp_path):
     steps = ["--max-steps", "30", "--eval-every", "10", "--log-every", "3", "--batch-size", "4",
              "--steps-per-call", "4", "--loss-type", "h1", "--seed", "3"]
@@ -48,6 +49,7 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(tiny_dat
     assert fb["final/test_rel_mse"] == pytest.approx(fa["final/test_rel_mse"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_settings_and_missing_runs(tiny_data, tmp_path):
     out = tmp_path / "run"
     assert train_main([*_common(tiny_data, out), *TINY]) == 0
@@ -59,6 +61,7 @@ def test_resume_refuses_changed_settings_and_missing_runs(tiny_data, tmp_path):
     assert result.returncode == 2 and "no run" in result.stderr
 
 
+@pytest.mark.slow
 def test_existing_run_is_refused_and_left_untouched(tiny_data, tmp_path):
     out = tmp_path / "run"
     assert train_main([*_common(tiny_data, out), *TINY]) == 0
@@ -95,6 +98,7 @@ def test_bad_data_file_is_refused_by_train(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_divergence_ends_the_run_as_diverged_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
     # The learning rate multiplies by 1e8 at step 10: training blows up right after the
@@ -119,6 +123,7 @@ def test_divergence_ends_the_run_as_diverged_and_keeps_the_last_good_checkpoint(
     assert read_json(out / "final.json")["final/status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_reader_process_never_sees_errors_or_half_rows_while_training_writes(tiny_data, tmp_path):
     out = tmp_path / "live"
     train = subprocess.Popen(
@@ -158,6 +163,7 @@ def test_reader_process_never_sees_errors_or_half_rows_while_training_writes(tin
     assert reads >= 1 and any(0 < n < final_n_eval for n in seen_eval), (reads, sorted(seen_eval))
 
 
+@pytest.mark.slow
 def test_baseline_test_error_falls_during_training(tmp_path):
     data = write_tiny_data(tmp_path / "d.npz", n_samples=24, resolution=16, n_scales=3, seed=1)
     out = tmp_path / "run"

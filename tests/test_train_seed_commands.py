@@ -1,5 +1,5 @@
 """Each of the seed's eight experiment commands runs verbatim (program name and data path
-aside, a tiny run appended) and leaves a run store that keeps SPEC.md's contracts."""
+aside, a tiny run appended) and leaves a run store that keeps docs/run-store.md's contracts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fae_lab.experiments import SEED_COMMANDS
 from fae_lab.train.cli import main as train_main
 from tests.train_helpers import TINY, numpy_eval_metrics, read_json, write_tiny_data
 
-SPEC_VARIABLES = {
+STORE_VARIABLES = {
     "train_loss": ("step",),
     "grad_norm": ("step",),
     "learning_rate": ("step",),
@@ -33,6 +33,7 @@ def tiny_data(tmp_path_factory):
     return write_tiny_data(tmp_path_factory.mktemp("data") / "tiny.npz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SEED_COMMANDS))
 def test_seed_command_runs_and_keeps_the_store_contract(name, tiny_data, tmp_path):
     out = tmp_path / name
@@ -53,7 +54,7 @@ def test_seed_command_runs_and_keeps_the_store_contract(name, tiny_data, tmp_pat
     assert progress["n_train"] == 5 and progress["n_eval"] == 3  # rows at 2..10; evals at 0, 5, 10
 
     metrics = xr.open_zarr(out / "metrics.zarr")
-    for var, dims in SPEC_VARIABLES.items():
+    for var, dims in STORE_VARIABLES.items():
         assert metrics[var].dims == dims, var
         assert "long_name" in metrics[var].attrs, var
     assert metrics["eval_high_freq_error_ratio"].attrs["seed_key"] == "eval/spectral/high_freq_error_ratio"
@@ -64,7 +65,7 @@ def test_seed_command_runs_and_keeps_the_store_contract(name, tiny_data, tmp_pat
     assert terms, "each loss term is logged"
     np.testing.assert_allclose(sum(metrics[t].values for t in terms), metrics["train_loss"].values, rtol=1e-5)
 
-    # SPEC section 4 identities on the stored numbers ...
+    # docs/metrics.md identities on the stored numbers ...
     ev = metrics.isel(eval_step=slice(0, progress["n_eval"])).load()
     np.testing.assert_allclose(ev["eval_spectral_mse"].sum("k"), ev["eval_mse"], rtol=1e-5)
     np.testing.assert_allclose(ev["eval_low_freq_mse"] + ev["eval_high_freq_mse"], ev["eval_mse"], rtol=1e-5)

@@ -42,7 +42,7 @@ def read_json(path: Path):
 
 
 def numpy_radial_bins(resolution: int, n_bins: int):
-    """SPEC.md section 4, written again in NumPy: bin of every mode, equal width over [0, R/sqrt2]."""
+    """docs/metrics.md, written again in NumPy: bin of every mode, equal width over [0, R/sqrt2]."""
     n = np.fft.fftfreq(resolution) * resolution
     ny, nx = np.meshgrid(n, n, indexing="ij")
     mag = np.sqrt(nx**2 + ny**2)

@@ -5,7 +5,7 @@
                           [--held-out-indices "2,5"] [--overwrite]
     fae-lab data inspect FILE
 
-A bad flag or a file that breaks SPEC section 2 ends with one line on stderr and status 2.
+A bad flag or a file that breaks docs/data-file.md ends with one line on stderr and status 2.
 NumPy only: nothing here imports JAX.
 """
 

@@ -1,4 +1,4 @@
-"""The multiscale data file (SPEC.md section 2): load, validate, save.
+"""The multiscale data file (docs/data-file.md): load, validate, save.
 
 A file holds ``fields`` ``(N, T, R, R)`` (or ``(N, R, R)``, read as T = 1): N samples of T scales
 on the periodic R x R grid over [0, 1)^2, ``resolution`` R, ``times`` ``(T,)`` increasing, and
@@ -60,7 +60,7 @@ class UnreadableDataFile(DataFileError):
 
 
 def load_npz(path: str | os.PathLike) -> MultiscaleData:
-    """Read and validate a SPEC section 2 file; ``fields`` become float32 ``(N, T, R, R)``."""
+    """Read and validate a data file (docs/data-file.md); ``fields`` become float32 ``(N, T, R, R)``."""
     name = str(path)
     if not os.path.exists(name):
         raise UnreadableDataFile(name, "no such file")
@@ -93,7 +93,7 @@ def load_npz(path: str | os.PathLike) -> MultiscaleData:
 
 
 def validate_arrays(arrays: Mapping[str, np.ndarray], source: str) -> MultiscaleData:
-    """Check the arrays of a file against SPEC section 2 and build :class:`MultiscaleData`.
+    """Check the arrays of a file against docs/data-file.md and build :class:`MultiscaleData`.
 
     ``source`` names the file in error messages.
     """
@@ -107,7 +107,7 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], source: str) -> Multiscale
 
 
 def save_npz(path: str | os.PathLike, data: MultiscaleData, *, overwrite: bool = False) -> None:
-    """Write ``data`` as a SPEC section 2 file.
+    """Write ``data`` as a data file (docs/data-file.md).
 
     An existing file is refused unless ``overwrite``. The archive is written to a temporary
     file beside ``path`` and moved into place, so no half-written file is ever visible.

@@ -92,7 +92,7 @@ def high_frequency_energy_fraction(fields: np.ndarray, cutoff: float | None = No
     With u^ = fft2(u) / R^2 (so sum |u^|^2 = mean(u^2), Parseval), the share is
     sum_i sum_{|n| >= cutoff} |u^_i(n)|^2 / sum_i sum_n |u^_i(n)|^2 over the N samples i
     (``fields`` ``(N, T, R, R)`` gives one share per scale, ``(T,)``). Default cutoff R / 4,
-    half the Nyquist frequency, as in SPEC section 4. A zero field gives NaN.
+    half the Nyquist frequency, as in docs/metrics.md. A zero field gives NaN.
     """
     resolution = fields.shape[-1]
     cutoff = resolution / 4 if cutoff is None else cutoff

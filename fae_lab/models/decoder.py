@@ -38,7 +38,7 @@ class CoordinateDecoder(nnx.Module):
     The fixed matrices are :class:`~fae_lab.models.features.FourierBasis` variables. The
     readout runs in float32 whatever the compute dtype. With penultimate RFF the whole decoder
     runs in float32 too: φ turns a rounding error δh into a phase error 2π B_b δh, and bf16's
-    δh/h ≈ 2⁻⁹ then moves u_hat by 3-15% (measured, σ = 1 to 4), which would confound the very
+    δh/h ≈ 2⁻⁹ then moves u_hat by several per cent (benchmarks/RESULTS.md), which would confound the very
     high-frequency error this option is meant to study.
 
     Shapes: ``z (B, L)``, ``x (P, 2)`` (one grid for the batch) or ``(B, P, 2)`` -> ``(B, P)``

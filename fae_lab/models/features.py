@@ -165,7 +165,7 @@ class HiddenFourierFeatures(nnx.Module):
     The 1/d in the variance makes σ a scale per unit of the activations' root mean square: a
     phase 2πB_b h has standard deviation 2πσ_b·rms(h) whatever the layer width. Without it the
     seed's σ = 1 on a 100-wide layer gives phases of tens of radians, noise that the readout
-    cannot use (measured: such a run learns only the mean field; benchmarks/demo_science.md).
+    cannot use (measured: such a run learns only the mean field; benchmarks/archive/demo_science.md).
 
     ``n_features`` (the ``--rff-dim`` of the command line) counts output features per band,
     cosines and sines together, so it must be even: n_features/2 frequencies per band and

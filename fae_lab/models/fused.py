@@ -5,8 +5,8 @@ activations through device memory (benchmarks/RESULTS.md). The encoder's 131,072
 activations of three layers only feed a mean, so :func:`mean_embedding` keeps a tile of
 points in registers through all the layers and never writes a per-point value: the forward
 kernel returns per-chunk pooled sums, and the backward kernel recomputes a tile's
-activations from its inputs and accumulates every weight gradient in registers. Measured on
-an H100: forward and backward 0.23 ms against XLA's 0.44 ms.
+activations from its inputs and accumulates every weight gradient in registers. Its time against
+XLA's (``benchmarks/bench_fused.py``) is in benchmarks/RESULTS.md.
 
 It computes the same function as the XLA path (:class:`fae_lab.models.encoder.PointSetEncoder`
 with mean pooling): GELU in its tanh form (``jax.nn.gelu``'s default), float32 storage and
@@ -16,7 +16,7 @@ zero forwards and backwards, and padded points get zero pooling weight. Coordina
 field values get no gradient (training never differentiates with respect to its data).
 
 The same approach applied to the decoder (five 100-wide layers whose per-point output is
-needed) was slower than XLA; ``benchmarks/fused_decoder_experiment.py`` keeps it and
+needed) was slower than XLA; ``benchmarks/archive/fused_decoder_experiment.py`` keeps it and
 benchmarks/RESULTS.md says by how much.
 
 Off the GPU the kernels run in Pallas' interpreter (``interpret=True``), which is how the

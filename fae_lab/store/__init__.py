@@ -1,4 +1,4 @@
-"""The run store (SPEC.md §3): NumPy, xarray and zarr only, never JAX.
+"""The run store (docs/run-store.md): NumPy, xarray and zarr only, never JAX.
 
 The training engine writes a run with :class:`RunStore` (or :class:`AsyncStoreWriter`, off
 the hot path); dashboards, notebooks and tests read it with :func:`open_run` or plain

@@ -1,7 +1,6 @@
 """Shape of a run store: schedules, coordinates and the table of variables.
 
-Everything a run will write is known before its first step (SPEC.md §3,
-docs/run-store.md), so the writer preallocates every array from a :class:`StoreLayout`
+Everything a run will write is known before its first step (docs/run-store.md), so the writer preallocates every array from a :class:`StoreLayout`
 and later only fills rows. NumPy only.
 
 Dimensions: ``step`` (n_train training-log rows), ``eval_step`` (n_eval evaluations),
@@ -33,7 +32,8 @@ STATUSES = ("running", "finished", "failed", "diverged")
 # Rows per chunk along ``step`` and ``eval_step``. A write of some rows of a chunk rewrites
 # the whole chunk file, atomically (zarr's LocalStore writes a temporary file and renames
 # it), so rows become visible whole at any chunk size; 64 evaluation rows per chunk keep
-# the file count and a full read ~15x cheaper than one row per chunk (docs/run-store.md).
+# the file count and a full read far cheaper than one row per chunk (docs/run-store.md;
+# benchmarks/RESULTS.md has the timing).
 TRAIN_CHUNK_ROWS = 256
 EVAL_CHUNK_ROWS = 64
 

@@ -15,7 +15,7 @@ so low |n| converge fast and high |n| slowly; ``w`` > 1 at high |n| for the H1, 
 and combined losses and for the RFF-output decoder (faster high-band decay), and the error floor
 ``f`` is higher on held-out scales. A little white noise is added. Every evaluation metric is
 then computed from ``recon - truth`` of the stored samples (they are the whole "test set") by
-SPEC.md §4, so the identities hold exactly and anyone can recompute them from
+docs/metrics.md, so the identities hold exactly and anyone can recompute them from
 ``reconstructions.zarr``.
 
 ``python -m fae_lab.store.synthetic RUN_DIR --live --interval 0.5 --n-evals 40`` writes a run
@@ -80,7 +80,7 @@ def filter_scales(u0: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
 
 def evaluation_metrics(truth: np.ndarray, recon: np.ndarray, held_out: np.ndarray,
                        layout: StoreLayout) -> dict[str, np.ndarray]:
-    """SPEC.md §4 metrics of ``recon`` against ``truth`` (both ``(S, T, R, R)``), test set = the S
+    """docs/metrics.md metrics of ``recon`` against ``truth`` (both ``(S, T, R, R)``), test set = the S
     samples, averaged over the training scales (``~held_out``)."""
     R = truth.shape[-1]
     error = recon.astype(np.float64) - truth.astype(np.float64)

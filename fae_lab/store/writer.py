@@ -1,4 +1,4 @@
-"""Write a run store (SPEC.md §3, docs/run-store.md) while readers read it.
+"""Write a run store (docs/run-store.md) while readers read it.
 
 :meth:`RunStore.create` preallocates every array of ``metrics.zarr`` and
 ``reconstructions.zarr`` (NaN, with all coordinates) and writes the consolidated metadata

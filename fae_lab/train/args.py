@@ -1,7 +1,7 @@
 """The one place that turns a ``fae-lab train`` command line into a :class:`RunConfig`.
 
 Every flag of the seed's ``train_attention.py`` is accepted with its spelling and meaning
-(SPEC.md section 1), plus what its sweeps and "next steps" need. A later flag overrides an
+(docs/cli.md), plus what its sweeps and "next steps" need. A later flag overrides an
 earlier one; ``--config FILE`` (YAML or JSON, keys spelled as the flags without dashes, e.g.
 ``loss_type: h1``) is read first, so flags on the command line override it.
 
@@ -68,7 +68,7 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     p = OneLineArgumentParser(
         prog=prog,
         description="Train one functional autoencoder run and stream its evaluations "
-        "into a run store (SPEC.md section 3).",
+        "into a run store (docs/run-store.md).",
         argument_default=argparse.SUPPRESS,
     )
     pos_int, pos_float = positive(int), positive(float)
@@ -100,7 +100,7 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     g.add_argument("--wandb-name", help="accepted from the seed: names the run")
 
     g = p.add_argument_group("data")
-    g.add_argument("--data-path", help=".npz file of SPEC.md section 2 (default: generated data)")
+    g.add_argument("--data-path", help=".npz data file, docs/data-file.md (default: generated data)")
     g.add_argument("--training-mode", choices=C.TRAINING_MODES)
     g.add_argument("--single-scale-index", type=nn_int)
     g.add_argument("--held-out-indices", type=_indices, help='scales never trained on, e.g. "2,5"')

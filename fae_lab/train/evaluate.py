@@ -2,7 +2,7 @@
 
 The test set is padded to a whole number of batches; padded samples are marked invalid and
 add nothing to the sums. Per batch, :func:`fae_lab.spectral.evaluation_sums` returns sums over samples; they
-are added up in a ``lax.scan`` and turned into the SPEC.md section 3 variables by
+are added up in a ``lax.scan`` and turned into the run store's variables (docs/metrics.md) by
 :func:`fae_lab.spectral.evaluation_metrics`, all inside one jitted call. The first
 ``n_reconstruction_samples`` test samples' reconstructions come back too.
 """

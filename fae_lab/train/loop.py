@@ -122,8 +122,8 @@ class GroupLoop:
     def _due_checkpoint(self, step: int) -> bool:
         """At the evaluations that are multiples of ``--checkpoint-every``; by default at the
         first evaluation after ``CHECKPOINT_SECONDS`` since the last checkpoint (saving at
-        every evaluation cost 13% of the paper configuration's end-to-end rate on one H100;
-        benchmarks/RESULTS.md)."""
+        every evaluation costs a sizeable share of the end-to-end rate on a GPU;
+        benchmarks/RESULTS.md has the figure)."""
         every = self.config.checkpoint_every
         if every is not None:
             return step % every == 0

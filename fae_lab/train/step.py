@@ -130,7 +130,7 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
     the gradient, raveled into one vector, and the loss terms are averaged over the devices
     by one all-reduce. Every loss term is a mean over the batch, so this is the one-device
     step up to float rounding. (Raveling matters on GPUs: one all-reduce instead of one per
-    parameter array, measured 1,692.8 vs 1,783.5 us per step on two H100s, batch 64.)
+    parameter array; benchmarks/RESULTS.md has the timing.)
 
     ``apply_fn(params, rest, x_enc (Pe,2)|(B,Pe,2), u_enc (B,Pe), x_dec (P,2)|(B,Pd,2))
     -> (u_hat (B,Pd), z)``.

@@ -2,17 +2,16 @@
 
 Panels: the training loss, its terms (``train_loss_<term>``, dashed), the test relative MSE,
 the low- and high-frequency MSE and the high-frequency error ratio high / (low + high)
-(SPEC.md §4), all but the ratio on log axes, sharing the step axis.
+(docs/metrics.md), all but the ratio on log axes, sharing the step axis.
 
 Each drawn run has two Bokeh ``ColumnDataSource``: its training-log rows and its evaluation
 rows, shared by the panels. A poll *streams* only the new rows into them, so nothing is
 redrawn: axes are ``DataRange1d``, which follow the data until the user pans or zooms, keep
 that view while new rows keep arriving inside it, and follow again after the reset tool.
 
-Bokeh models rather than HoloViews here, measured: an overlay of one ``hv.DynamicMap`` per run
-re-evaluates every layer and its ranges on each ``Buffer`` event, ~100 ms per plot per update
-with only four runs, and 1.5 s to render; streaming into sources costs well under a millisecond
-per run.
+Bokeh models rather than HoloViews here: an overlay of one ``hv.DynamicMap`` per run
+re-evaluates every layer and its ranges on each ``Buffer`` event, which cost far more per update
+than streaming into sources does (figures in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class LaunchForm(pn.viewable.Viewer):
     run_name = param.String(default="", doc="Folder of the new run under the runs directory.")
     data_source = param.Selector(default="generated", objects=["generated", "data file"])
     data_path = param.String(default="", doc="""
-        A .npz data file (README.md, "The data file") under the data directory: absolute, or relative
+        A .npz data file (docs/data-file.md) under the data directory: absolute, or relative
         to it.""")
     generate_n_samples = param.Integer(default=_DEFAULTS["generate_n_samples"])
     generate_resolution = param.Integer(default=_DEFAULTS["generate_resolution"])

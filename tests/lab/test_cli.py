@@ -129,6 +129,7 @@ def test_the_data_directory_reaches_the_launch_form(runs_dir, tmp_path):
     assert args.data_dir == "/d"
 
 
+@pytest.mark.slow
 def test_the_dashboards_never_import_jax(runs_dir):
     """Every lab module, a whole app over real stores, and the launch form's validation (which
     runs the trainer's own parser) leave JAX unimported."""

@@ -37,7 +37,7 @@ def source(runs_dir):
 
 
 def test_spectral_error_bins_sum_to_the_mse(source, runs_dir):
-    """SPEC §4: the bins of E(s, k) sum to eval_mse; per scale, to eval_scale_mse."""
+    """docs/metrics.md: the bins of E(s, k) sum to eval_mse; per scale, to eval_scale_mse."""
     reader = source["h1"]
     evaluations = reader.evaluations()
     total = spectral_error(evaluations).sum("k").values

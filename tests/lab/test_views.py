@@ -26,6 +26,7 @@ from tests.lab.conftest import RUNS, live_run, on_disk, tags_on_disk
 from tests.lab.rendered import rendered
 
 
+@pytest.mark.slow
 def test_curves_draw_the_stored_rows_of_every_run(runs_dir):
     view = CurvesView(LabState(runs_dir))
     assert sorted(view.train_sources) == sorted(name for name, *_ in RUNS)
@@ -47,6 +48,7 @@ def test_curves_draw_the_stored_rows_of_every_run(runs_dir):
     assert len(view.figures["terms"].renderers) == sum(terms.values())
 
 
+@pytest.mark.slow
 def test_new_rows_stream_into_the_same_sources(fresh_runs):
     writer = live_run(fresh_runs)
     writer.advance(2)
@@ -66,6 +68,7 @@ def test_new_rows_stream_into_the_same_sources(fresh_runs):
                                   on_disk(fresh_runs / "live", "train_loss"))
 
 
+@pytest.mark.slow
 def test_a_new_run_is_drawn_at_the_next_poll(fresh_runs):
     state = LabState(fresh_runs)
     view = CurvesView(state)
@@ -75,6 +78,7 @@ def test_a_new_run_is_drawn_at_the_next_poll(fresh_runs):
     assert "late" in view.train_sources and len(view.eval_sources["late"].data["step"]) == 1
 
 
+@pytest.mark.slow
 def test_the_tag_toggles_decide_which_runs_are_drawn(runs_dir):
     state = LabState(runs_dir)
     view, table, controls = CurvesView(state), RunsTable(state), RunFilter(state)
@@ -274,6 +278,7 @@ def test_launch_form_takes_data_files_from_its_data_directory_only(fresh_runs, t
     assert not (fresh_runs / "stolen").exists() and not form.launches
 
 
+@pytest.mark.slow
 def test_two_run_comparison_map_grows_with_the_common_steps(fresh_runs):
     first = live_run(fresh_runs, "a", loss_type="l2", decoder_type="standard")
     second = live_run(fresh_runs, "b", loss_type="h1")
@@ -298,6 +303,7 @@ def test_two_run_comparison_map_grows_with_the_common_steps(fresh_runs):
     np.testing.assert_allclose(view.spectra.data["log10_ratio"], np.log10(b[-1] / a[-1]))
 
 
+@pytest.mark.slow
 def test_a_poll_that_finds_a_new_run_draws_each_view_once(fresh_runs):
     """The new run changes ``visible`` (a refresh, which reads this poll's rows) and is in the
     same poll's deltas: the view must not then ingest those rows a second time."""

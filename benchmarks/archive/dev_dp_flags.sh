@@ -3,7 +3,7 @@
 # (cuDNN GEMM fusions, command buffers off, the block-level rewriter) and scan unrolling. Run from
 # the repository root. Its first run also timed the placement by XLA's partitioner that training
 # used before (a `--dp gspmd` switch since removed) and a flag this XLA does not know; the printed
-# lines are in results/printed_h100_session3.md.
+# lines are in benchmarks/archive/results/printed_h100_session3.md.
 K="python3 benchmarks/kernel_breakdown.py --kernels pallas"
 echo "### data parallel, batch 64"
 $K --batch 64 --top 3

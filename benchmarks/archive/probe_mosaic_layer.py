@@ -9,6 +9,11 @@ the kernel but cannot run a ``wgmma`` with a transposed operand. fae-lab does no
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for bench_fused
+
 import argparse
 import functools
 

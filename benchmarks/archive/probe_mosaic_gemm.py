@@ -1,11 +1,16 @@
 """Probe: can Mosaic GPU's Hopper matmul (JAX's own ``hopper_matmul_mgpu``, TF32 ``wgmma`` for
 float32 operands) run the decoder's layer product, (131,072 x 128) @ (128 x 128) float32, at
 cuBLAS's speed or better? The answer decides whether a fused decoder built on Mosaic GPU
-could be fast (see RESULTS.md, "What would close the single-GPU gap"). Prints one line per
+could be fast (benchmarks/RESULTS.md, archive). Prints one line per
 tuning: median ms over 20 x 50 calls, or why it failed. Needs an H100; fae-lab does not use it.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for bench_fused
 
 import itertools
 

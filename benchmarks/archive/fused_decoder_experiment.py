@@ -1,11 +1,11 @@
 """Experiment, not used by fae-lab: the FAE decoder as fused Pallas (Triton) kernels.
 
-Kept as the record of a measured negative result (benchmarks/RESULTS.md, "Fused kernels").
-On one H100 (paper configuration's decoder, 32 x 4096 points, five GELU layers of 100 padded
-to 128, TF32 products) the best tiling took 2.0 ms for forward and backward against XLA's
-1.03 ms, and 0.44-0.50 ms for the forward alone against XLA's 0.41 ms, although it moves
-far fewer bytes: the per-tile float32 products and GELUs in Triton run far below the card's
-TF32 rate, so the fused program is bound by arithmetic issue, not by memory.
+Kept as the record of a measured negative result (benchmarks/RESULTS.md, archive). On one
+H100 (paper configuration's decoder, 32 x 4096 points, five GELU layers of 100 padded to 128,
+TF32 products) the best tiling was slower than XLA for forward and backward, and no faster
+for the forward alone, although it moves far fewer bytes: the per-tile float32 products and
+GELUs in Triton run far below the card's TF32 rate, so the fused program is bound by
+arithmetic issue, not by memory. ``bench_fused.py`` (one folder up) times it.
 
 Design: the forward kernel runs all layers per tile of points and stores each hidden layer's
 pre-activation once; the backward pass is one kernel per tile for the whole δ chain
@@ -21,7 +21,7 @@ import functools
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-# One device call's worth of bench_fused.py (results/bench_fused_h100x1.md, run 3): the XLA
+# One device call's worth of bench_fused.py (benchmarks/results/bench_fused_h100x1.md, run 3): the XLA
 # decoder and encoder under other XLA flags, the XLA decoder padded to 128 wide, and encoder
 # tilings around the fastest. Run on a GPU machine from the repository root.
 set -x
