@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as futures
 import json
-import math
 import os
 import random
 import signal
@@ -225,8 +224,9 @@ def sigterm_trial(i: int, data: Path, work: Path, env, rng: random.Random, sig=s
 
 
 DIVERGENCE_CASES = [
-    ("lr inf (step 1)", {"learning_rate": math.inf}, []),
-    ("lr nan (step 1)", {"learning_rate": math.nan}, []),
+    # 1e39 is infinite in float32 (JSON keeps it, so --resume accepts the same setting).
+    ("lr 1e39 (step 1)", {"learning_rate": 1e39}, []),
+    ("lr 3e38", {"learning_rate": 3e38}, []),
     ("lr 1e6", {"learning_rate": 1e6}, []),
     ("lr 1e4", {"learning_rate": 1e4}, []),
     ("lr x1e8 after step 10", {}, ["--lr-decay-rate", "1e8", "--lr-decay-steps", "10"]),
@@ -310,6 +310,7 @@ def main() -> int:
     if args.cache:
         env.update(JAX_COMPILATION_CACHE_DIR=args.cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    os.environ.update({k: v for k, v in env.items() if k.startswith("JAX_")})  # the in-process trials too
     rng = random.Random(args.seed)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="crash_trials_") as tmp:
@@ -337,7 +338,11 @@ def main() -> int:
                 print(json.dumps(row), flush=True)
         if "divergence" in only:
             for name, optim, extra in DIVERGENCE_CASES:
-                row = divergence_trial(name, optim, extra, data, work)
+                try:
+                    row = divergence_trial(name, optim, extra, data, work)
+                except Exception as err:  # a trial that breaks is a failed trial, not the end
+                    row = {"kind": "divergence", "case": name, "status": None, "ok": False,
+                           "error": f"{type(err).__name__}: {err}"}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     table = summarise(rows)

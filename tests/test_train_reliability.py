@@ -1,7 +1,7 @@
 """Reliability of the training engine: divergence, signals, kills, and --resume of every end.
 
 Divergence is provoked through the learning rate of a configuration built in-process
-(infinite: step 1 cannot be finite; a decay *rate* of 1e8 after 10 steps: blows up
+(1e39, infinite in float32: step 1 cannot be finite; a decay *rate* of 1e8 after 10 steps: blows up
 mid-run). Signals go to real ``python -m fae_lab train`` processes, at moments read from
 their own ``progress.json``.
 """
@@ -90,7 +90,8 @@ def test_divergence_checkpoints_the_last_finite_step_and_resume_repeats_it(tiny_
     out = tmp_path / "run"
     common = ["--max-steps", "40", "--eval-every", "10", "--log-every", "1", "--steps-per-call", "5"]
     if case == "step one":
-        config = _config(_argv(tiny_data, out, *common), learning_rate=math.inf)
+        # 1e39 is infinite in float32: no step-1 update is finite (and config.json keeps it).
+        config = _config(_argv(tiny_data, out, *common), learning_rate=1e39)
     else:  # lr x 1e8 from step 11 on; the policy would checkpoint only at step 40
         config = _config(_argv(tiny_data, out, *common, "--lr-decay-rate", "1e8", "--lr-decay-steps", "10",
                                "--checkpoint-every", "40"))
@@ -223,8 +224,8 @@ def test_a_signal_ends_the_run_failed_at_a_checkpoint_of_its_last_step(tiny_data
 
 def test_a_run_killed_after_its_first_evaluation_resumes_and_keeps_its_evaluations(tiny_data, tmp_path):
     out = tmp_path / "run"
-    proc = _start(tiny_data, out, "--seed", "2")
-    _wait_for(proc, out, 3)
+    proc = _start(tiny_data, out, "--seed", "2", "--checkpoint-every", "40")
+    _wait_for(proc, out, 5)  # step 80 evaluated: checkpoints at 0, 40 and perhaps 80
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     progress = _check_store_agrees(out)
@@ -232,9 +233,10 @@ def test_a_run_killed_after_its_first_evaluation_resumes_and_keeps_its_evaluatio
     saved = _latest_checkpoint(out)
     assert saved is not None and saved <= progress["step"]
     _, _, record = _restored_params_finite(out, parse_run_config(_argv(tiny_data, out)))
+    assert record["n_eval"] >= 3 and record["n_eval"] <= progress["n_eval"]
     kept = _eval_rows(out, record["n_eval"])
     argv = _argv(tiny_data, out, "--max-steps", "400", "--eval-every", "20", "--log-every", "5",
-                 "--steps-per-call", "5", "--checkpoint-every", "100000", "--seed", "2", "--resume")
+                 "--steps-per-call", "5", "--checkpoint-every", "40", "--seed", "2", "--resume")
     assert train_main(argv) == 0
     final = _check_store_agrees(out)
     assert final["status"] == "finished" and final["n_eval"] == 21 and final["n_train"] == 80

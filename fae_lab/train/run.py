@@ -240,7 +240,11 @@ def open_member_store(member: Member, problem: Problem, n_parameters: int, encod
         }
         truth = problem.data.fields[problem.test_idx[: problem.n_reconstructions]]
         store = RunStore.create(member.run_dir, member.layout, config=payload, command_line=member.command_line,
-                                truth=np.asarray(truth, np.float32), overwrite=cfg.overwrite or cfg.resume)
+                                truth=np.asarray(truth, np.float32),
+                                # --resume without a checkpoint starts again; and files without a
+                                # progress.json are what a process killed while creating the store left
+                                overwrite=cfg.overwrite or cfg.resume
+                                or not (member.run_dir / PROGRESS_FILE).exists())
     member.writer = AsyncStoreWriter(store)
     member.checkpoints = Checkpoints(member.run_dir, keep_best=cfg.save_best_model)
 
