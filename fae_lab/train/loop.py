@@ -7,8 +7,8 @@ rows to each member's background store writer and, when due, checkpoints each me
 
 What survives a failure:
 
-* The first checkpoint is taken at the first evaluation (step 0), so a run killed at any
-  later moment has one to resume from.
+* The first checkpoint (the initial state, step 0) is committed before the first
+  evaluation, so a run killed once its store shows any row has one to resume from.
 * A member whose step s is not finite (loss, gradient or updated parameters; see
   :mod:`fae_lab.train.step`) is ``diverged`` at step s; its state, frozen on the device at
   step s - 1, is checkpointed there whatever ``--checkpoint-every`` says. An evaluation
@@ -110,10 +110,14 @@ class GroupLoop:
         self.step = int(state.step[0])
         self.n_eval = self.members[0].record["n_eval"]
         self.progress.start(self.step)
+        if any(m.checkpoint_step is None for _, m in self.running()):
+            # The first checkpoint, committed before anything else (evaluation included), so
+            # a run killed once its store shows a row can resume.
+            self._checkpoint(state)
+            self._wait_checkpoints()
         if self.n_eval == 0 and self.step == 0 and self.stop() is None:
             self._evaluate(state, 0)
             self.n_eval = 1
-            self._checkpoint(state)  # the first checkpoint: a run killed from now on can resume
         pending = None  # (metrics of the chunk in flight, its first step)
         while self.step < cfg.max_steps and self.running():
             if self.stop() is not None:

@@ -9,8 +9,8 @@ state, and every member writes its own run store. A single run is a group of one
 The loop keeps the device busy: each host call runs ``steps_per_call`` steps in a
 ``lax.scan``; the next call is dispatched before the previous call's metrics are read, and
 every store write goes through a background writer thread. Evaluations run on the device at
-the steps of the store's evaluation schedule; checkpoints are taken at the first evaluation
-(step 0), then at evaluations (once a minute by default, or ``--checkpoint-every``), at the
+the steps of the store's evaluation schedule; checkpoints are taken at the start (step 0,
+before the first evaluation), then at evaluations (once a minute by default, or ``--checkpoint-every``), at the
 end, at ``--stop-after-step``, at the last finite step of a diverged run and at the last
 completed step of an interrupted one (:mod:`fae_lab.train.loop`), so a run stopped, killed
 or interrupted resumes from its last checkpoint. ``--resume`` of a run killed before its
@@ -329,7 +329,9 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
         for m in members:  # killed before its first checkpoint: nothing to lose, start again
             print(f"--resume: {m.run_dir} has no checkpoint (it was stopped before its first); "
                   "starting it again from step 0", file=sys.stderr)
+    _stop_before_writing()
     problem = prepare_problem(first)
+    _stop_before_writing()
     R = problem.resolution
     compute_dtype = jnp.bfloat16 if first.precision == "bf16" else jnp.float32
 
@@ -377,10 +379,7 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     problem = dataclasses.replace(problem, train_data=placement.place_shared(problem.train_data),
                                   eval_data=placement.place_shared(problem.eval_data))
 
-    if interrupt.requested() is not None:
-        sig = interrupt.requested()
-        raise interrupt.Interrupted(f"interrupted by {interrupt.signal_name(sig)} before training started; "
-                                    "nothing was written", sig)
+    _stop_before_writing()
     for member in members:
         open_member_store(member, problem, n_parameters, "pallas" if fused_encoder else "xla", reopen=reopen)
     if reopen:
@@ -412,6 +411,14 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
             member.checkpoints.close()
         progress.close()
     return [member.result() for member in members]
+
+
+def _stop_before_writing() -> None:
+    """A signal before the run store is touched ends the command at once: nothing to save."""
+    sig = interrupt.requested()
+    if sig is not None:
+        raise interrupt.Interrupted(f"interrupted by {interrupt.signal_name(sig)} before training started; "
+                                    "nothing was written", sig)
 
 
 def restore_group(members: list[Member], state: TrainState) -> TrainState:
