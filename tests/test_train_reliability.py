@@ -83,7 +83,10 @@ def _eval_rows(run_dir: Path, n: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- divergence
 
 
-@pytest.mark.parametrize("case", ["step one", "mid-run"])
+# 1e39 -> float32 overflows (a RuntimeWarning, an error under this suite's settings): meant.
+@pytest.mark.parametrize("case", [
+    pytest.param("step one", marks=pytest.mark.filterwarnings("ignore:overflow encountered in cast")),
+    "mid-run"])
 def test_divergence_checkpoints_the_last_finite_step_and_resume_repeats_it(tiny_data, tmp_path, case):
     from fae_lab.train.run import train
 
