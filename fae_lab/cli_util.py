@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from fae_lab.errors import UsageError
+from fae_lab.train.interrupt import Interrupted
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -42,6 +43,9 @@ def run_guarded(prog: str, body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Interrupted as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 def parse_float_list(text: str) -> tuple[float, ...]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from fae_lab.cli_util import OneLineArgumentParser, positive, run_guarded
 from fae_lab.config import RunConfig
 from fae_lab.experiments import PHASES, Experiment, phase_experiments
+from fae_lab.train import interrupt
 from fae_lab.train.args import parse_run_config
 
 COLUMNS = (
@@ -144,6 +145,10 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
                               quiet=quiet, labels=[n for n, _, _ in group])
         for (name, _, _), result in zip(group, results, strict=True):
             finals[name] = result.final
+        signum = interrupt.requested()
+        if signum is not None:  # the group stopped at a checkpoint; later groups do not start
+            raise interrupt.Interrupted(f"interrupted by {interrupt.signal_name(signum)}; the runs in {runs} "
+                                        "continue with --resume", signum)
     rows = [summary_row(name, config, finals[name]) for name, config, _ in planned]
     ordered = ranking(rows)
     runs.mkdir(parents=True, exist_ok=True)
@@ -171,4 +176,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_ranking(rows, runs)
         return 0
 
-    return run_guarded("fae-lab phase", body)
+    with interrupt.stop_on_signals():
+        return run_guarded("fae-lab phase", body)

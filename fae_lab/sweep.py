@@ -21,6 +21,7 @@ from fae_lab.cli_util import OneLineArgumentParser, run_guarded
 from fae_lab.errors import UsageError
 from fae_lab.experiments import Experiment
 from fae_lab.phase import print_ranking, run_series, split_train_flags
+from fae_lab.train import interrupt
 from fae_lab.train.args import SETTINGS
 
 
@@ -79,4 +80,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_ranking(rows, runs)
         return 0
 
-    return run_guarded("fae-lab sweep", body)
+    with interrupt.stop_on_signals():
+        return run_guarded("fae-lab sweep", body)

@@ -102,7 +102,7 @@ def test_bad_data_file_is_refused_by_train(tmp_path):
 def test_divergence_ends_the_run_as_diverged_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
     # The learning rate multiplies by 1e8 at step 10: training blows up right after the
-    # evaluation (and checkpoint) at step 10.
+    # evaluation at step 10.
     argv = [*_common(tiny_data, out), "--max-steps", "40", "--eval-every", "10", "--log-every", "1",
             "--batch-size", "4", "--steps-per-call", "5", "--lr-decay-rate", "1e8", "--lr-decay-steps", "10",
             "--checkpoint-every", "10"]
@@ -118,7 +118,9 @@ def test_divergence_ends_the_run_as_diverged_and_keeps_the_last_good_checkpoint(
     from fae_lab.train.checkpoint import Checkpoints
 
     ckpt = Checkpoints(out, keep_best=False)
-    assert ckpt.latest_step() == 10
+    # The last good state: the step before the first non-finite one, checkpointed whatever
+    # --checkpoint-every says (tests/test_train_reliability.py checks it in detail).
+    assert ckpt.latest_step() == progress["step"] - 1 >= 10
     ckpt.close()
     assert read_json(out / "final.json")["final/status"] == "diverged"
 

@@ -264,6 +264,11 @@ class RunStore:
                    for array in self._metric_arrays.values()]
         _write_regions([*regions, (self._recon, slice(n_eval, None), np.nan)])
 
+    def read_eval_row(self, row: int) -> dict[str, np.ndarray]:
+        """Every ``eval_*`` variable's slice at evaluation row ``row`` (as written)."""
+        return {name: np.asarray(array[row]) for name, array in self._metric_arrays.items()
+                if array.metadata.dimension_names[0] == "eval_step"}
+
     def update_progress(self, status: str | None = None, step: int | None = None,
                         message: str | None = None) -> None:
         """Replace ``progress.json``, changing what is given (``n_train`` and ``n_eval`` are the

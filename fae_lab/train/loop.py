@@ -4,6 +4,21 @@ Each host call runs ``steps_per_call`` steps of every member in one compiled cal
 call is dispatched before the previous call's metrics are read, so the device never waits on
 the host. At the steps of the evaluation schedule the loop evaluates on the device, hands the
 rows to each member's background store writer and, when due, checkpoints each member.
+
+What survives a failure:
+
+* The first checkpoint (the initial state, step 0) is committed before the first
+  evaluation, so a run killed once its store shows any row has one to resume from.
+* A member whose step s is not finite (loss, gradient or updated parameters; see
+  :mod:`fae_lab.train.step`) is ``diverged`` at step s; its state, frozen on the device at
+  step s - 1, is checkpointed there whatever ``--checkpoint-every`` says. An evaluation
+  that is not finite is not written (it is not counted in ``n_eval``) and ends the member
+  as ``diverged`` too. The other members go on.
+* A SIGINT / SIGTERM (:mod:`fae_lab.train.interrupt`) is read at the next chunk boundary:
+  the chunk in flight completes, the last completed step is checkpointed, and the run is
+  ``failed`` with a message naming that checkpoint.
+* ``finished`` (and any status that names a checkpoint) is written only after the
+  checkpoint it relies on is committed (orbax writes a temporary directory and renames it).
 """
 
 from __future__ import annotations
@@ -11,14 +26,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fae_lab.config import RunConfig
 from fae_lab.store import AsyncStoreWriter, StoreLayout, final_metrics
+from fae_lab.train import interrupt
 from fae_lab.train.checkpoint import Checkpoints
 from fae_lab.train.evaluate import EvalData
 from fae_lab.train.progress import ProgressReporter
@@ -34,6 +52,7 @@ class RunResult:
     status: str
     step: int
     final: dict[str, Any] | None
+    message: str = ""
 
 
 @dataclasses.dataclass
@@ -55,9 +74,12 @@ class Member:
     last_metrics: dict[str, np.ndarray] | None = None
     is_best: bool = False
     final: dict[str, Any] | None = None
+    message: str = ""
+    checkpoint_step: int | None = None  # the step of the member's latest checkpoint
 
     def result(self) -> RunResult:
-        return RunResult(run_dir=self.run_dir, status=self.status, step=self.step, final=self.final)
+        return RunResult(run_dir=self.run_dir, status=self.status, step=self.step, final=self.final,
+                         message=self.message)
 
 
 CHECKPOINT_SECONDS = 60.0
@@ -67,10 +89,13 @@ class GroupLoop:
     """The training loop of a group, between host calls (kept small and explicit)."""
 
     def __init__(self, config: RunConfig, members: list[Member], progress: ProgressReporter,
-                 evaluate, eval_data: EvalData, run_chunk, rest):
+                 evaluate, eval_data: EvalData, run_chunk, rest,
+                 stop: Callable[[], int | None] = interrupt.requested):
         self.config, self.members, self.progress = config, members, progress
         self.evaluate, self.eval_data, self.run_chunk, self.rest = evaluate, eval_data, run_chunk, rest
+        self.stop = stop
         self.step = 0
+        self.n_eval = 0  # evaluation rows done (the row index of the next one)
         self.eval_steps = [int(s) for s in members[0].layout.eval_steps]
 
     def elapsed(self, member: Member) -> float:
@@ -83,35 +108,49 @@ class GroupLoop:
         cfg = self.config
         self.t0 = self.last_checkpoint = time.perf_counter()
         self.step = int(state.step[0])
-        n_eval = self.members[0].record["n_eval"]
-        if n_eval == 0 and self.step == 0:
-            self._evaluate(state, 0)
-            n_eval = 1
+        self.n_eval = self.members[0].record["n_eval"]
         self.progress.start(self.step)
+        if any(m.checkpoint_step is None for _, m in self.running()):
+            # The first checkpoint, committed before anything else (evaluation included), so
+            # a run killed once its store shows a row can resume.
+            self._checkpoint(state)
+            self._wait_checkpoints()
+        if self.n_eval == 0 and self.step == 0 and self.stop() is None:
+            self._evaluate(state, 0)
+            self.n_eval = 1
         pending = None  # (metrics of the chunk in flight, its first step)
         while self.step < cfg.max_steps and self.running():
-            target = self.eval_steps[n_eval] if n_eval < len(self.eval_steps) else cfg.max_steps
+            if self.stop() is not None:
+                if pending is not None:
+                    self._absorb(*pending, state)
+                self._interrupted(state)
+                return
+            target = self.eval_steps[self.n_eval] if self.n_eval < len(self.eval_steps) else cfg.max_steps
             n = min(cfg.steps_per_call, target - self.step)
             state, metrics = self.run_chunk(state, n)
             if pending is not None:
-                self._absorb(*pending)
+                self._absorb(*pending, state)
             pending = (metrics, self.step)
             self.step += n
             if self.step == target:
-                self._absorb(*pending)
+                self._absorb(*pending, state)
                 pending = None
                 if not self.running():
                     break
-                self._evaluate(state, n_eval)
-                n_eval += 1
+                self._evaluate(state, self.n_eval)
+                self.n_eval += 1
                 stop = cfg.stop_after_step is not None and self.step >= cfg.stop_after_step
                 if stop or self.step == cfg.max_steps or self._due_checkpoint(self.step):
-                    self._checkpoint(state, n_eval)
+                    self._checkpoint(state)
                 if stop and self.step < cfg.max_steps:
+                    self._wait_checkpoints()
                     for _, member in self.running():
-                        member.status, member.step = "failed", self.step
-                        member.writer.set_status("failed", f"stopped at step {self.step}: continue with --resume")
+                        self._end(member, "failed", self.step,
+                                  f"stopped at step {self.step}: continue with --resume")
                     return
+        if pending is not None:  # every member diverged within the chunk in flight
+            self._absorb(*pending, state)
+        self._wait_checkpoints()  # 'finished' only once the final checkpoint is committed
         for _, member in self.running():
             member.status, member.step = "finished", self.step
             member.final = self._final(member, "finished")
@@ -129,23 +168,36 @@ class GroupLoop:
             return step % every == 0
         return time.perf_counter() - self.last_checkpoint >= CHECKPOINT_SECONDS
 
-    def _absorb(self, metrics, first_step: int) -> None:
+    def _absorb(self, metrics, first_step: int, state: TrainState) -> None:
+        """Log a chunk's per-step metrics; end the members that diverged within it.
+
+        ``state`` is the latest state (possibly of a later chunk): a diverged member's part
+        of it stays frozen at its last finite step."""
         host_all = {k: np.asarray(v, np.float64) for k, v in jax.device_get(metrics).items()}  # (M, n) each
         for i, member in self.running():
             host = {k: v[i] for k, v in host_all.items()}
             diverged = int(host.pop("diverged_step")[-1])
             steps = np.arange(first_step + 1, first_step + len(host["train_loss"]) + 1)
-            if diverged >= 0:
-                keep = steps <= diverged  # the step that produced NaN is logged: it is the evidence
-                host = {k: v[keep] for k, v in host.items()}
-                steps = steps[keep]
-            for start, block in member.rows.add(steps, host, self.elapsed(member)):
-                member.writer.write_train_rows(start, block)
-            if diverged >= 0:
-                self._diverged(member, diverged)
+            if diverged < 0:
+                self._log_rows(member, steps, host)
+                continue
+            self._log_rows(member, steps[steps < diverged], {k: v[steps < diverged] for k, v in host.items()})
+            self._checkpoint_last_finite(member, i, state, diverged - 1)
+            # The first non-finite step is logged: it is the evidence (after the checkpoint,
+            # whose row count excludes it, so a resumed run computes that step again).
+            self._log_rows(member, steps[steps == diverged], {k: v[steps == diverged] for k, v in host.items()})
+            self._end(member, "diverged", diverged,
+                      f"non-finite loss, gradient or parameters at step {diverged}; checkpoint at step "
+                      f"{diverged - 1}, the last finite step (--resume repeats step {diverged} exactly)")
+            self.progress.note(f"{member.label or 'run'} diverged at step {diverged} "
+                               f"(checkpoint at step {diverged - 1})")
         if len(self.members) == 1 and self.members[0].status == "running":
             self.progress.update(first_step + len(host_all["train_loss"][0]),
                                  float(host_all["train_loss"][0, -1]))
+
+    def _log_rows(self, member: Member, steps: np.ndarray, host: dict[str, np.ndarray]) -> None:
+        for start, block in member.rows.add(steps, host, self.elapsed(member)):
+            member.writer.write_train_rows(start, block)
 
     def _evaluate(self, state: TrainState, row: int) -> None:
         metrics, recon = self.evaluate(state.params, self.rest, self.eval_data)
@@ -154,37 +206,75 @@ class GroupLoop:
         recon = np.asarray(recon, np.float32)
         for i, member in self.running():
             host = {k: v[i] for k, v in host_all.items()}
+            rel = float(host["eval_rel_mse"])
+            if not (math.isfinite(rel) and math.isfinite(float(host["eval_mse"]))):
+                # Finite parameters whose reconstructions are not: the row is not written
+                # (n_eval never counts it) and the member ends here.
+                self._end(member, "diverged", self.step,
+                          f"the evaluation at step {self.step} is not finite (not written); the last "
+                          f"checkpoint is at step {member.checkpoint_step}")
+                self.progress.note(f"{member.label or 'run'}: non-finite evaluation at step {self.step}")
+                continue
             host["eval_wall_time"] = np.asarray(self.elapsed(member))
             member.writer.write_eval(row, host, recon[i])  # progress.json's step becomes this row's
             member.last_metrics, member.step = host, self.step
-            rel, best = float(host["eval_rel_mse"]), member.record["best_rel_mse"]
-            member.is_best = math.isfinite(rel) and (best is None or rel < best)
+            best = member.record["best_rel_mse"]
+            member.is_best = best is None or rel < best
             if member.is_best:
                 member.record.update(best_rel_mse=rel, best_step=self.step)
             prefix = f"[{member.label}] " if len(self.members) > 1 and member.label else ""
             self.progress.evaluation(self.step, host, prefix=prefix)
 
-    def _checkpoint(self, state: TrainState, n_eval: int) -> None:
-        now = self.last_checkpoint = time.perf_counter()
-        for member in self.members:
-            member.record["elapsed"] += now - self.t0
-        self.t0 = now
-        for i, member in self.running():
-            member.record.update(n_eval=n_eval, rows=member.rows.snapshot(), step=self.step)
-            member.writer.flush()  # the rows the checkpoint counts are on disk before it exists
-            member.checkpoints.save(self.step, member_slice(state, i), dict(member.record),
-                                    best=member.config.save_best_model and member.is_best)
+    def _save(self, member: Member, member_state: TrainState, step: int, *, best: bool = False) -> None:
+        """Checkpoint one member at ``step``: its state and a record of the rows it counts."""
+        record = dict(member.record, n_eval=self.n_eval, rows=member.rows.snapshot(), step=step,
+                      elapsed=self.elapsed(member))
+        member.writer.flush()  # the rows the checkpoint counts are on disk before it exists
+        member.checkpoints.save(step, member_state, record, best=best)
+        member.checkpoint_step = step
 
-    def _diverged(self, member: Member, step: int) -> None:
-        member.status, member.step = "diverged", int(step)
-        if member.last_metrics is not None:
+    def _checkpoint(self, state: TrainState) -> None:
+        self.last_checkpoint = time.perf_counter()
+        for i, member in self.running():
+            self._save(member, member_slice(state, i), self.step,
+                       best=member.config.save_best_model and member.is_best)
+
+    def _checkpoint_last_finite(self, member: Member, i: int, state: TrainState, step: int) -> None:
+        """A diverged member's checkpoint at its last finite ``step`` (whatever the policy)."""
+        if member.checkpoint_step == step:
+            return
+        member_state = member_slice(state, i)
+        held = int(member_state.step)
+        if held != step:  # the step function freezes a diverged member at its last finite step
+            raise RuntimeError(f"diverged member holds step {held}, expected {step}")
+        member_state = member_state._replace(diverged_step=jnp.asarray(-1, jnp.int32))
+        self._save(member, member_state, step)
+
+    def _wait_checkpoints(self) -> None:
+        for member in self.members:
+            member.checkpoints.wait()
+
+    def _interrupted(self, state: TrainState) -> None:
+        """A signal arrived: checkpoint the last completed step, then mark the run failed."""
+        name = interrupt.signal_name(self.stop())
+        if any(m.checkpoint_step != self.step for _, m in self.running()):
+            self._checkpoint(state)
+        self._wait_checkpoints()
+        for _, member in self.running():
+            self._end(member, "failed", self.step,
+                      f"interrupted by {name} at step {self.step}; checkpoint at step {self.step}: "
+                      "continue with --resume")
+        self.progress.note(f"interrupted by {name} at step {self.step}; checkpoint at step {self.step}")
+
+    def _end(self, member: Member, status: str, step: int, message: str) -> None:
+        """End a member: ``final.json`` when it ends as diverged, then ``progress.json``."""
+        member.status, member.step, member.message = status, int(step), message
+        if status == "diverged" and member.last_metrics is not None:
             member.final = self._final(member, "diverged")
             member.writer.write_final(member.final)
-        member.writer.update_progress(
-            status="diverged", step=int(step),
-            message=f"non-finite loss or gradient at step {step}; the last checkpoint holds the last good state",
-        )
-        self.progress.note(f"{member.label or 'run'} diverged at step {step}")
+        if status == "diverged":
+            self._wait_checkpoints()  # the message names a checkpoint: it is committed first
+        member.writer.update_progress(status=status, step=int(step), message=message)
 
     def _final(self, member: Member, status: str) -> dict[str, Any]:
         lay = member.layout

@@ -9,9 +9,12 @@ state, and every member writes its own run store. A single run is a group of one
 The loop keeps the device busy: each host call runs ``steps_per_call`` steps in a
 ``lax.scan``; the next call is dispatched before the previous call's metrics are read, and
 every store write goes through a background writer thread. Evaluations run on the device at
-the steps of the store's evaluation schedule; checkpoints are taken at evaluations (once a
-minute by default, at the end, and at ``--stop-after-step``), so a run stopped or interrupted
-resumes from its last checkpoint. Several local devices hold either different members (a
+the steps of the store's evaluation schedule; checkpoints are taken at the start (step 0,
+before the first evaluation), then at evaluations (once a minute by default, or ``--checkpoint-every``), at the
+end, at ``--stop-after-step``, at the last finite step of a diverged run and at the last
+completed step of an interrupted one (:mod:`fae_lab.train.loop`), so a run stopped, killed
+or interrupted resumes from its last checkpoint. ``--resume`` of a run killed before its
+first checkpoint starts it again from step 0; ``--resume`` of a finished run changes nothing. Several local devices hold either different members (a
 sweep) or different parts of each batch (data parallel).
 """
 
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,9 @@ from fae_lab.store import (
     eval_schedule,
     train_schedule,
 )
+from fae_lab.store.layout import CONFIG_FILE, FINAL_FILE, PROGRESS_FILE
 from fae_lab.store.writer import package_versions
+from fae_lab.train import interrupt
 from fae_lab.train.checkpoint import Checkpoints
 from fae_lab.train.devices import plan_placement
 from fae_lab.train.evaluate import EvalData, make_evaluate, prepare_eval_data
@@ -155,8 +159,11 @@ _RESUME_MAY_CHANGE = {"resume", "overwrite", "stop_after_step", "n_devices", "ke
 
 
 def check_resume_matches(config: RunConfig, run_dir: Path) -> None:
-    """A resumed run must be the same run: refuse a changed setting, naming it."""
-    stored = json.loads((run_dir / "config.json").read_text())["config"]
+    """A resumed run must be the same run: refuse a changed setting, naming it. A run killed
+    before its ``config.json`` was written has nothing to compare (it starts again)."""
+    if not (run_dir / CONFIG_FILE).exists():
+        return
+    stored = json.loads((run_dir / CONFIG_FILE).read_text())["config"]
     current = json.loads(json.dumps(to_json_dict(config)))
 
     def differences(a, b, prefix=""):
@@ -196,12 +203,25 @@ def store_layout(config: RunConfig, problem: Problem, run_name: str) -> StoreLay
     )
 
 
-def open_member_store(member: Member, problem: Problem, n_parameters: int, encoder_kernel: str = "xla") -> None:
-    """Create (or, with ``--resume``, reopen) the member's run store and checkpoints."""
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a committed checkpoint (orbax's temporary directories of a
+    save that never finished do not count)."""
+    if not (Path(run_dir) / "checkpoints" / "latest").is_dir():
+        return False
+    checkpoints = Checkpoints(run_dir, keep_best=False)
+    try:
+        return checkpoints.latest_step() is not None
+    finally:
+        checkpoints.close()
+
+
+def open_member_store(member: Member, problem: Problem, n_parameters: int, encoder_kernel: str = "xla",
+                      *, reopen: bool = False) -> None:
+    """Create (or, with ``reopen``, reopen) the member's run store and checkpoints."""
     cfg = member.config
     member.layout = store_layout(cfg, problem, cfg.wandb_name or member.run_dir.name)
     member.rows = TrainRowAggregator(member.layout.train_steps)
-    if cfg.resume:
+    if reopen:
         store = RunStore.open(member.run_dir)
     else:
         payload = {
@@ -220,7 +240,11 @@ def open_member_store(member: Member, problem: Problem, n_parameters: int, encod
         }
         truth = problem.data.fields[problem.test_idx[: problem.n_reconstructions]]
         store = RunStore.create(member.run_dir, member.layout, config=payload, command_line=member.command_line,
-                                truth=np.asarray(truth, np.float32), overwrite=cfg.overwrite)
+                                truth=np.asarray(truth, np.float32),
+                                # --resume without a checkpoint starts again; and files without a
+                                # progress.json are what a process killed while creating the store left
+                                overwrite=cfg.overwrite or cfg.resume
+                                or not (member.run_dir / PROGRESS_FILE).exists())
     member.writer = AsyncStoreWriter(store)
     member.checkpoints = Checkpoints(member.run_dir, keep_best=cfg.save_best_model)
 
@@ -289,7 +313,25 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
                for cfg, cl, lab in zip(configs, command_lines, labels, strict=True)]
     if len({m.run_dir.resolve() for m in members}) != len(members):
         raise UsageError("sweep: two members would write the same --output-dir")
+    if first.resume:
+        done = [m for m in members if _stored_status(m.run_dir) == "finished"]
+        if done and len(done) == len(members):
+            return [_already_finished(m) for m in members]  # nothing is opened, nothing changes
+        if done:
+            raise UsageError(f"--resume: {done[0].run_dir} already finished; resume the others without it")
+    resumable = [has_checkpoint(m.run_dir) for m in members] if first.resume else [False] * len(members)
+    if any(resumable) and not all(resumable):
+        missing = members[resumable.index(False)].run_dir
+        raise UsageError(f"--resume: {missing} has no checkpoint while other members have one; "
+                         "resume them separately")
+    reopen = all(resumable) and first.resume
+    if first.resume and not reopen:
+        for m in members:  # killed before its first checkpoint: nothing to lose, start again
+            print(f"--resume: {m.run_dir} has no checkpoint (it was stopped before its first); "
+                  "starting it again from step 0", file=sys.stderr)
+    _stop_before_writing()
     problem = prepare_problem(first)
+    _stop_before_writing()
     R = problem.resolution
     compute_dtype = jnp.bfloat16 if first.precision == "bf16" else jnp.float32
 
@@ -337,9 +379,10 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     problem = dataclasses.replace(problem, train_data=placement.place_shared(problem.train_data),
                                   eval_data=placement.place_shared(problem.eval_data))
 
+    _stop_before_writing()
     for member in members:
-        open_member_store(member, problem, n_parameters, "pallas" if fused_encoder else "xla")
-    if first.resume:
+        open_member_store(member, problem, n_parameters, "pallas" if fused_encoder else "xla", reopen=reopen)
+    if reopen:
         state = restore_group(members, state)
         state = placement.place_members(state)
 
@@ -349,12 +392,17 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     try:
         loop.run(state)
     except BaseException as err:
-        interrupted = isinstance(err, KeyboardInterrupt)
+        # Signals are handled by the loop (interrupt.stop_on_signals); this is an error, or a
+        # KeyboardInterrupt where no handler was installed: say what the disk holds.
         for member in members:
             if member.status == "running":
-                message = (f"interrupted at step {loop.step}: continue with --resume" if interrupted
-                           else f"{type(err).__name__}: {err}".splitlines()[0])
-                member.writer.set_status("failed", message)
+                cause = ("interrupted" if isinstance(err, KeyboardInterrupt)
+                         else f"{type(err).__name__}: {err}".splitlines()[0])
+                saved = member.checkpoints.latest_step()
+                where = ("no checkpoint: --resume starts it again from step 0" if saved is None
+                         else f"last checkpoint at step {saved}: continue with --resume")
+                member.status, member.message = "failed", f"{cause} at step {loop.step}; {where}"
+                member.writer.set_status("failed", member.message)
         raise
     finally:
         for member in members:
@@ -365,6 +413,14 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     return [member.result() for member in members]
 
 
+def _stop_before_writing() -> None:
+    """A signal before the run store is touched ends the command at once: nothing to save."""
+    sig = interrupt.requested()
+    if sig is not None:
+        raise interrupt.Interrupted(f"interrupted by {interrupt.signal_name(sig)} before training started; "
+                                    "nothing was written", sig)
+
+
 def restore_group(members: list[Member], state: TrainState) -> TrainState:
     """Each member's latest checkpoint, stacked; all members must stand at the same step."""
     restored = []
@@ -372,8 +428,13 @@ def restore_group(members: list[Member], state: TrainState) -> TrainState:
         if member.checkpoints.latest_step() is None:
             raise UsageError(f"--resume: {member.run_dir} has no checkpoint yet")
         member_state, member.record = member.checkpoints.restore_latest(member_slice(state, i))
+        member.checkpoint_step = int(member.record["step"])
         member.rows.restore(member.record["rows"])
-        member.writer.truncate(n_train=member.rows.n_rows, n_eval=member.record["n_eval"])
+        n_eval = int(member.record["n_eval"])
+        if n_eval:  # final.json of a run resumed at its end (or diverging before its next evaluation)
+            member.last_metrics = member.writer.store.read_eval_row(n_eval - 1)
+        member.writer.truncate(n_train=member.rows.n_rows, n_eval=n_eval)
+        member.writer.update_progress(status="running", message="")
         restored.append(member_state)
     steps = {int(s.step) for s in restored}
     if len(steps) != 1:
@@ -381,9 +442,17 @@ def restore_group(members: list[Member], state: TrainState) -> TrainState:
     return stack_members(restored)
 
 
-def install_sigterm_as_interrupt() -> None:
-    """SIGTERM ends a run like Ctrl-C: status 'failed' with a resumable checkpoint."""
-    if sys.platform != "win32":
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+def _stored_status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / PROGRESS_FILE).read_text()).get("status")
+    except (OSError, ValueError):
+        return None
 
 
+def _already_finished(member: Member) -> RunResult:
+    """``--resume`` of a finished run: report it as it stands on disk."""
+    progress = json.loads((member.run_dir / PROGRESS_FILE).read_text())
+    final_path = member.run_dir / FINAL_FILE
+    final = json.loads(final_path.read_text()) if final_path.exists() else None
+    return RunResult(run_dir=member.run_dir, status="finished", step=int(progress["step"]), final=final,
+                     message="already finished; nothing changed")

@@ -11,9 +11,11 @@ learning rate::
 
 Settings a sweep may vary (learning rate, beta, lambda_grad, p, clipping, schedules) live in
 the ``Hyper`` pytree of scalars, not in the traced program, so ``jax.vmap`` over a stack of
-them trains several members at once. A non-finite loss or gradient freezes the state (no
-update is applied from then on) and records the step: the host ends the run as
-``diverged`` with the last good parameters.
+them trains several members at once. A non-finite loss, gradient or updated parameters
+freezes the state at the last finite step (no update is applied from then on, the step
+counter stops) and records the first non-finite step: the host ends that member as
+``diverged`` and checkpoints the last finite state; the other members of a vmapped group
+are untouched.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class TrainState(NamedTuple):
     params: PyTree
     opt_state: PyTree
     step: Array  # int32 scalar: steps taken
-    diverged_step: Array  # int32 scalar: first step with a non-finite loss, -1 while healthy
+    diverged_step: Array  # int32 scalar: first non-finite step (1-based, as logged), -1 while healthy
 
 
 class TrainData(NamedTuple):
@@ -201,15 +203,21 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
         lr = learning_rate_at(hyper, step)
         params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
 
-        healthy = (state.diverged_step < 0) & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # Step s = state.step + 1 is finite when its loss, its gradient and the parameters it
+        # produces are: a huge learning rate can turn finite gradients into inf parameters,
+        # whose loss is only NaN one step later. The first non-finite step is recorded and
+        # the state stays at step s - 1 (step counter included) from then on, so the chunk
+        # returns the last finite state and the host can checkpoint and evaluate it.
+        finite_params = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+        healthy = (state.diverged_step < 0) & jnp.isfinite(loss) & jnp.isfinite(grad_norm) & finite_params
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(healthy, a, b), new, old)  # noqa: E731
         diverged_step = jnp.where(
-            state.diverged_step >= 0, state.diverged_step, jnp.where(healthy, -1, step)
+            state.diverged_step >= 0, state.diverged_step, jnp.where(healthy, -1, step + 1)
         ).astype(jnp.int32)
         new_state = TrainState(
             params=keep(params, state.params),
             opt_state=keep(opt_state, state.opt_state),
-            step=step + 1,
+            step=jnp.where(healthy, step + 1, step).astype(step.dtype),
             diverged_step=diverged_step,
         )
         metrics = {
