@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from fae_lab.cli_util import run_guarded
 from fae_lab.train.args import parse_run_config
+from fae_lab.train.output_dir import check_output_dir
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "fae-lab train") -> int:
@@ -14,6 +15,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "fae-lab train") -> int:
 
     def body() -> int:
         config = parse_run_config(argv, prog=prog)
+        check_output_dir(config)  # refused before JAX is imported (seconds), checked again there
         from fae_lab.train.run import install_sigterm_as_interrupt, train
 
         install_sigterm_as_interrupt()
