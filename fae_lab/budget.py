@@ -34,9 +34,9 @@ HOST, DEVICE, DISK = "memory", "device memory", "disk"
 _PHRASE = {HOST: ("of memory", "available"), DEVICE: ("of device memory", "available"),
            DISK: ("on disk", "free")}
 FLOAT32, FLOAT64, INT64 = 4, 8, 8
-# Activations kept per unit of width for the backward pass: pre-activation, activation and
-# their gradients (a rough count; XLA may fuse some away, or keep more).
-ACTIVATION_COPIES = 4
+# Activations kept per unit of width for the backward pass: the activation and its gradient
+# (a low count on purpose, XLA may keep the pre-activation too: a refusal must be sure).
+ACTIVATION_COPIES = 2
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ a real subprocess, as a user's shell would.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import zipfile
@@ -22,7 +23,7 @@ import pytest
 from fae_lab import cli as top_cli
 from fae_lab.budget import DISK, HOST, Need, format_bytes, over_budget
 from fae_lab.config import EvalConfig, RunConfig
-from fae_lab.train.budget import run_needs, schedule_rows
+from fae_lab.train.budget import activation_need, run_needs, schedule_rows
 from tests.train_helpers import assert_one_line_refusal, run_cli, write_tiny_data
 
 TiB = 1024**4
@@ -376,3 +377,15 @@ def test_run_store_need_counts_rows_and_reconstructions():
     assert len(disk) == 1 and disk[0].bytes == metrics + recon
     assert disk[0].flag == "--max-steps 10000000000"
     assert disk[0].bytes > 7 * TiB  # the figure a 10^10-step run was refused with
+
+
+def test_activation_need_is_the_larger_of_a_step_and_an_evaluation():
+    """Defaults: widths 32 (16 frequencies x cos, sin), 64 x 3, 100 x 5; R = 64, T = 6."""
+    config = RunConfig()
+    step = 4 * 2 * 32 * 64 * 64 * (32 + 3 * 64 + 5 * 100)  # float32, 2 copies, B 32, P R^2
+    evaluation = 4 * 2 * 64 * 6 * 64 * 64 * 100  # float32, 2 layers, B_eval 64, T R^2, max width
+    need = activation_need(config, 6, 64, n_members=3)
+    assert need.bytes == 3 * max(step, evaluation) and need.resource == "device memory"
+    huge = RunConfig(optim=dataclasses.replace(config.optim, batch_size=10**6))
+    need = activation_need(huge, 6, 64)
+    assert need.bytes == 4 * 2 * 10**6 * 64 * 64 * 724 and need.flag == "--batch-size 1000000"

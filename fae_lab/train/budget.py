@@ -12,9 +12,10 @@ radial bins, B batch, P points per sample and widths w_l:
 
 * host: the step schedules, ``(n_train + n_eval)`` int64 a few times over (layout, row
   aggregator, writer), and the data while it is generated or loaded;
-* device: train and test fields ``N T R^2`` float32, and per member the activations of a
-  step ``B P sum(w_l)`` float32 (times :data:`fae_lab.budget.ACTIVATION_COPIES` for the
-  backward pass) and of an evaluation batch ``B_eval T R^2 sum(w_l)``;
+* device: train and test fields ``N T R^2`` float32, and per member the larger of the
+  activations of a step ``B P sum(w_l)`` float32 (times
+  :data:`fae_lab.budget.ACTIVATION_COPIES` for the backward pass) and of an evaluation
+  batch, about ``2 B_eval T R^2 max(w_l)``;
 * disk, per member: ``metrics.zarr`` rows (every variable of the layout's table, float64)
   and ``reconstructions.zarr``, ``(n_eval + 1) S T R^2`` float32.
 """
@@ -73,7 +74,7 @@ def run_needs(config: RunConfig, n_samples: int, n_scales: int, resolution: int,
               n_members: int = 1) -> list[Need]:
     """What a group of ``n_members`` runs like ``config`` needs, on data ``(N, T, R, R)``."""
     N, T, R = n_samples, n_scales, resolution
-    e, m = config.eval, config.model
+    e = config.eval
     n_train, n_eval = schedule_rows(config)
     steps_flag = (f"--max-steps {config.max_steps}" if e.eval_every >= 500 and e.log_every >= 50
                   else f"--max-steps {config.max_steps} (with --eval-every {e.eval_every}, "
@@ -81,20 +82,7 @@ def run_needs(config: RunConfig, n_samples: int, n_scales: int, resolution: int,
     needs = [Need(HOST, SCHEDULE_COPIES * INT64 * (n_train + n_eval), "the step schedules", steps_flag)]
 
     needs.append(Need(DEVICE, FLOAT32 * N * T * R * R, "the fields on the device", data_flag(config)))
-    widths = sum(m.encoder_hidden) + sum(m.decoder_hidden) + 2 * m.n_coordinate_frequencies
-    if m.decoder_type == "rff_output":
-        widths += m.rff_dim * max(1, len(m.rff_multiscale_sigmas or ()))
-    points = max(config.data.encoder_points or R * R, config.data.decoder_points or R * R)
-    batch = config.optim.batch_size
-    per_step = FLOAT32 * ACTIVATION_COPIES * batch * points * widths * n_members
-    needs.append(Need(DEVICE, per_step, "one training step's activations", larger_departure(
-        {"batch": (batch, _DEFAULT_BATCH), "points": (points, _DEFAULT_POINTS)},
-        {"batch": f"--batch-size {batch}", "points": data_flag(config)})))
-    eval_batch = e.eval_batch_size
-    per_eval = FLOAT32 * 2 * eval_batch * T * R * R * widths * n_members
-    needs.append(Need(DEVICE, per_eval, "one evaluation batch's activations", larger_departure(
-        {"batch": (eval_batch, 64), "points": (R * R, _DEFAULT_POINTS)},
-        {"batch": f"--eval-batch-size {eval_batch}", "points": data_flag(config)})))
+    needs.append(activation_need(config, T, R, n_members))
 
     S = min(e.n_reconstruction_samples, N)
     train_values = len(TRAIN_VARIABLES) + len(LOSS_TERM_NAMES[config.loss.loss_type]) + 1
@@ -106,6 +94,38 @@ def run_needs(config: RunConfig, n_samples: int, n_scales: int, resolution: int,
     what = "the run store" if n_members == 1 else f"the {n_members} run stores"
     needs.append(Need(DISK, n_members * (metrics + recon), what, store_flag))
     return needs
+
+
+def layer_widths(config: RunConfig) -> list[int]:
+    """Widths of the per-point layers: coordinate features, encoder and decoder MLPs, and
+    the random Fourier features of an RFF-output decoder."""
+    m = config.model
+    widths = [2 * m.n_coordinate_frequencies, *m.encoder_hidden, *m.decoder_hidden]
+    if m.decoder_type == "rff_output":
+        widths.append(m.rff_dim * max(1, len(m.rff_multiscale_sigmas or ())))
+    return widths
+
+
+def activation_need(config: RunConfig, n_scales: int, resolution: int, n_members: int = 1) -> Need:
+    """Device bytes of the larger of one training step's and one evaluation batch's
+    activations (they are not live at once), for the whole group.
+
+    A step keeps every layer's ``B P w_l`` floats for the backward pass (times
+    :data:`ACTIVATION_COPIES`); an evaluation, forward only, holds about two layers of
+    ``B_eval T R^2 max(w_l)``. A lower estimate on purpose: what it refuses cannot fit.
+    """
+    widths, RR = layer_widths(config), resolution * resolution
+    points = max(config.data.encoder_points or RR, config.data.decoder_points or RR)
+    batch, eval_batch = config.optim.batch_size, config.eval.eval_batch_size
+    per_step = FLOAT32 * ACTIVATION_COPIES * batch * points * sum(widths) * n_members
+    per_eval = FLOAT32 * 2 * eval_batch * n_scales * RR * max(widths) * n_members
+    if per_step >= per_eval:
+        return Need(DEVICE, per_step, "one training step's activations", larger_departure(
+            {"batch": (batch, _DEFAULT_BATCH), "points": (points, _DEFAULT_POINTS)},
+            {"batch": f"--batch-size {batch}", "points": data_flag(config)}))
+    return Need(DEVICE, per_eval, "one evaluation batch's activations", larger_departure(
+        {"batch": (eval_batch, 64), "points": (RR, _DEFAULT_POINTS)},
+        {"batch": f"--eval-batch-size {eval_batch}", "points": data_flag(config)}))
 
 
 def data_shape(config: RunConfig) -> tuple[int, int, int, list[Need]] | None:
