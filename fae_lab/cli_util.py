@@ -8,6 +8,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -58,6 +59,8 @@ def parse_float_list(text: str) -> tuple[float, ...]:
         ) from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one number")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
     return values
 
 
@@ -71,14 +74,28 @@ def parse_int_list(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _number(kind: type, text: str) -> float | int:
+    """``kind(text)``, refusing what is not a finite number: ``inf``, ``nan`` and ``1e309``
+    (which overflows to inf) would reach the optimiser or the grid as a NaN training."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type`` accepting any finite float."""
+    return _number(float, text)
+
+
 def positive(kind: type) -> Callable[[str], float | int]:
-    """An argparse ``type`` accepting numbers > 0 of ``kind``."""
+    """An argparse ``type`` accepting finite numbers > 0 of ``kind``."""
 
     def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        value = _number(kind, text)
         if not value > 0:
             raise argparse.ArgumentTypeError(f"expected a value > 0, got {text!r}")
         return value
@@ -88,19 +105,27 @@ def positive(kind: type) -> Callable[[str], float | int]:
 
 
 def non_negative(kind: type) -> Callable[[str], float | int]:
-    """An argparse ``type`` accepting numbers >= 0 of ``kind``."""
+    """An argparse ``type`` accepting finite numbers >= 0 of ``kind``."""
 
     def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        value = _number(kind, text)
         if not value >= 0:
             raise argparse.ArgumentTypeError(f"expected a value >= 0, got {text!r}")
         return value
 
     convert.__name__ = f"non-negative {kind.__name__}"
     return convert
+
+
+SEED_LIMIT = 2**63  # jax.random.key takes a C long
+
+
+def seed(text: str) -> int:
+    """An argparse ``type`` for a random seed: an integer in [0, 2^63)."""
+    value = non_negative(int)(text)
+    if value >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2^63, got {text!r}")
+    return value
 
 
 def fraction(text: str) -> float:
@@ -112,6 +137,14 @@ def fraction(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
     return value
+
+
+def path_text(text: str) -> str:
+    """An argparse ``type`` for a path: an empty (or blank) one would mean the current
+    directory, so a run would be written among whatever is there."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
 
 
 def main_entry(prog: str, build: Callable[[], argparse.ArgumentParser],

@@ -24,7 +24,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fae_lab.cli_util import OneLineArgumentParser, main_entry, positive
+from fae_lab.cli_util import OneLineArgumentParser, main_entry, path_text, positive
+from fae_lab.destination import check_can_create
 from fae_lab.experiments import Experiment
 
 # Arguments of fae_lab.data.generate.generate_microstructures: few, large inclusions, so that
@@ -49,7 +50,7 @@ DEMO_EXPERIMENTS = [
 
 def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(prog="fae-lab demo", description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="runs/demo", help="directory for the demo's runs (default runs/demo)")
+    p.add_argument("--runs", type=path_text, default="runs/demo", help="directory for the demo's runs (default runs/demo)")
     p.add_argument("--max-steps", type=positive(int), default=DEMO_STEPS,
                    help=f"steps per run (default {DEMO_STEPS})")
     p.add_argument("--overwrite", action="store_true", help="retrain runs (and regenerate the data) that exist")
@@ -71,6 +72,7 @@ def run(args) -> int:
     from fae_lab.phase import format_table, run_series
 
     runs = Path(args.runs)
+    check_can_create(runs, "--runs")
     data = runs / "data.npz"
     r = DEMO_DATA["resolution"]
     print(f"fae-lab demo: 3 runs x {args.max_steps} steps on {DEMO_DATA['n_samples']} generated "

@@ -16,8 +16,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fae_lab.cli_util import OneLineArgumentParser, positive, run_guarded
+from fae_lab.cli_util import OneLineArgumentParser, path_text, positive, run_guarded
 from fae_lab.config import RunConfig
+from fae_lab.destination import check_can_create
 from fae_lab.experiments import PHASES, Experiment, phase_experiments
 from fae_lab.train import interrupt
 from fae_lab.train.args import parse_run_config
@@ -31,8 +32,8 @@ COLUMNS = (
 def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(prog="fae-lab phase", description=__doc__.splitlines()[0])
     p.add_argument("phase", choices=PHASES)
-    p.add_argument("--runs", help="directory of the phase's runs (default runs/phase_<phase>)")
-    p.add_argument("--data-path", help=".npz data file (default: generated data)")
+    p.add_argument("--runs", type=path_text, help="directory of the phase's runs (default runs/phase_<phase>)")
+    p.add_argument("--data-path", type=path_text, help=".npz data file (default: generated data)")
     p.add_argument("--max-steps", type=positive(int), help="steps of every run (the seed's is 50,000)")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already exist")
     p.add_argument("--quiet", action="store_true")
@@ -171,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         runs = Path(args.runs or f"runs/phase_{args.phase}")
+        check_can_create(runs, "--runs")
         rows = run_series(phase_experiments(args.phase), runs, data_path=args.data_path, max_steps=args.max_steps,
                          extra=train_flags, overwrite=args.overwrite, quiet=args.quiet)
         print_ranking(rows, runs)

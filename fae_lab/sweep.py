@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fae_lab.cli_util import OneLineArgumentParser, run_guarded
+from fae_lab.cli_util import OneLineArgumentParser, path_text, run_guarded
+from fae_lab.destination import check_can_create
 from fae_lab.errors import UsageError
 from fae_lab.experiments import Experiment
 from fae_lab.phase import print_ranking, run_series, split_train_flags
@@ -55,7 +56,7 @@ def grid_experiments(axes: list[tuple[str, list[str]]]) -> list[Experiment]:
 def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(prog="fae-lab sweep", description=__doc__.splitlines()[0],
                               epilog="Flags for every member go after --, e.g. -- --max-steps 5000")
-    p.add_argument("--runs", required=True, help="directory of the sweep's runs")
+    p.add_argument("--runs", type=path_text, required=True, help="directory of the sweep's runs")
     p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                    help="a train setting and its values (repeat for a grid; ';' separates values "
                    "that contain commas, e.g. rff-multiscale-sigmas=1,2;2,4)")
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--grid: give at least one NAME=V1,V2,...")
         experiments = grid_experiments(parse_grid(args.grid))
         runs = Path(args.runs)
+        check_can_create(runs, "--runs")
         rows = run_series(experiments, runs, extra=train_flags, overwrite=args.overwrite,
                           quiet=args.quiet, vmapped=not args.sequential)
         print_ranking(rows, runs)

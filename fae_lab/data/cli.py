@@ -18,17 +18,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fae_lab.budget import DISK, Need, generation_needs, larger_departure, refuse_if_over
 from fae_lab.cli_util import (
     OneLineArgumentParser,
-    non_negative,
+    finite_float,
     parse_float_list,
     parse_int_list,
+    path_text,
     positive,
     run_guarded,
+    seed,
 )
 from fae_lab.data.generate import generate_microstructures
 from fae_lab.data.npz import MultiscaleData, load_npz, save_npz
 from fae_lab.data.views import default_held_out, high_frequency_energy_fraction
+from fae_lab.destination import check_can_create
 from fae_lab.errors import UsageError
 
 PROG = "fae-lab data"
@@ -42,17 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
         "generate", help="write periodic multiscale microstructures to an .npz file",
         description="Random two-phase inclusions on the torus, filtered exactly in Fourier "
                     "space at each sigma (scale 0 unfiltered); times = sigma^2 / 2.")
-    generate.add_argument("--out", required=True, metavar="FILE", help="the .npz file to write")
+    generate.add_argument("--out", type=path_text, required=True, metavar="FILE", help="the .npz file to write")
     generate.add_argument("--n-samples", type=positive(int), default=256, metavar="N")
     generate.add_argument("--resolution", type=positive(int), default=64, metavar="R",
                           help="grid size")
     generate.add_argument("--n-scales", type=positive(int), default=None, metavar="T",
                           help="T (default: the number of --sigmas, else 6)")
-    generate.add_argument("--seed", type=non_negative(int), default=0, metavar="S")
+    generate.add_argument("--seed", type=seed, default=0, metavar="S")
     generate.add_argument("--sigmas", type=parse_float_list, default=None, metavar="LIST",
                           help="filter widths in domain lengths, 0 first, increasing "
                                "(default: 0, then geometric from 0.5/R to 1/8)")
-    generate.add_argument("--contrast", type=float, default=1.0, metavar="C",
+    generate.add_argument("--contrast", type=finite_float, default=1.0, metavar="C",
                           help="value of the inclusion phase (the matrix is 0)")
     generate.add_argument("--volume-fraction", type=_open_fraction, default=0.3, metavar="F",
                           help="expected area fraction of the inclusions, in (0, 1)")
@@ -63,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
 
     inspect = commands.add_parser("inspect", help="summarise an .npz data file")
-    inspect.add_argument("file", metavar="FILE")
+    inspect.add_argument("file", type=path_text, metavar="FILE")
     return parser
 
 
@@ -93,7 +97,14 @@ def _radius_range(values: tuple[float, ...] | None) -> tuple[float, float] | Non
 def _generate(args: argparse.Namespace) -> int:
     if os.path.exists(args.out) and not args.overwrite:
         raise UsageError(f"{args.out}: already exists; refusing to overwrite it (use --overwrite)")
+    check_can_create(args.out, "--out", kind="file")
     n_scales = args.n_scales or (len(args.sigmas) if args.sigmas is not None else 6)
+    flags = {"resolution": f"--resolution {args.resolution}", "n_samples": f"--n-samples {args.n_samples}"}
+    needs = generation_needs(args.n_samples, n_scales, args.resolution, flags)
+    file_bytes = 4 * args.n_samples * n_scales * args.resolution**2  # float32 fields, uncompressed
+    needs.append(Need(DISK, file_bytes, "the .npz file", larger_departure(
+        {"resolution": (args.resolution**2, 64**2), "n_samples": (args.n_samples, 256)}, flags)))
+    refuse_if_over(needs, disk_at=os.path.dirname(os.path.abspath(args.out)))
     started = time.perf_counter()
     data = generate_microstructures(
         args.n_samples, args.resolution, n_scales, args.seed, sigmas=args.sigmas,

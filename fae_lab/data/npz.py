@@ -11,6 +11,7 @@ expected, so a command can refuse the file in one line. NumPy only.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import zipfile
@@ -51,6 +52,10 @@ class MultiscaleData:
         return int(self.fields.shape[-1])
 
 
+# The keys of a data file (docs/data-file.md; others in a file are ignored).
+KEYS = ("fields", "resolution", "times", "sigmas", "held_out_indices")
+
+
 class UnreadableDataFile(DataFileError):
     """A path that is not a readable .npz archive at all (no key to name)."""
 
@@ -59,8 +64,11 @@ class UnreadableDataFile(DataFileError):
         UsageError.__init__(self, f"{path}: {expected}")
 
 
-def load_npz(path: str | os.PathLike) -> MultiscaleData:
-    """Read and validate a data file (docs/data-file.md); ``fields`` become float32 ``(N, T, R, R)``."""
+def check_file(path: str | os.PathLike) -> dict[str, ArrayHeader]:
+    """What can be told of a data file without loading an array: that it is an ``.npz``
+    archive, whose headers hold numbers (no pickled objects), claim no more bytes than the
+    archive holds, and fit in memory. Returns the headers; refuses (:class:`DataFileError`,
+    or :class:`UsageError` for memory) in one line."""
     name = str(path)
     if not os.path.exists(name):
         raise UnreadableDataFile(name, "no such file")
@@ -77,19 +85,96 @@ def load_npz(path: str | os.PathLike) -> MultiscaleData:
     if not magic.startswith(b"PK"):
         raise UnreadableDataFile(name, "is not an .npz archive (a zip of named arrays written "
                                        "by numpy.savez)")
+    headers = _checked_headers(name)
+    from fae_lab.budget import loaded_data_needs, refuse_if_over
+
+    fields = headers.get("fields")
+    n_values = math.prod(fields.shape) if fields is not None else 0
+    refuse_if_over(loaded_data_needs(sum(h.nbytes for h in headers.values()), n_values, name))
+    return headers
+
+
+def load_npz(path: str | os.PathLike) -> MultiscaleData:
+    """Read and validate a data file (docs/data-file.md); ``fields`` become float32 ``(N, T, R, R)``."""
+    name = str(path)
+    check_file(name)
     try:
         archive = np.load(name, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise UnreadableDataFile(name, f"is not a readable .npz archive ({_reason(err)})") from None
     with archive:
         arrays = {}
-        for key in ("fields", "resolution", "times", "sigmas", "held_out_indices"):
+        for key in KEYS:
             if key in archive.files:
                 try:
                     arrays[key] = archive[key]
                 except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
                     raise DataFileError(name, key, f"could not be read ({_reason(err)})") from None
     return validate_arrays(arrays, name)
+
+
+@dataclass(frozen=True)
+class ArrayHeader:
+    """What an ``.npy`` member's header says: ``shape`` and ``dtype``, and the bytes the
+    member holds after its header (``stored``)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    stored: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def read_headers(path: str | os.PathLike) -> dict[str, ArrayHeader]:
+    """The headers of the arrays this module reads (:data:`KEYS`) found in an ``.npz`` file,
+    read without loading any array. Raises ``zipfile.BadZipFile``/``OSError``/``ValueError``
+    on an archive or a header that cannot be read."""
+    headers = {}
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        for key in KEYS:
+            member = f"{key}.npy"
+            if member not in names:
+                continue
+            info = archive.getinfo(member)
+            with archive.open(info) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+                elif version in ((2, 0), (3, 0)):  # 3.0 differs only in the header's encoding
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+                else:
+                    raise ValueError(f"{member}: unknown .npy format version {version}")
+                headers[key] = ArrayHeader(tuple(int(s) for s in shape), np.dtype(dtype),
+                                           info.file_size - stream.tell())
+    return headers
+
+
+def _checked_headers(name: str) -> dict[str, ArrayHeader]:
+    """:func:`read_headers`, refusing a member that holds Python objects (loading it would
+    unpickle code) or whose header claims more bytes than the member holds (a truncated or
+    forged file: loading it would allocate the claimed size first)."""
+    try:
+        headers = read_headers(name)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise UnreadableDataFile(name, f"is not a readable .npz archive ({_reason(err)})") from None
+    for key, header in headers.items():
+        if header.dtype.hasobject:
+            raise DataFileError(name, key, f"holds Python objects (dtype {header.dtype}); "
+                                           "expected numbers (the file is not loaded with pickle)")
+        if header.nbytes > header.stored:
+            raise DataFileError(name, key, f"header claims shape {header.shape} of {header.dtype} "
+                                           f"({_size(header.nbytes)}) but the file holds "
+                                           f"{_size(header.stored)} of it (truncated or corrupt)")
+    return headers
+
+
+def _size(n: int) -> str:
+    from fae_lab.budget import format_bytes
+
+    return format_bytes(n)
 
 
 def validate_arrays(arrays: Mapping[str, np.ndarray], source: str) -> MultiscaleData:

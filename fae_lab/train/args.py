@@ -25,7 +25,9 @@ from fae_lab.cli_util import (
     non_negative,
     parse_float_list,
     parse_int_list,
+    path_text,
     positive,
+    seed,
 )
 from fae_lab.errors import UsageError
 
@@ -75,10 +77,10 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     nn_int, nn_float = non_negative(int), non_negative(float)
 
     g = p.add_argument_group("run")
-    g.add_argument("--config", metavar="FILE", help="YAML or JSON file of settings; flags override it")
-    g.add_argument("--output-dir", help="the run directory (the run store)")
+    g.add_argument("--config", type=path_text, metavar="FILE", help="YAML or JSON file of settings; flags override it")
+    g.add_argument("--output-dir", type=path_text, help="the run directory (the run store)")
     g.add_argument("--max-steps", type=pos_int)
-    g.add_argument("--seed", type=nn_int, help="initialisation, batches and point subsets")
+    g.add_argument("--seed", type=seed, help="initialisation, batches and point subsets")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
     g.add_argument("--stop-after-step", type=pos_int,
@@ -100,18 +102,18 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     g.add_argument("--wandb-name", help="accepted from the seed: names the run")
 
     g = p.add_argument_group("data")
-    g.add_argument("--data-path", help=".npz data file, docs/data-file.md (default: generated data)")
+    g.add_argument("--data-path", type=path_text, help=".npz data file, docs/data-file.md (default: generated data)")
     g.add_argument("--training-mode", choices=C.TRAINING_MODES)
     g.add_argument("--single-scale-index", type=nn_int)
     g.add_argument("--held-out-indices", type=_indices, help='scales never trained on, e.g. "2,5"')
     g.add_argument("--test-fraction", type=fraction)
-    g.add_argument("--split-seed", type=nn_int)
+    g.add_argument("--split-seed", type=seed)
     g.add_argument("--encoder-points", type=pos_int, help="points per sample seen by the encoder (default: full grid)")
     g.add_argument("--decoder-points", type=pos_int, help="points per sample in the decoder's l2 loss (default: full grid)")
     g.add_argument("--generate-n-samples", type=pos_int)
     g.add_argument("--generate-resolution", type=pos_int)
     g.add_argument("--generate-n-scales", type=pos_int)
-    g.add_argument("--generate-seed", type=nn_int)
+    g.add_argument("--generate-seed", type=seed)
 
     g = p.add_argument_group("model")
     g.add_argument("--latent-dim", type=pos_int)
@@ -127,7 +129,7 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     g.add_argument("--rff-sigma", type=pos_float)
     g.add_argument("--rff-multiscale-sigmas", type=_sigmas, help='one RFF band per sigma, e.g. "0.5,1.0,2.0,4.0"')
     g.add_argument("--rff-location", choices=C.RFF_LOCATIONS)
-    g.add_argument("--feature-seed", type=nn_int)
+    g.add_argument("--feature-seed", type=seed)
 
     g = p.add_argument_group("loss")
     g.add_argument("--loss-type", choices=C.LOSS_TYPES)

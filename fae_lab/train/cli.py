@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from fae_lab.cli_util import run_guarded
 from fae_lab.train import interrupt
+from fae_lab.train.output_dir import check_output_dir
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "fae-lab train") -> int:
@@ -22,6 +23,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "fae-lab train") -> int:
         from fae_lab.train.args import parse_run_config
 
         config = parse_run_config(argv, prog=prog)
+        check_output_dir(config)  # refused before JAX is imported (seconds), checked again there
         from fae_lab.train.run import train
 
         result = train(config, [prog, *argv])

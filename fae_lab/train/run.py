@@ -47,13 +47,15 @@ from fae_lab.store import (
     eval_schedule,
     train_schedule,
 )
-from fae_lab.store.layout import CONFIG_FILE, FINAL_FILE, PROGRESS_FILE
+from fae_lab.store.layout import FINAL_FILE, PROGRESS_FILE
 from fae_lab.store.writer import package_versions
 from fae_lab.train import interrupt
+from fae_lab.train.budget import check_run_budget
 from fae_lab.train.checkpoint import Checkpoints
 from fae_lab.train.devices import plan_placement
 from fae_lab.train.evaluate import EvalData, make_evaluate, prepare_eval_data
 from fae_lab.train.loop import GroupLoop, Member, RunResult
+from fae_lab.train.output_dir import check_output_dir
 from fae_lab.train.progress import ProgressReporter
 from fae_lab.train.rows import TrainRowAggregator
 from fae_lab.train.step import (
@@ -138,47 +140,6 @@ def prepare_problem(config: RunConfig) -> Problem:
 
 
 # ----------------------------------------------------------------------------- one member
-
-
-def check_output_dir(config: RunConfig) -> Path:
-    """Refuse to clobber a run, or to resume one that is not there, before any work."""
-    run_dir = Path(config.output_dir)
-    has_run = (run_dir / "config.json").exists() or (run_dir / "progress.json").exists()
-    if config.resume and not has_run:
-        raise UsageError(f"--resume: no run in {run_dir} to resume")
-    if has_run and not (config.resume or config.overwrite):
-        raise UsageError(f"--output-dir: {run_dir} already holds a run (use --resume or --overwrite)")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--output-dir: {run_dir} exists and is not a directory")
-    if config.resume:
-        check_resume_matches(config, run_dir)
-    return run_dir
-
-
-_RESUME_MAY_CHANGE = {"resume", "overwrite", "stop_after_step", "n_devices", "kernels"}
-
-
-def check_resume_matches(config: RunConfig, run_dir: Path) -> None:
-    """A resumed run must be the same run: refuse a changed setting, naming it. A run killed
-    before its ``config.json`` was written has nothing to compare (it starts again)."""
-    if not (run_dir / CONFIG_FILE).exists():
-        return
-    stored = json.loads((run_dir / CONFIG_FILE).read_text())["config"]
-    current = json.loads(json.dumps(to_json_dict(config)))
-
-    def differences(a, b, prefix=""):
-        for key in sorted(set(a) | set(b)):
-            if key in _RESUME_MAY_CHANGE and not prefix:
-                continue
-            va, vb = a.get(key), b.get(key)
-            if isinstance(va, dict) and isinstance(vb, dict):
-                yield from differences(va, vb, f"{prefix}{key}.")
-            elif va != vb:
-                yield f"{prefix}{key}", va, vb
-
-    for name, was, now in differences(stored, current):
-        flag = "--" + name.split(".")[-1].replace("_", "-")
-        raise UsageError(f"--resume: {flag} was {was!r} in the stored run, now {now!r}; resume with the same settings")
 
 
 def store_layout(config: RunConfig, problem: Problem, run_name: str) -> StoreLayout:
@@ -330,6 +291,7 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
             print(f"--resume: {m.run_dir} has no checkpoint (it was stopped before its first); "
                   "starting it again from step 0", file=sys.stderr)
     _stop_before_writing()
+    check_run_budget(configs)  # before the data are made and the stores preallocated
     problem = prepare_problem(first)
     _stop_before_writing()
     R = problem.resolution
