@@ -29,6 +29,7 @@ VARIANTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling, decoder", VARIANTS, ids=lambda v: "-".join(str(p) for p in v) if isinstance(v, tuple) else v)
 def test_variant_runs_jitted_and_vmapped_over_parameter_sets(pooling, decoder):
     decoder_type, location, sigmas = decoder

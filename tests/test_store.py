@@ -526,6 +526,7 @@ def test_synthetic_command_line_refuses_bad_input_with_one_line(tmp_path, capsys
     assert err.count("\n") == 1 and "already holds a run" in err
 
 
+@pytest.mark.slow
 def test_store_package_does_not_import_jax():
     code = ("import sys, fae_lab.store, fae_lab.store.synthetic, fae_lab.store.reader; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', "
@@ -549,6 +550,7 @@ def test_a_whole_config_document_keeps_its_extra_keys(tmp_path):
                             "run_name", "group", "created"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("resolution", "n_bins"), [(16, 5), (24, 16)])
 def test_synthetic_metrics_match_the_training_engines_definitions(resolution, n_bins, tmp_path):
     """The fabricated runs are evaluated exactly as ``fae_lab.spectral`` evaluates real ones
