@@ -104,6 +104,7 @@ def test_reference_configuration_has_the_papers_parameter_count():
     assert count_parameters(model_for(REFERENCE, 64)) == encoder + decoder
 
 
+@pytest.mark.slow
 def test_fourier_matrices_are_not_parameters():
     cfg = dataclasses.replace(REFERENCE, decoder_type="rff_output", rff_location="penultimate",
                               rff_dim=256, rff_multiscale_sigmas=(0.5, 1.0, 2.0, 4.0))
@@ -126,6 +127,7 @@ def test_attention_pooling_adds_key_value_and_query_parameters():
 # ---------------------------------------------------------------- feature maps
 
 
+@pytest.mark.slow
 def test_gaussian_coordinate_features_follow_the_formula_and_sigma():
     sigma = 3.0
     features = CoordinateFeatures("gaussian", 4096, sigma, None, rngs=nnx.Rngs(1))
@@ -148,6 +150,7 @@ def test_multiband_coordinate_features_concatenate_one_block_per_sigma():
                                np_gamma(x, freqs), atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma", [0.4, 1.0, 50.0])
 def test_periodic_features_are_integer_clipped_and_never_constant(sigma):
     resolution = 16
@@ -234,6 +237,7 @@ def test_factorised_first_layer_is_initialised_as_one_layer_on_the_concatenation
         assert abs(block.std() * np.sqrt(96) - 1) < 0.1
 
 
+@pytest.mark.slow
 def test_shared_and_per_sample_decoder_grids_agree():
     model = model_for(SMALL, 8, seed=6)
     x, u = field_batch(8)

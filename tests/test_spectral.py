@@ -233,6 +233,7 @@ def test_sums_accumulate_over_batches(x64):
         )
 
 
+@pytest.mark.slow
 def test_padded_samples_contribute_nothing(x64):
     pred, target = make_fields(6)
     bins = radial_bins(R, N_BINS)
@@ -245,6 +246,7 @@ def test_padded_samples_contribute_nothing(x64):
         np.testing.assert_allclose(padded[name], plain[name], rtol=1e-12, err_msg=name)
 
 
+@pytest.mark.slow
 def test_jit_and_vmap_agree_with_eager():
     pred, target = (jnp.asarray(x, jnp.float32) for x in make_fields(7))
     bins = radial_bins(R, N_BINS)

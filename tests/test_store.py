@@ -361,6 +361,7 @@ def test_async_writer_writes_in_order_from_copies_and_reraises_failures(tmp_path
     assert read_json(tmp_path / "run" / "progress.json")["n_train"] == 4
 
 
+@pytest.mark.slow
 def test_async_writer_context_manager_flushes_everything(tmp_path):
     layout = make_layout()
     with AsyncStoreWriter(create(tmp_path, layout), max_pending=2) as writer:
@@ -490,6 +491,7 @@ def test_synthetic_run_is_consistent_with_its_own_reconstructions(tmp_path, opti
     assert final["final/step"] == int(ds.eval_step[-1]) and final["final/status"] == "finished"
 
 
+@pytest.mark.slow
 def test_synthetic_runs_show_spectral_bias_and_its_mitigation(tmp_path):
     def remaining(run):  # error power per bin at the end / at the start, training scales
         spectral = xr.open_zarr(run / "metrics.zarr").eval_spectral_mse.values
@@ -503,6 +505,7 @@ def test_synthetic_runs_show_spectral_bias_and_its_mitigation(tmp_path):
     assert h1[-3] < 0.5 * baseline[-3]
 
 
+@pytest.mark.slow
 def test_synthetic_statuses(tmp_path):
     running = open_run(write_synthetic_run(tmp_path / "r", n_evals=6, status="running"))
     assert running.progress["status"] == "running" and running.progress["n_eval"] == 3
