@@ -22,4 +22,4 @@ test:
 	.venv/bin/python -m pytest -n 2 --timeout 600
 
 test-fast: env
-	.venv/bin/python -m pytest -m "not slow and not browser"
+	.venv/bin/python -m pytest -n 2 -m "not slow and not browser"

@@ -168,6 +168,7 @@ def test_unreadable_path_is_refused(tmp_path, name, make, words):
     assert words in message and "\n" not in message and str(path) in message
 
 
+@pytest.mark.slow
 def test_every_refusal_is_one_line_and_status_2_from_the_command_line(tmp_path):
     cases = write_broken(tmp_path)
     fae_lab_script = str(Path(sys.executable).parent / "fae-lab")

@@ -75,6 +75,7 @@ def test_encoder_and_decoder_subsets_are_independent_uniform_subsets():
     assert 0.75 * variance < overlap.var() < 1.33 * variance
 
 
+@pytest.mark.slow
 def test_draws_are_fixed_by_the_key_and_jittable():
     key = jax.random.key(6)
     eager = draw_point_subsets(key, 4, N_TOTAL, 10, 20)

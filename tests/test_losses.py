@@ -92,6 +92,7 @@ def test_l2_and_finite_difference_h1(x64):
     }
 
 
+@pytest.mark.slow
 def test_central_differences_vanish_on_nyquist_but_spectral_form_does_not(x64):
     a, lam = 1.3, 0.5
     for nx, ny in [(R // 2, 0), (0, R // 2), (R // 2, R // 2)]:
@@ -124,6 +125,7 @@ def test_spectral_h1_against_numpy_fft(x64):
         assert out["grad"] == pytest.approx(0.25 * np_spectral_gradient(e, expected_k0), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_spectral_and_finite_difference_agree_on_smooth_fields(x64):
     r = 64
     rng = np.random.default_rng(3)

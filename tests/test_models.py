@@ -95,6 +95,7 @@ def field_batch(resolution, batch=2, seed=0):
 # ---------------------------------------------------------------- sizes
 
 
+@pytest.mark.slow
 def test_reference_configuration_has_the_papers_parameter_count():
     gamma = 2 * 16
     encoder = dense(gamma + 1, 64) + 2 * dense(64, 64) + dense(64, 64)
@@ -103,6 +104,7 @@ def test_reference_configuration_has_the_papers_parameter_count():
     assert count_parameters(model_for(REFERENCE, 64)) == encoder + decoder
 
 
+@pytest.mark.slow
 def test_fourier_matrices_are_not_parameters():
     cfg = dataclasses.replace(REFERENCE, decoder_type="rff_output", rff_location="penultimate",
                               rff_dim=256, rff_multiscale_sigmas=(0.5, 1.0, 2.0, 4.0))
@@ -125,6 +127,7 @@ def test_attention_pooling_adds_key_value_and_query_parameters():
 # ---------------------------------------------------------------- feature maps
 
 
+@pytest.mark.slow
 def test_gaussian_coordinate_features_follow_the_formula_and_sigma():
     sigma = 3.0
     features = CoordinateFeatures("gaussian", 4096, sigma, None, rngs=nnx.Rngs(1))
@@ -135,6 +138,7 @@ def test_gaussian_coordinate_features_follow_the_formula_and_sigma():
     np.testing.assert_allclose(np.asarray(features(jnp.asarray(x))), np_gamma(x, freqs), atol=2e-5)
 
 
+@pytest.mark.slow
 def test_multiband_coordinate_features_concatenate_one_block_per_sigma():
     features = CoordinateFeatures("gaussian", 64, (0.5, 8.0), None, rngs=nnx.Rngs(2))
     freqs = np.asarray(features.frequencies.get_value())
@@ -146,6 +150,7 @@ def test_multiband_coordinate_features_concatenate_one_block_per_sigma():
                                np_gamma(x, freqs), atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma", [0.4, 1.0, 50.0])
 def test_periodic_features_are_integer_clipped_and_never_constant(sigma):
     resolution = 16
@@ -190,6 +195,7 @@ def test_hidden_fourier_sigma_is_per_unit_rms_of_the_activations():
 # ---------------------------------------------------------------- the factorised layers
 
 
+@pytest.mark.slow
 def test_factorised_model_equals_the_concatenated_formula():
     """Mean-pool encoder and standard decoder recomputed in NumPy from [γ(x); u] and [γ(x); z]."""
     model = model_for(SMALL, 8, seed=5)
@@ -231,6 +237,7 @@ def test_factorised_first_layer_is_initialised_as_one_layer_on_the_concatenation
         assert abs(block.std() * np.sqrt(96) - 1) < 0.1
 
 
+@pytest.mark.slow
 def test_shared_and_per_sample_decoder_grids_agree():
     model = model_for(SMALL, 8, seed=6)
     x, u = field_batch(8)
@@ -244,6 +251,7 @@ def test_shared_and_per_sample_decoder_grids_agree():
 # ---------------------------------------------------------------- periodicity
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder_type, rff_location", [("standard", "penultimate"), ("rff_output", "both")])
 def test_periodic_features_make_a_periodic_decoder(decoder_type, rff_location):
     cfg = dataclasses.replace(SMALL, decoder_type=decoder_type, rff_location=rff_location,
@@ -266,6 +274,7 @@ def test_periodic_features_make_a_periodic_decoder(decoder_type, rff_location):
 # ---------------------------------------------------------------- training state
 
 
+@pytest.mark.slow
 def test_fourier_matrices_are_frozen_by_a_gradient_step():
     cfg = dataclasses.replace(SMALL, decoder_type="rff_output", rff_location="both", coordinate_features="periodic")
     model = model_for(cfg, 8)
@@ -292,6 +301,7 @@ def test_fourier_matrices_are_frozen_by_a_gradient_step():
 # ---------------------------------------------------------------- symmetries of the encoder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["mean", "attention", "augmented_residual"])
 def test_pooling_is_permutation_invariant_and_blind_to_repeated_points(pooling):
     model = model_for(dataclasses.replace(SMALL, pooling_type=pooling), 8, seed=2)
@@ -306,6 +316,7 @@ def test_pooling_is_permutation_invariant_and_blind_to_repeated_points(pooling):
     assert np.abs(np.asarray(encode(model, xb, u[::-1])) - z).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_mean_pool_encoder_is_resolution_invariant_on_smooth_fields():
     """Mean pooling is a Riemann sum of ∫ MLP(γ(x), u(x)) dx: for a smooth periodic integrand
     the 32² and 64² grids agree to many digits; the decoder then evaluates anywhere."""
@@ -325,6 +336,7 @@ def test_mean_pool_encoder_is_resolution_invariant_on_smooth_fields():
 # ---------------------------------------------------------------- precision
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling, decoder_type", [("mean", "standard"), ("augmented_residual", "rff_output")])
 def test_bf16_compute_keeps_float32_parameters_and_results(pooling, decoder_type):
     cfg = dataclasses.replace(SMALL, pooling_type=pooling, decoder_type=decoder_type, rff_location="both")

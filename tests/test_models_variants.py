@@ -29,6 +29,7 @@ VARIANTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling, decoder", VARIANTS, ids=lambda v: "-".join(str(p) for p in v) if isinstance(v, tuple) else v)
 def test_variant_runs_jitted_and_vmapped_over_parameter_sets(pooling, decoder):
     decoder_type, location, sigmas = decoder
@@ -61,6 +62,7 @@ def test_variant_runs_jitted_and_vmapped_over_parameter_sets(pooling, decoder):
     assert np.abs(np.asarray(u_hat[0] - u_hat[1])).max() > 1e-4  # two members, two functions
 
 
+@pytest.mark.slow
 def test_attention_pooling_matches_numpy():
     """Multi-head attention pooling re-derived in NumPy from its own parameters."""
     from fae_lab.models import AttentionPool
@@ -80,6 +82,7 @@ def test_attention_pooling_matches_numpy():
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_penultimate_fourier_features_match_numpy():
     """φ(h) = [cos 2π hB_k, sin 2π hB_k] for each band k, re-derived in NumPy."""
     from fae_lab.models import HiddenFourierFeatures

@@ -175,6 +175,7 @@ def make_fields(seed, s=5, t=3, r=R):
     return pred, target
 
 
+@pytest.mark.slow
 def test_evaluation_metrics_against_numpy(x64):
     pred, target = make_fields(3)
     training = np.array([True, False, True])
@@ -196,6 +197,7 @@ def test_evaluation_metrics_against_numpy(x64):
     assert 0 < metrics["eval_high_freq_error_ratio"] < 1
 
 
+@pytest.mark.slow
 def test_evaluation_float32_close_to_float64_reference():
     pred, target = make_fields(4)
     training = np.array([True, True, False])
@@ -214,6 +216,7 @@ def test_evaluation_float32_close_to_float64_reference():
         np.testing.assert_allclose(metrics[name], value, rtol=2e-5, atol=1e-8, err_msg=name)
 
 
+@pytest.mark.slow
 def test_sums_accumulate_over_batches(x64):
     pred, target = make_fields(5)
     training = np.array([True, False, True])
@@ -230,6 +233,7 @@ def test_sums_accumulate_over_batches(x64):
         )
 
 
+@pytest.mark.slow
 def test_padded_samples_contribute_nothing(x64):
     pred, target = make_fields(6)
     bins = radial_bins(R, N_BINS)
@@ -242,6 +246,7 @@ def test_padded_samples_contribute_nothing(x64):
         np.testing.assert_allclose(padded[name], plain[name], rtol=1e-12, err_msg=name)
 
 
+@pytest.mark.slow
 def test_jit_and_vmap_agree_with_eager():
     pred, target = (jnp.asarray(x, jnp.float32) for x in make_fields(7))
     bins = radial_bins(R, N_BINS)

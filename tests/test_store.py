@@ -361,6 +361,7 @@ def test_async_writer_writes_in_order_from_copies_and_reraises_failures(tmp_path
     assert read_json(tmp_path / "run" / "progress.json")["n_train"] == 4
 
 
+@pytest.mark.slow
 def test_async_writer_context_manager_flushes_everything(tmp_path):
     layout = make_layout()
     with AsyncStoreWriter(create(tmp_path, layout), max_pending=2) as writer:
@@ -490,6 +491,7 @@ def test_synthetic_run_is_consistent_with_its_own_reconstructions(tmp_path, opti
     assert final["final/step"] == int(ds.eval_step[-1]) and final["final/status"] == "finished"
 
 
+@pytest.mark.slow
 def test_synthetic_runs_show_spectral_bias_and_its_mitigation(tmp_path):
     def remaining(run):  # error power per bin at the end / at the start, training scales
         spectral = xr.open_zarr(run / "metrics.zarr").eval_spectral_mse.values
@@ -503,6 +505,7 @@ def test_synthetic_runs_show_spectral_bias_and_its_mitigation(tmp_path):
     assert h1[-3] < 0.5 * baseline[-3]
 
 
+@pytest.mark.slow
 def test_synthetic_statuses(tmp_path):
     running = open_run(write_synthetic_run(tmp_path / "r", n_evals=6, status="running"))
     assert running.progress["status"] == "running" and running.progress["n_eval"] == 3
@@ -526,6 +529,7 @@ def test_synthetic_command_line_refuses_bad_input_with_one_line(tmp_path, capsys
     assert err.count("\n") == 1 and "already holds a run" in err
 
 
+@pytest.mark.slow
 def test_store_package_does_not_import_jax():
     code = ("import sys, fae_lab.store, fae_lab.store.synthetic, fae_lab.store.reader; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', "
@@ -549,6 +553,7 @@ def test_a_whole_config_document_keeps_its_extra_keys(tmp_path):
                             "run_name", "group", "created"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("resolution", "n_bins"), [(16, 5), (24, 16)])
 def test_synthetic_metrics_match_the_training_engines_definitions(resolution, n_bins, tmp_path):
     """The fabricated runs are evaluated exactly as ``fae_lab.spectral`` evaluates real ones

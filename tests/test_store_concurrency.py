@@ -16,9 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fae_lab.grid import radial_bin_edges
 from fae_lab.store import AsyncStoreWriter, RunStore, StoreLayout, open_run
+
+pytestmark = pytest.mark.slow  # every test here runs a second process for many seconds
 
 R, T, S, N_BINS = 8, 3, 2, 4
 N_TRAIN, N_EVAL = 4096, 120

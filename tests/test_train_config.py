@@ -48,6 +48,7 @@ def test_bad_config_files_name_the_setting(text, named, tmp_path, capsys):
     assert named in message and message.strip().count("\n") == 0
 
 
+@pytest.mark.slow
 def test_schedules_follow_their_closed_forms():
     config = parse_run_config(["--learning-rate", "0.01", "--lr-decay-rate", "0.5", "--lr-decay-steps", "10",
                                "--lambda-grad", "1.0", "--lambda-grad-start", "0.2",

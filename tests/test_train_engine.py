@@ -81,7 +81,8 @@ def test_existing_run_is_refused_and_left_untouched(tiny_data, tmp_path):
     (["--rff-multiscale-sigmas", "0.5,x"], "--rff-multiscale-sigmas"),
     (["--rff-dim", "33"], "--rff-dim"),
     (["--loss-type", "h1", "--decoder-points", "10"], "--decoder-points"),
-    (["--single-scale-index", "7", "--training-mode", "single_scale"], "--single-scale-index"),
+    pytest.param(["--single-scale-index", "7", "--training-mode", "single_scale"], "--single-scale-index",
+                 marks=pytest.mark.slow),
 ])
 def test_bad_flag_values_get_one_line_and_status_2(flags, named, tiny_data, tmp_path):
     out = tmp_path / "never"
@@ -90,6 +91,7 @@ def test_bad_flag_values_get_one_line_and_status_2(flags, named, tiny_data, tmp_
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_bad_data_file_is_refused_by_train(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, fields=np.zeros((4, 2, 8, 8)), resolution=16, times=np.array([0.0, 1.0]))

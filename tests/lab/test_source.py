@@ -30,6 +30,7 @@ def test_every_run_is_found_with_its_tags_and_status(runs_dir):
     assert source.poll().new_runs == []
 
 
+@pytest.mark.slow
 def test_rows_read_equal_the_valid_rows_of_the_store(runs_dir):
     source = RunsDirectory(runs_dir)
     source.poll()

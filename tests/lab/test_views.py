@@ -123,6 +123,7 @@ def test_runs_table_shows_status_step_and_final_metrics(runs_dir):
             assert np.isnan(row["final_test_rel_mse"])
 
 
+@pytest.mark.slow
 def test_runs_table_patches_cells_as_a_run_progresses(fresh_runs):
     writer = live_run(fresh_runs)
     writer.advance(1)
@@ -140,6 +141,7 @@ def test_runs_table_patches_cells_as_a_run_progresses(fresh_runs):
     assert list(table.table.value["run"]) == runs_before
 
 
+@pytest.mark.slow
 def test_frequency_bands_map_is_log_error_relative_to_the_first_evaluation(fresh_runs):
     writer = live_run(fresh_runs)
     writer.advance(3)
@@ -167,6 +169,7 @@ def test_frequency_bands_map_is_log_error_relative_to_the_first_evaluation(fresh
     np.testing.assert_allclose(view.spectra.data["ys"][-1], per_scale[-1], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_reconstructions_follow_the_newest_evaluation(fresh_runs):
     writer = live_run(fresh_runs)
     writer.advance(2)
@@ -203,6 +206,7 @@ def test_per_scale_bars_are_each_runs_newest_scale_errors(runs_dir):
     assert held and set(held) == {"/"}
 
 
+@pytest.mark.slow
 def test_two_run_comparison_spectra_and_ratio(runs_dir):
     state = LabState(runs_dir)
     view = TwoRunComparison(state)
@@ -231,6 +235,7 @@ def test_two_run_comparison_spectra_and_ratio(runs_dir):
     assert (view.images.mappers[3].low, view.images.mappers[3].high) == (-bound, bound)
 
 
+@pytest.mark.slow
 def test_a_hidden_view_catches_up_when_shown(fresh_runs):
     writer = live_run(fresh_runs)
     writer.advance(1)
