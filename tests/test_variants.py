@@ -73,6 +73,18 @@ def test_every_row_has_its_code_and_nothing_else_does():
     assert set(variants.DECODERS) == set(decoder_module._PARTS)
 
 
+def test_every_named_setting_is_a_setting_of_its_section():
+    import dataclasses
+
+    loss_settings = {f.name for f in dataclasses.fields(C.LossConfig)}
+    model_settings = {f.name for f in dataclasses.fields(C.ModelConfig)}
+    for row in variants.LOSSES.values():
+        assert set(row.sweepable) | set(row.static) <= loss_settings, row.name
+        assert not set(row.sweepable) & set(row.static), row.name
+    for row in variants.DECODERS.values():
+        assert set(row.settings) <= model_settings, row.name
+
+
 def test_the_seeds_choices_and_terms_are_unchanged():
     # The seed's spellings, written out here (not read from the code under test).
     assert C.LOSS_TYPES == ("l2", "h1", "fourier_weighted", "combined")
