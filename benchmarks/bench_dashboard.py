@@ -1,6 +1,6 @@
 """Dashboard server timings over 20 runs x 500 evaluations; prints one JSON object.
 
-The runs are fabricated with the real store writer (``fae_lab.store.synthetic``; 32 x 32 grid,
+The runs are fabricated with the real store writer (``fae_lab.testing.fake_runs``; 32 x 32 grid,
 4 scales, 2 reconstruction samples, 16 radial bins, an evaluation every 50 steps and a
 training-log row every 10, so 2,500 training rows per run), each scheduled for 560 evaluations
 of which 500 are written: the rest are written one at a time to time the live updates.
@@ -43,7 +43,7 @@ from bokeh.document import Document
 from bokeh.protocol import Protocol
 
 from fae_lab.store import RunStore
-from fae_lab.store.synthetic import SyntheticRunWriter
+from fae_lab.testing.fake_runs import SyntheticRunWriter
 
 N_RUNS, N_EVALS, SCHEDULED = 20, 500, 560
 LOSSES = ("l2", "h1", "fourier_weighted", "combined")

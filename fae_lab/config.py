@@ -17,35 +17,40 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fae_lab import variants
+
 TrainingMode = Literal["single_scale", "multi_scale"]
 PoolingType = Literal["mean", "attention", "augmented_residual"]
-DecoderType = Literal["standard", "rff_output"]
 RFFLocation = Literal["penultimate", "coordinates", "both"]
 CoordinateFeatures = Literal["gaussian", "periodic"]
-LossType = Literal["l2", "h1", "fourier_weighted", "combined"]
 H1Form = Literal["finite_difference", "spectral"]
 Precision = Literal["float32", "bf16"]
 Kernels = Literal["auto", "xla", "pallas"]
 
 TRAINING_MODES = ("single_scale", "multi_scale")
 POOLING_TYPES = ("mean", "attention", "augmented_residual")
-DECODER_TYPES = ("standard", "rff_output")
 RFF_LOCATIONS = ("penultimate", "coordinates", "both")
 COORDINATE_FEATURES = ("gaussian", "periodic")
-LOSS_TYPES = ("l2", "h1", "fourier_weighted", "combined")
 H1_FORMS = ("finite_difference", "spectral")
 PRECISIONS = ("float32", "bf16")
 # auto: the fused Pallas encoder on a GPU where the model allows it (fae_lab.train.run.use_fused_encoder)
 KERNELS = ("auto", "xla", "pallas")
-# The data-loss terms each loss type logs (train_loss_<term>); the FAE penalty adds "latent".
-LOSS_TERM_NAMES = {
-    "l2": ("l2",),
-    "h1": ("l2", "grad"),
-    "fourier_weighted": ("fourier",),
-    "combined": ("fourier", "grad"),
+# The loss and decoder choices, their loss terms and which losses need the full grid are the
+# variant tables' (fae_lab.variants); LOSS_TYPES, DECODER_TYPES, LOSS_TERM_NAMES and
+# FULL_GRID_LOSSES are read from them when asked for (module __getattr__ below), so a variant
+# registered later is listed too.
+_DERIVED = {
+    "LOSS_TYPES": variants.loss_names,
+    "DECODER_TYPES": variants.decoder_names,
+    "LOSS_TERM_NAMES": lambda: {v.name: v.terms for v in variants.LOSSES.values()},
+    "FULL_GRID_LOSSES": lambda: tuple(v.name for v in variants.LOSSES.values() if v.full_grid),
 }
-# Losses defined on the whole grid (FFTs, finite differences): no decoder point subsets.
-FULL_GRID_LOSSES = ("h1", "fourier_weighted", "combined")
+
+
+def __getattr__(name: str):
+    if name in _DERIVED:
+        return _DERIVED[name]()
+    raise AttributeError(f"module 'fae_lab.config' has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class ModelConfig:
     pooling_type: PoolingType = "attention"
     n_heads: int = 4
     decoder_hidden: tuple[int, ...] = (100, 100, 100, 100, 100)
-    decoder_type: DecoderType = "standard"
+    decoder_type: str = "standard"  # a name of fae_lab.variants.DECODERS
     # Coordinate features gamma(x) shared by encoder and decoder input.
     coordinate_features: CoordinateFeatures = "gaussian"
     n_coordinate_frequencies: int = 16
@@ -99,7 +104,7 @@ class ModelConfig:
 class LossConfig:
     """Training objective: a data term (``loss_type``) plus the FAE penalty beta * |z|^2."""
 
-    loss_type: LossType = "l2"
+    loss_type: str = "l2"  # a name of fae_lab.variants.LOSSES
     beta: float = 1e-3
     lambda_grad: float = 0.5
     h1_form: H1Form = "finite_difference"

@@ -19,7 +19,9 @@ Gradient term G, ``h1_form``:
   corners. ‖e‖²_{H¹} = Σ_n (1 + |n|²/k0²) |ê_n|² is then exactly l2 + G.
 
 Every term is returned on its own and already weighted, so the terms sum to the data loss and
-can be logged as ``train_loss_<term>``. The hyperparameters a sweep varies (``lambda_grad``,
+can be logged as ``train_loss_<term>``. Which terms a loss returns, whether it needs the full
+grid and which settings it reads are its row of :data:`fae_lab.variants.LOSSES`; its code is one
+function here, registered with ``@loss_terms(name)`` (docs/architecture.md, "Adding a loss"). The hyperparameters a sweep varies (``lambda_grad``,
 ``freq_weight_power``, ``beta``, ``k0``) are ordinary (traceable, vmappable) arguments;
 ``loss_type`` and ``h1_form`` are static Python strings. All jax.numpy, jittable, float32 or
 float64 (lower precisions are computed in float32).
@@ -28,22 +30,27 @@ float64 (lower precisions are computed in float32).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fae_lab.config import FULL_GRID_LOSSES, H1_FORMS, LOSS_TERM_NAMES, LOSS_TYPES
+from fae_lab import variants
+from fae_lab.config import H1_FORMS
 from fae_lab.errors import UsageError
 from fae_lab.grid import wavenumber_magnitude
 from fae_lab.spectral import as_float, error_power
 
 __all__ = [
+    "LossParameters",
     "field_loss_terms",
     "finite_difference_gradient_energy",
     "fourier_weighted_error",
     "latent_penalty",
     "loss_term_names",
+    "loss_terms",
     "point_l2",
     "requires_full_grid",
     "spectral_gradient_energy",
@@ -51,16 +58,41 @@ __all__ = [
 
 
 
+class LossParameters(NamedTuple):
+    """The settings a loss's term function may read: traced (``lambda_grad``,
+    ``freq_weight_power``) or static (``h1_form``, ``k0``); see :func:`field_loss_terms`."""
+
+    lambda_grad: float | jax.Array
+    freq_weight_power: float | jax.Array
+    h1_form: str = "finite_difference"
+    k0: float | jax.Array | None = None
+
+
+TermFunction = Callable[[jax.Array, LossParameters], dict[str, jax.Array]]
+_TERM_FUNCTIONS: dict[str, TermFunction] = {}
+
+
+def loss_terms(name: str) -> Callable[[TermFunction], TermFunction]:
+    """Register the term function of the loss ``name`` (a row of :data:`fae_lab.variants.LOSSES`):
+    ``(error (B, R, R), LossParameters) -> {term: scalar}`` with exactly the row's terms."""
+
+    def register(function: TermFunction) -> TermFunction:
+        if name in _TERM_FUNCTIONS:
+            raise ValueError(f"loss {name!r} already has a term function")
+        _TERM_FUNCTIONS[name] = function
+        return function
+
+    return register
+
+
 def loss_term_names(loss_type: str) -> tuple[str, ...]:
     """Names of the data-loss terms of ``loss_type``, in the order they are logged."""
-    _check_choice("--loss-type", loss_type, LOSS_TYPES)
-    return LOSS_TERM_NAMES[loss_type]
+    return variants.loss_variant(loss_type).terms
 
 
 def requires_full_grid(loss_type: str) -> bool:
     """Whether ``loss_type`` needs whole R x R fields: only l2 is defined on scattered points."""
-    _check_choice("--loss-type", loss_type, LOSS_TYPES)
-    return loss_type in FULL_GRID_LOSSES
+    return variants.loss_variant(loss_type).full_grid
 
 
 def field_loss_terms(
@@ -77,7 +109,7 @@ def field_loss_terms(
 
     Args:
         pred, target: ``(B, R, R)`` fields on the periodic grid.
-        loss_type: ``l2`` | ``h1`` | ``fourier_weighted`` | ``combined`` (static).
+        loss_type: a name of :data:`fae_lab.variants.LOSSES` (static).
         lambda_grad: λ_grad, weight of the gradient term (h1, combined).
         freq_weight_power: p of the Fourier weights (fourier_weighted, combined).
         h1_form: ``finite_difference`` | ``spectral`` (static), the gradient term G.
@@ -90,18 +122,41 @@ def field_loss_terms(
     names = loss_term_names(loss_type)
     _check_choice("--h1-form", h1_form, H1_FORMS)
     error = _field_error(pred, target)
-    terms: dict[str, jax.Array] = {}
-    if "l2" in names:
-        terms["l2"] = jnp.mean(error**2)
-    if "fourier" in names:
-        terms["fourier"] = fourier_weighted_error(error, freq_weight_power)
-    if "grad" in names:
-        if h1_form == "spectral":
-            gradient = spectral_gradient_energy(error, k0)
-        else:
-            gradient = finite_difference_gradient_energy(error)
-        terms["grad"] = jnp.asarray(lambda_grad, error.dtype) * gradient
+    terms = _TERM_FUNCTIONS[loss_type](
+        error, LossParameters(lambda_grad, freq_weight_power, h1_form, k0))
+    if tuple(terms) != names:  # the table and the code must agree, or the store's names lie
+        raise ValueError(f"loss {loss_type!r} returned terms {tuple(terms)}, its row says {names}")
     return terms
+
+
+@loss_terms("l2")
+def _l2(error: jax.Array, p: LossParameters) -> dict[str, jax.Array]:
+    return {"l2": jnp.mean(error**2)}
+
+
+@loss_terms("h1")
+def _h1(error: jax.Array, p: LossParameters) -> dict[str, jax.Array]:
+    return {"l2": jnp.mean(error**2), "grad": gradient_term(error, p)}
+
+
+@loss_terms("fourier_weighted")
+def _fourier_weighted(error: jax.Array, p: LossParameters) -> dict[str, jax.Array]:
+    return {"fourier": fourier_weighted_error(error, p.freq_weight_power)}
+
+
+@loss_terms("combined")
+def _combined(error: jax.Array, p: LossParameters) -> dict[str, jax.Array]:
+    return {"fourier": fourier_weighted_error(error, p.freq_weight_power),
+            "grad": gradient_term(error, p)}
+
+
+def gradient_term(error: jax.Array, p: LossParameters) -> jax.Array:
+    """λ_grad · G(e), G of the form ``p.h1_form`` (module doc). ``error``: ``(B, R, R)``."""
+    if p.h1_form == "spectral":
+        gradient = spectral_gradient_energy(error, p.k0)
+    else:
+        gradient = finite_difference_gradient_energy(error)
+    return jnp.asarray(p.lambda_grad, error.dtype) * gradient
 
 
 def finite_difference_gradient_energy(error: jax.Array) -> jax.Array:

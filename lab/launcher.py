@@ -16,42 +16,83 @@ files exist on the server).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fae_lab import config as C
+from fae_lab import variants
 from fae_lab.errors import UsageError
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 LOG_FOLDER = ".launches"
 
-# The form's settings (`fae-lab train` setting names), in the order they appear on the command line.
-FLAGS = ("training_mode", "loss_type", "decoder_type", "pooling_type", "latent_dim", "beta",
-         "lambda_grad", "freq_weight_power", "rff_dim", "max_steps", "learning_rate", "batch_size",
-         "eval_every", "seed")
-GENERATE_FLAGS = ("generate_n_samples", "generate_resolution", "generate_n_scales")
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One setting of the launch form: its ``fae-lab train`` name, its label and its starting
+    value (None: :class:`fae_lab.config.RunConfig`'s default). ``choices`` (a function, so a
+    variant registered later is offered too) makes it a selector; otherwise it is a number
+    of the default's type."""
+
+    name: str
+    label: str
+    default: Any = None
+    choices: Callable[[], Sequence[str]] | None = None
+
+
+# The form's fields, declared once; in the order they appear on the command line. The loss and
+# decoder choices are the variant tables' (fae_lab.variants).
+CHOICE_FIELDS = (
+    FormField("training_mode", "Training mode", choices=lambda: C.TRAINING_MODES),
+    FormField("loss_type", "Loss type", choices=variants.loss_names),
+    FormField("decoder_type", "Decoder type", choices=variants.decoder_names),
+    FormField("pooling_type", "Pooling type", choices=lambda: C.POOLING_TYPES),
+)
+NUMBER_FIELDS = (
+    FormField("latent_dim", "Latent dim"),
+    FormField("beta", "β (latent penalty)"),
+    FormField("lambda_grad", "λ_grad (H¹ term)"),
+    FormField("freq_weight_power", "Frequency weight power"),
+    FormField("rff_dim", "RFF dim"),
+    FormField("max_steps", "Max steps", 2000),  # a short run: something that finishes on a laptop
+    FormField("learning_rate", "Learning rate"),
+    FormField("batch_size", "Batch size"),
+    FormField("eval_every", "Evaluate every", 100),
+    FormField("seed", "Seed"),
+)
+GENERATE_FIELDS = (  # small generated data, used when no data file is given
+    FormField("generate_n_samples", "Samples", 64),
+    FormField("generate_resolution", "Resolution R", 32),
+    FormField("generate_n_scales", "Scales T", 4),
+)
+FLAGS = tuple(f.name for f in (*CHOICE_FIELDS, *NUMBER_FIELDS))
+GENERATE_FLAGS = tuple(f.name for f in GENERATE_FIELDS)
+
+
+def config_default(name: str) -> Any:
+    """The default of the ``fae-lab train`` setting ``name`` in :class:`RunConfig`."""
+    base = C.RunConfig()
+    for section in (base, *(getattr(base, s) for s in C.SECTIONS)):
+        if name in {f.name for f in dataclasses.fields(section)}:
+            return getattr(section, name)
+    raise KeyError(name)
 
 
 def form_defaults() -> dict[str, Any]:
     """The form's starting values: the defaults of :class:`fae_lab.config.RunConfig`, except
     a short run on small generated data (something that finishes on a laptop)."""
-    base = C.RunConfig()
-    return {
-        "training_mode": base.data.training_mode, "loss_type": base.loss.loss_type,
-        "decoder_type": base.model.decoder_type, "pooling_type": base.model.pooling_type,
-        "latent_dim": base.model.latent_dim, "beta": base.loss.beta,
-        "lambda_grad": base.loss.lambda_grad, "freq_weight_power": base.loss.freq_weight_power,
-        "rff_dim": base.model.rff_dim, "max_steps": 2000,
-        "learning_rate": base.optim.learning_rate, "batch_size": base.optim.batch_size,
-        "eval_every": 100, "seed": base.seed, "data_path": "",
-        "generate_n_samples": 64, "generate_resolution": 32, "generate_n_scales": 4,
-    }
+    values = {f.name: config_default(f.name) if f.default is None else f.default
+              for f in (*CHOICE_FIELDS, *NUMBER_FIELDS, *GENERATE_FIELDS)}
+    values["data_path"] = ""
+    return values
 
 
 def run_directory(runs_dir: str | Path, name: str) -> Path:

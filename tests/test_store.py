@@ -30,8 +30,8 @@ from fae_lab.store import (
     train_schedule,
     write_json_atomic,
 )
-from fae_lab.store.synthetic import main as synthetic_main
-from fae_lab.store.synthetic import write_synthetic_run
+from fae_lab.testing.fake_runs import main as synthetic_main
+from fae_lab.testing.fake_runs import write_synthetic_run
 
 R, T, S, N_BINS = 8, 3, 2, 4
 TERMS = ("l2", "grad", "latent")
@@ -531,7 +531,7 @@ def test_synthetic_command_line_refuses_bad_input_with_one_line(tmp_path, capsys
 
 @pytest.mark.slow
 def test_store_package_does_not_import_jax():
-    code = ("import sys, fae_lab.store, fae_lab.store.synthetic, fae_lab.store.reader; "
+    code = ("import sys, fae_lab.store, fae_lab.testing.fake_runs, fae_lab.store.reader; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', "
             "'flax', 'optax')))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX")}

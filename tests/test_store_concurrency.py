@@ -197,7 +197,7 @@ def test_reader_process_never_sees_a_torn_row_while_the_async_writer_writes(tmp_
 def test_live_synthetic_run_from_another_process_grows_until_finished(tmp_path):
     run = tmp_path / "live"
     writer = subprocess.Popen(
-        [sys.executable, "-m", "fae_lab.store.synthetic", str(run), "--live", "--interval",
+        [sys.executable, "-m", "fae_lab.testing.fake_runs", str(run), "--live", "--interval",
          "0.3", "--n-evals", "12", "--resolution", "16", "--loss-type", "h1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []

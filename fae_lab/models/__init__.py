@@ -5,28 +5,31 @@ Typical use: ``model = build_model(cfg.model, resolution, seed=cfg.seed)``, then
 ``params`` that call ``nnx.merge(graphdef, params, fixed)``.
 """
 
-from fae_lab.models.decoder import CoordinateDecoder
+from fae_lab.models.decoder import CoordinateDecoder, DecoderParts, decoder_parts
 from fae_lab.models.encoder import (
     AttentionPool,
     AugmentedResidualPool,
-    FactorisedLinear,
     MeanPool,
     PointSetEncoder,
 )
 from fae_lab.models.fae import FunctionalAutoencoder, build_model, count_parameters
 from fae_lab.models.features import CoordinateFeatures, FourierBasis, HiddenFourierFeatures
+from fae_lab.models.layers import FactorisedLinear, GeluStack
 
 __all__ = [
     "AttentionPool",
     "AugmentedResidualPool",
     "CoordinateDecoder",
     "CoordinateFeatures",
+    "DecoderParts",
     "FactorisedLinear",
     "FourierBasis",
     "FunctionalAutoencoder",
+    "GeluStack",
     "HiddenFourierFeatures",
     "MeanPool",
     "PointSetEncoder",
     "build_model",
     "count_parameters",
+    "decoder_parts",
 ]

@@ -1,15 +1,101 @@
-"""Coordinate decoder g(z, x) -> u(x): an MLP on [z, coordinate features], standard or with RFF."""
+"""Coordinate decoder g(z, x) -> u(x): an MLP on [z, coordinate features], standard or with RFF.
+
+One :class:`CoordinateDecoder` for every ``--decoder-type``: a variant is a function, registered
+with ``@decoder_parts(name)``, that returns its :class:`DecoderParts` (which coordinate
+features feed the MLP, and which fixed map, if any, sits between the last hidden layer and the
+readout). Its row in :data:`fae_lab.variants.DECODERS` lists it for the command line and the
+dashboards (docs/architecture.md, "Adding a decoder variant").
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fae_lab.config import DECODER_TYPES, RFF_LOCATIONS, ModelConfig
+from fae_lab import variants
+from fae_lab.config import RFF_LOCATIONS, ModelConfig
 from fae_lab.errors import UsageError
-from fae_lab.models.encoder import FactorisedLinear, GeluStack
 from fae_lab.models.features import CoordinateFeatures, HiddenFourierFeatures
+from fae_lab.models.layers import FactorisedLinear, GeluStack
+
+
+@dataclass(frozen=True)
+class DecoderParts:
+    """What a decoder variant changes around the shared MLP.
+
+    ``coordinate_features``: γ of the first layer (the model's shared features, or the
+    variant's own). ``branch_per_band``: run the hidden MLP once per band of γ
+    (``coordinate_features.bands``) and concatenate, instead of once on all of γ.
+    ``penultimate_features``: a fixed map of the concatenated last hidden layer before the
+    readout (None: the readout reads h_L). ``float32``: compute in float32 whatever
+    ``--precision`` says.
+    """
+
+    coordinate_features: CoordinateFeatures
+    branch_per_band: bool = False
+    penultimate_features: nnx.Module | None = None
+    float32: bool = False
+
+    @property
+    def n_branches(self) -> int:
+        return self.coordinate_features.n_bands if self.branch_per_band else 1
+
+    @property
+    def branch_dim(self) -> int:
+        features = self.coordinate_features
+        return features.band_dim if self.branch_per_band else features.out_dim
+
+
+# (cfg, resolution, the model's shared coordinate features, rngs) -> the variant's parts.
+PartsFunction = Callable[[ModelConfig, int, CoordinateFeatures, nnx.Rngs], DecoderParts]
+_PARTS: dict[str, PartsFunction] = {}
+
+
+def decoder_parts(name: str) -> Callable[[PartsFunction], PartsFunction]:
+    """Register the parts function of the decoder variant ``name`` (a row of
+    :data:`fae_lab.variants.DECODERS`). Fixed features draw from ``rngs.features``."""
+
+    def register(function: PartsFunction) -> PartsFunction:
+        if name in _PARTS:
+            raise ValueError(f"decoder {name!r} already has a parts function")
+        _PARTS[name] = function
+        return function
+
+    return register
+
+
+@decoder_parts("standard")
+def _standard(cfg: ModelConfig, resolution: int, shared: CoordinateFeatures,
+              rngs: nnx.Rngs) -> DecoderParts:
+    return DecoderParts(shared)
+
+
+@decoder_parts("rff_output")
+def _rff_output(cfg: ModelConfig, resolution: int, shared: CoordinateFeatures,
+                rngs: nnx.Rngs) -> DecoderParts:
+    """RFF at ``cfg.rff_location``: penultimate, coordinates or both (see CoordinateDecoder)."""
+    if cfg.rff_dim < 2 or cfg.rff_dim % 2:
+        raise UsageError(
+            f"--rff-dim: expected an even number >= 2 of features (cos and sin pairs), got {cfg.rff_dim}"
+        )
+    sigmas = tuple(cfg.rff_multiscale_sigmas) if cfg.rff_multiscale_sigmas else (cfg.rff_sigma,)
+    on_coordinates = cfg.rff_location in ("coordinates", "both")
+    on_penultimate = cfg.rff_location in ("penultimate", "both")
+    features = shared
+    if on_coordinates:
+        features = CoordinateFeatures(cfg.coordinate_features, cfg.rff_dim // 2, sigmas,
+                                      resolution, rngs=rngs)
+    parts = DecoderParts(features, branch_per_band=on_coordinates, float32=on_penultimate)
+    if on_penultimate:
+        width = parts.n_branches * cfg.decoder_hidden[-1]
+        parts = DecoderParts(features, on_coordinates,
+                             HiddenFourierFeatures(width, cfg.rff_dim, sigmas, rngs=rngs),
+                             float32=True)
+    return parts
 
 
 class CoordinateDecoder(nnx.Module):
@@ -42,7 +128,8 @@ class CoordinateDecoder(nnx.Module):
     high-frequency error this option is meant to study.
 
     Shapes: ``z (B, L)``, ``x (P, 2)`` (one grid for the batch) or ``(B, P, 2)`` -> ``(B, P)``
-    float32.
+    float32. ``coordinate_features`` is the model's shared γ; the variant's :class:`DecoderParts` may
+    replace it.
     """
 
     def __init__(self, cfg: ModelConfig, resolution: int, coordinate_features: CoordinateFeatures,
@@ -50,46 +137,31 @@ class CoordinateDecoder(nnx.Module):
         widths = tuple(cfg.decoder_hidden)
         if not widths or min(widths) < 1:
             raise UsageError(f"--decoder-hidden: expected one or more widths >= 1, got {widths}")
-        if cfg.decoder_type not in DECODER_TYPES:
-            raise UsageError(f"--decoder-type: expected one of {', '.join(DECODER_TYPES)}, got {cfg.decoder_type!r}")
+        if cfg.decoder_type not in _PARTS:
+            variants.decoder_variant(cfg.decoder_type)  # a one-line UsageError for an unknown name
+            raise ValueError(f"decoder {cfg.decoder_type!r} has a table row but no parts function")
         if cfg.rff_location not in RFF_LOCATIONS:
             raise UsageError(f"--rff-location: expected one of {', '.join(RFF_LOCATIONS)}, got {cfg.rff_location!r}")
-        rff = cfg.decoder_type == "rff_output"
-        sigmas = tuple(cfg.rff_multiscale_sigmas) if cfg.rff_multiscale_sigmas else (cfg.rff_sigma,)
-        if rff and (cfg.rff_dim < 2 or cfg.rff_dim % 2):
-            raise UsageError(
-                f"--rff-dim: expected an even number >= 2 of features (cos and sin pairs), got {cfg.rff_dim}"
-            )
-        coordinate_rff = rff and cfg.rff_location in ("coordinates", "both")
-        penultimate_rff = rff and cfg.rff_location in ("penultimate", "both")
-
-        if coordinate_rff:
-            coordinate_features = CoordinateFeatures(
-                cfg.coordinate_features, cfg.rff_dim // 2, sigmas, resolution, rngs=rngs
-            )
-            self.n_branches, branch_dim = coordinate_features.n_bands, coordinate_features.band_dim
-        else:
-            self.n_branches, branch_dim = 1, coordinate_features.out_dim
-        if penultimate_rff:
+        parts = _PARTS[cfg.decoder_type](cfg, resolution, coordinate_features, rngs)
+        if parts.float32:
             compute_dtype = jnp.float32
-        self.coordinate_rff = coordinate_rff
-        self.coordinate_features = coordinate_features
-        self.first = FactorisedLinear(branch_dim, cfg.latent_dim, widths[0],
+        self.n_branches = parts.n_branches
+        self.branch_per_band = parts.branch_per_band
+        self.coordinate_features = parts.coordinate_features
+        self.first = FactorisedLinear(parts.branch_dim, cfg.latent_dim, widths[0],
                                       compute_dtype=compute_dtype, rngs=rngs)
         self.hidden = GeluStack(widths, compute_dtype=compute_dtype, rngs=rngs)
-        penultimate_dim = self.n_branches * widths[-1]
-        if penultimate_rff:
-            self.penultimate_features = HiddenFourierFeatures(penultimate_dim, cfg.rff_dim, sigmas, rngs=rngs)
-            readout_dim = self.penultimate_features.out_dim
+        self.penultimate_features = parts.penultimate_features
+        if parts.penultimate_features is not None:
+            readout_dim = parts.penultimate_features.out_dim
         else:
-            self.penultimate_features = None
-            readout_dim = penultimate_dim
+            readout_dim = self.n_branches * widths[-1]
         self.readout = nnx.Linear(readout_dim, 1, dtype=jnp.float32, rngs=rngs)
 
     def coordinate_branches(self, x: jax.Array) -> jax.Array:
         """Coordinate input of each branch: ``(..., P, K, F)`` float32 (K = 1 unless multi-band
         coordinate RFF)."""
-        if self.coordinate_rff:
+        if self.branch_per_band:
             return self.coordinate_features.bands(x)
         return self.coordinate_features(x)[..., None, :]
 

@@ -1,12 +1,10 @@
 """Point-set encoder f(u) -> z: per-point MLP on [γ(x), u(x)], pooling over points, linear map.
 
-Also the building blocks the decoder shares: the factorised first layer and the GELU stack.
+Its layers shared with the decoder (the factorised first layer, the GELU stack) are in
+:mod:`fae_lab.models.layers`.
 """
 
 from __future__ import annotations
-
-import itertools
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,61 +14,7 @@ from fae_lab.config import POOLING_TYPES, ModelConfig
 from fae_lab.errors import UsageError
 from fae_lab.models import fused as fused_kernels
 from fae_lab.models.features import CoordinateFeatures
-
-
-class FactorisedLinear(nnx.Module):
-    """The first layer on a concatenated input, computed as two products.
-
-        W [c; v] + b = W_c c + W_v v + b,      W = [W_c; W_v] ∈ R^{(d_c + d_v) × H}
-
-    with c the coordinate features γ(x) and v the other input (the value u(x) in the encoder,
-    the latent z in the decoder). Same parameters as one layer on the concatenation (W_c, W_v
-    are drawn as one lecun-normal W and split), but W_c c is computed once per point and W_v v
-    once per sample (decoder) and broadcast-added by the caller.
-
-    Shapes: ``coordinate_term (..., d_c) -> (..., H)`` (includes b); ``input_term (..., d_v)
-    -> (..., H)``; both in ``compute_dtype``.
-    """
-
-    def __init__(self, coordinate_dim: int, input_dim: int, out_dim: int, *,
-                 compute_dtype=jnp.float32, rngs: nnx.Rngs):
-        joint = nnx.initializers.lecun_normal()(
-            rngs.params(), (coordinate_dim + input_dim, out_dim), jnp.float32
-        )
-        self.coordinate_kernel = nnx.Param(joint[:coordinate_dim])
-        self.input_kernel = nnx.Param(joint[coordinate_dim:])
-        self.bias = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
-        self.compute_dtype = compute_dtype
-
-    def coordinate_term(self, c: jax.Array) -> jax.Array:
-        """W_c c + b."""
-        cd = self.compute_dtype
-        y = c.astype(cd) @ self.coordinate_kernel[...].astype(cd)
-        return y + self.bias[...].astype(cd).reshape((1,) * (y.ndim - 1) + (-1,))
-
-    def input_term(self, v: jax.Array) -> jax.Array:
-        """W_v v."""
-        cd = self.compute_dtype
-        return v.astype(cd) @ self.input_kernel[...].astype(cd)
-
-
-class GeluStack(nnx.Module):
-    """h -> GELU(W_L ... GELU(W_1 h + b_1) ... + b_L): hidden layers of the given widths.
-
-    ``widths = (H_0, H_1, ..., H_L)``: L layers H_{i-1} -> H_i (none when len(widths) == 1).
-    Shapes ``(..., H_0) -> (..., H_L)`` in ``compute_dtype``; parameters float32.
-    """
-
-    def __init__(self, widths: Sequence[int], *, compute_dtype=jnp.float32, rngs: nnx.Rngs):
-        self.layers = nnx.List([
-            nnx.Linear(a, b, dtype=compute_dtype, rngs=rngs)
-            for a, b in itertools.pairwise(widths)
-        ])
-
-    def __call__(self, h: jax.Array) -> jax.Array:
-        for layer in self.layers:
-            h = jax.nn.gelu(layer(h))
-        return h
+from fae_lab.models.layers import FactorisedLinear, GeluStack
 
 
 class MeanPool(nnx.Module):

@@ -2,8 +2,8 @@
 
 The training engine writes a run with :class:`RunStore` (or :class:`AsyncStoreWriter`, off
 the hot path); dashboards, notebooks and tests read it with :func:`open_run` or plain
-``xarray.open_zarr``. :func:`write_synthetic_run` fabricates plausible runs with the real
-writer. docs/run-store.md describes the files.
+``xarray.open_zarr``. Fabricated runs for tests are :mod:`fae_lab.testing.fake_runs`'s.
+docs/run-store.md describes the files.
 """
 
 from fae_lab.store.jsonio import read_json, write_json_atomic
@@ -22,7 +22,6 @@ __all__ = [
     "RunStore",
     "RunView",
     "StoreLayout",
-    "SyntheticRunWriter",
     "Variable",
     "eval_schedule",
     "final_metrics",
@@ -31,15 +30,5 @@ __all__ = [
     "read_json",
     "train_schedule",
     "write_json_atomic",
-    "write_synthetic_run",
 ]
 
-
-def __getattr__(name: str):
-    # Imported on first use, so that ``python -m fae_lab.store.synthetic`` does not find the
-    # module already imported by its own package.
-    if name in ("SyntheticRunWriter", "write_synthetic_run"):
-        from fae_lab.store import synthetic
-
-        return getattr(synthetic, name)
-    raise AttributeError(f"module 'fae_lab.store' has no attribute {name!r}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fae_lab import config as C
+from fae_lab import variants
 from fae_lab.cli_util import (
     OneLineArgumentParser,
     fraction,
@@ -121,7 +122,7 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     g.add_argument("--pooling-type", choices=C.POOLING_TYPES)
     g.add_argument("--n-heads", type=pos_int)
     g.add_argument("--decoder-hidden", type=_hidden_sizes, help='e.g. "100,100,100,100,100"')
-    g.add_argument("--decoder-type", choices=C.DECODER_TYPES)
+    g.add_argument("--decoder-type", choices=variants.decoder_names())
     g.add_argument("--coordinate-features", choices=C.COORDINATE_FEATURES)
     g.add_argument("--n-coordinate-frequencies", type=pos_int)
     g.add_argument("--coordinate-sigma", type=pos_float)
@@ -132,7 +133,7 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     g.add_argument("--feature-seed", type=seed)
 
     g = p.add_argument_group("loss")
-    g.add_argument("--loss-type", choices=C.LOSS_TYPES)
+    g.add_argument("--loss-type", choices=variants.loss_names())
     g.add_argument("--beta", type=nn_float, help="FAE latent penalty beta * |z|^2")
     g.add_argument("--lambda-grad", type=nn_float)
     g.add_argument("--h1-form", choices=C.H1_FORMS)
@@ -252,7 +253,7 @@ def default_output_dir(config: C.RunConfig) -> str:
 def validate(config: C.RunConfig) -> None:
     """Cross-flag rules argparse cannot express; each failure is one line naming the flags."""
     m, d, loss = config.model, config.data, config.loss
-    if d.decoder_points is not None and loss.loss_type in C.FULL_GRID_LOSSES:
+    if d.decoder_points is not None and variants.loss_variant(loss.loss_type).full_grid:
         raise UsageError(
             f"--decoder-points: the {loss.loss_type} loss needs the full grid; "
             "use --loss-type l2 with a decoder point subset"

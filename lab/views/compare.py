@@ -34,19 +34,15 @@ from lab.state import LabState
 from lab.text import markdown_text
 from lab.transforms import (
     ALL_TRAINING_SCALES,
-    reconstruction_error,
     spectral_difference,
     spectral_error,
     step_bin_cells,
 )
 from lab.views.base import LiveView
 from lab.views.choices import evaluation_index, sample_options, scale_options
-from lab.views.images import ERROR_PALETTE, FIELD_PALETTE, FieldImages
+from lab.views.images import ReconstructionRow
 
 RATIO_LIMIT = 1.0  # colour range of the ratio map: ±1 decade
-IMAGE_TITLES = ("truth u", "reconstruction A", "reconstruction B", "error A", "error B")
-
-
 def default_pair(state: LabState, runs: list[str]) -> tuple[str | None, str | None]:
     """A baseline (an ``l2`` / ``standard`` run if any) and the first run that differs from it
     in loss or decoder (else the next run)."""
@@ -88,8 +84,7 @@ class TwoRunComparison(LiveView):
         self.slider = pn.widgets.IntSlider.from_param(self.param.evaluation, show_value=False,
                                                       sizing_mode="stretch_width")
         self.spectrum_figure, self.ratio_figure, self.map_figure = self._figures()
-        self.images = FieldImages(IMAGE_TITLES, [FIELD_PALETTE] * 3 + [ERROR_PALETTE] * 2,
-                                  name="compare-image")
+        self.images = ReconstructionRow(("A", "B"), name="compare-image")
         self.start()
 
     def __panel__(self):
@@ -275,11 +270,11 @@ class TwoRunComparison(LiveView):
     def _draw_images(self) -> None:
         """Truth, both reconstructions and both errors (one shared error range) at the step."""
         a, b = self._reader(self.run_a), self._reader(self.run_b)
-        titles = IMAGE_TITLES
+        titles = self.images.titles
         if (a is None or b is None or self.step is None or a.n_eval == 0 or b.n_eval == 0
                 or self.step not in a.eval_steps[:a.n_eval]
                 or self.step not in b.eval_steps[:b.n_eval]):
-            self.images.update([np.zeros((2, 2))] * 5, [(0.0, 1.0)] * 5)
+            self.images.blank()
             return
         training = np.flatnonzero(~a.held_out)
         scale = self.scale if self.scale >= 0 else int(training[0] if training.size else 0)
@@ -298,12 +293,7 @@ class TwoRunComparison(LiveView):
         recon_a = a.reconstruction(int(np.searchsorted(a.eval_steps, self.step)))[sample, scale]
         recon_b = b.reconstruction(int(np.searchsorted(b.eval_steps, self.step)))
         recon_b = recon_b[min(sample, recon_b.shape[0] - 1), min(scale, recon_b.shape[1] - 1)]
-        error_a = reconstruction_error(truth, recon_a)
-        error_b = reconstruction_error(truth_b, recon_b)
-        low, high = float(truth.min()), float(truth.max())
-        bound = float(max(np.abs(error_a).max(), np.abs(error_b).max())) or 1.0
-        self.images.update((truth, recon_a, recon_b, error_a, error_b),
-                           [(low, high)] * 3 + [(-bound, bound)] * 2, titles)
+        self.images.show(truth, (recon_a, recon_b), truths=(truth, truth_b), titles=titles)
 
     def ingest(self, result: PollResult) -> None:
         names = {self.run_a, self.run_b}

@@ -1,4 +1,5 @@
-"""A row of fields u[y, x] over the periodic unit square, drawn as Bokeh images.
+"""A row of fields u[y, x] over the periodic unit square, drawn as Bokeh images, and the one
+truth / reconstruction / error row that the Reconstructions and Compare views both show.
 
 Grid point (iy, ix) is the cell [ix/R, (ix+1)/R) x [iy/R, (iy+1)/R), so every resolution spans
 [0, 1]². The images share their axes (zoom one, zoom all) and are updated in place: new data and
@@ -14,6 +15,8 @@ import panel as pn
 from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d
 from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
+
+from lab.transforms import reconstruction_error
 
 FIELD_PALETTE = Viridis256
 ERROR_PALETTE = RdBu11  # blue below zero, red above
@@ -54,3 +57,39 @@ class FieldImages:
 
     def __panel__(self):
         return pn.Row(*(pn.pane.Bokeh(fig) for fig in self.figures))
+
+
+class ReconstructionRow(FieldImages):
+    """Truth u, one reconstruction g(f(u)) per ``labels`` entry, then each error e = g(f(u)) − u.
+
+    Truth and reconstructions share the truth's colour range; the errors share one symmetric
+    diverging range, ±max|e| over all of them, so their sizes compare directly. With one label
+    (the Reconstructions view) the row is truth, reconstruction, error; with two (Compare) it
+    is truth, reconstruction A, B, error A, B.
+    """
+
+    def __init__(self, labels: Sequence[str], size: int = 170, name: str = "field"):
+        self.titles = ("truth u", *(f"reconstruction {label}" for label in labels),
+                       *(f"error {label}" for label in labels))
+        n = len(labels)
+        super().__init__(self.titles, [FIELD_PALETTE] * (n + 1) + [ERROR_PALETTE] * n,
+                         size=size, name=name)
+
+    def show(self, truth: np.ndarray, recons: Sequence[np.ndarray],
+             truths: Sequence[np.ndarray] | None = None,
+             titles: Sequence[str] | None = None) -> list[np.ndarray]:
+        """Draw ``truth`` ``(R, R)`` and ``recons``; error i is against ``truths[i]`` (default:
+        ``truth``). Returns the errors, float64."""
+        truths = [truth] * len(recons) if truths is None else truths
+        errors = [reconstruction_error(t, r) for t, r in zip(truths, recons, strict=True)]
+        low, high = float(np.min(truth)), float(np.max(truth))
+        bound = float(max(np.abs(e).max() for e in errors)) or 1.0
+        n = len(recons)
+        self.update((truth, *recons, *errors), [(low, high)] * (n + 1) + [(-bound, bound)] * n,
+                    titles or self.titles)
+        return errors
+
+    def blank(self) -> None:
+        """Nothing to show yet: zero fields, unit ranges, the default titles."""
+        self.update([np.zeros((2, 2))] * len(self.titles), [(0.0, 1.0)] * len(self.titles),
+                    self.titles)

@@ -16,17 +16,40 @@ import pandas as pd
 import panel as pn
 import param
 
-from fae_lab import config as C
 from fae_lab.errors import UsageError
-from lab.launcher import FLAGS, GENERATE_FLAGS, Launch, form_defaults, launch
-from lab.source import TAG_NAMES, PollResult
+from lab.launcher import (
+    CHOICE_FIELDS,
+    FLAGS,
+    GENERATE_FIELDS,
+    GENERATE_FLAGS,
+    NUMBER_FIELDS,
+    FormField,
+    Launch,
+    form_defaults,
+    launch,
+)
+from lab.source import PollResult
 from lab.state import LabState
 from lab.text import markdown_text
 
 _DEFAULTS = form_defaults()
 
 
-class LaunchForm(pn.viewable.Viewer):
+def _parameter(field: FormField) -> param.Parameter:
+    default = _DEFAULTS[field.name]
+    if field.choices is not None:
+        return param.Selector(default=default, objects=list(field.choices()), doc=field.label)
+    if isinstance(default, int):
+        return param.Integer(default=default, doc=field.label)
+    return param.Number(default=default, doc=field.label)
+
+
+# The settings' parameters, from lab.launcher's one declaration of the form's fields.
+_Settings = type("_Settings", (param.Parameterized,), {
+    field.name: _parameter(field) for field in (*CHOICE_FIELDS, *NUMBER_FIELDS, *GENERATE_FIELDS)})
+
+
+class LaunchForm(pn.viewable.Viewer, _Settings):
     """A form that starts ``python -m fae_lab.train`` on a data file or on generated data."""
 
     run_name = param.String(default="", doc="Folder of the new run under the runs directory.")
@@ -34,26 +57,11 @@ class LaunchForm(pn.viewable.Viewer):
     data_path = param.String(default="", doc="""
         A .npz data file (docs/data-file.md) under the data directory: absolute, or relative
         to it.""")
-    generate_n_samples = param.Integer(default=_DEFAULTS["generate_n_samples"])
-    generate_resolution = param.Integer(default=_DEFAULTS["generate_resolution"])
-    generate_n_scales = param.Integer(default=_DEFAULTS["generate_n_scales"])
-    training_mode = param.Selector(default=_DEFAULTS["training_mode"], objects=C.TRAINING_MODES)
-    loss_type = param.Selector(default=_DEFAULTS["loss_type"], objects=C.LOSS_TYPES)
-    decoder_type = param.Selector(default=_DEFAULTS["decoder_type"], objects=C.DECODER_TYPES)
-    pooling_type = param.Selector(default=_DEFAULTS["pooling_type"], objects=C.POOLING_TYPES)
-    latent_dim = param.Integer(default=_DEFAULTS["latent_dim"])
-    beta = param.Number(default=_DEFAULTS["beta"])
-    lambda_grad = param.Number(default=_DEFAULTS["lambda_grad"])
-    freq_weight_power = param.Number(default=_DEFAULTS["freq_weight_power"])
-    rff_dim = param.Integer(default=_DEFAULTS["rff_dim"])
-    max_steps = param.Integer(default=_DEFAULTS["max_steps"])
-    learning_rate = param.Number(default=_DEFAULTS["learning_rate"])
-    batch_size = param.Integer(default=_DEFAULTS["batch_size"])
-    eval_every = param.Integer(default=_DEFAULTS["eval_every"])
-    seed = param.Integer(default=_DEFAULTS["seed"])
 
     def __init__(self, state: LabState, data_dir: str | os.PathLike | None = None, **params):
         super().__init__(**params)
+        for field in CHOICE_FIELDS:  # the tables as they are now (a variant may be added late)
+            self.param[field.name].objects = list(field.choices())
         self.state = state
         # Data files are taken from here only (lab.launcher.allowed_data_file).
         self.data_dir = Path(state.source.root if data_dir is None else data_dir)
@@ -119,24 +127,15 @@ class LaunchForm(pn.viewable.Viewer):
             pn.widgets.TextInput.from_param(p.data_path, name="Data file (.npz)",
                                             placeholder=f"a file under {self.data_dir}",
                                             visible=p.data_source.rx() == "data file"),
-            pn.Row(pn.widgets.IntInput.from_param(p.generate_n_samples, name="Samples", **number),
-                   pn.widgets.IntInput.from_param(p.generate_resolution, name="Resolution R",
-                                                  **number),
-                   pn.widgets.IntInput.from_param(p.generate_n_scales, name="Scales T",
-                                                  **number),
+            pn.Row(*(pn.widgets.IntInput.from_param(p[f.name], name=f.label, **number)
+                     for f in GENERATE_FIELDS),
                    visible=p.data_source.rx() == "generated"),
         )
-        choices = pn.Row(*(pn.widgets.Select.from_param(getattr(p, name), **number) for name in
-                           TAG_NAMES))
-        fields = [("latent_dim", "Latent dim"), ("beta", "β (latent penalty)"),
-                  ("lambda_grad", "λ_grad (H¹ term)"),
-                  ("freq_weight_power", "Frequency weight power"), ("rff_dim", "RFF dim"),
-                  ("max_steps", "Max steps"), ("learning_rate", "Learning rate"),
-                  ("batch_size", "Batch size"), ("eval_every", "Evaluate every"),
-                  ("seed", "Seed")]
+        choices = pn.Row(*(pn.widgets.Select.from_param(p[f.name], name=f.label, **number)
+                           for f in CHOICE_FIELDS))
         numbers = pn.GridBox(
-            *((pn.widgets.IntInput if isinstance(getattr(p, name), param.Integer) else pn.widgets.FloatInput)
-              .from_param(getattr(p, name), name=label, **number) for name, label in fields),
+            *((pn.widgets.IntInput if isinstance(p[f.name], param.Integer) else pn.widgets.FloatInput)
+              .from_param(p[f.name], name=f.label, **number) for f in NUMBER_FIELDS),
             ncols=5, sizing_mode="stretch_width")
         return pn.Column(
             pn.widgets.TextInput.from_param(p.run_name, name="Run name",

@@ -1,33 +1,23 @@
 """Truth u, reconstruction g(f(u)) and error e = g(f(u)) − u of one test sample at one scale.
 
 A slider picks the evaluation; with "follow newest" on it moves to each new evaluation as
-training writes it. Truth and reconstruction share one colour range (the truth's), the error a
-symmetric diverging one, ±max|e| of the frame shown. HoloViews images, one
-``hv.DynamicMap(pn.bind(...))`` each, with linked axes: zooming into an inclusion boundary
-zooms all three, and a new evaluation keeps the zoom (the grid's extent never changes).
+training writes it. The row is :class:`lab.views.images.ReconstructionRow`, the Compare view's
+too: truth and reconstruction share one colour range (the truth's), the error a symmetric
+diverging one, ±max|e| of the frame shown; the axes are linked (zooming into an inclusion
+boundary zooms all three) and a new evaluation updates the images in place, keeping the zoom.
 """
 
 from __future__ import annotations
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 import param
 
 from lab.source import PollResult, RunReader
 from lab.state import LabState
-from lab.transforms import reconstruction_error
 from lab.views.base import LiveView
 from lab.views.choices import evaluation_index, sample_options, scale_options
-
-hv.extension("bokeh", logo=False)
-
-
-def image(field: np.ndarray, label: str) -> hv.Image:
-    """A field ``u[y, x]`` over the periodic unit square, y upwards: grid point (iy, ix) is the
-    cell [ix/R, (ix+1)/R) x [iy/R, (iy+1)/R), so every resolution spans the same [0, 1]²."""
-    return hv.Image(np.asarray(field)[::-1], bounds=(0, 0, 1, 1), kdims=["x", "y"],
-                    vdims=[label])
+from lab.views.images import ReconstructionRow
 
 
 class ReconstructionsView(LiveView):
@@ -39,7 +29,6 @@ class ReconstructionsView(LiveView):
     evaluation = param.Integer(default=0, bounds=(0, 1), doc="Index of the evaluation shown.")
     follow = param.Boolean(default=True, doc="Move to each new evaluation as it is written.")
     size = param.Integer(default=240, bounds=(120, 1200), doc="Side of each image, pixels.")
-    images = param.Parameter(default=(), doc="The (truth, reconstruction, error) drawn.")
 
     _structure = ("visible",)
 
@@ -56,58 +45,49 @@ class ReconstructionsView(LiveView):
                                                       show_value=False,
                                                       sizing_mode="stretch_width")
         self.message = pn.pane.Markdown("", css_classes=["recon-message"])
-        self.images = self.frames(None, 0, 0, 0)
-        truth, recon, error = (hv.DynamicMap(pn.bind(lambda images, i=i: images[i],
-                                                     self.param.images))
-                               for i in range(3))
-        self.plots = pn.pane.HoloViews((truth + recon + error).opts(shared_axes=True),
-                                       sizing_mode="stretch_width")
+        self.images = ReconstructionRow(("g(f(u))",), size=self.size, name="recon-image")
+        self.draw(None, 0, 0, 0)
         self.start()
 
     def __panel__(self):
-        return pn.Column(self.widgets, self.slider, self.message, self.plots,
+        return pn.Column(self.widgets, self.slider, self.message, self.images,
                          sizing_mode="stretch_width")
 
     @property
     def reader(self) -> RunReader | None:
         return self.state.source.readers.get(self.run)
 
-    def frames(self, run: str | None, sample: int, scale: int,
-               index: int) -> tuple[hv.Image, hv.Image, hv.Image]:
-        """The three images at evaluation ``index`` (blank before the first evaluation)."""
+    def draw(self, run: str | None, sample: int, scale: int, index: int) -> None:
+        """Show truth, reconstruction and error at evaluation ``index`` (blank before the first
+        evaluation)."""
         reader = self.state.source.readers.get(run)
-        opts = {"frame_width": self.size, "frame_height": self.size, "colorbar": True,
-                "tools": ["hover"], "xlabel": "x", "ylabel": "y"}
         if reader is None or not reader.ready or reader.n_eval == 0:
             self.message.object = "No evaluation written yet."
-            return tuple(image(np.zeros((2, 2)), name).opts(title=name, **opts)
-                         for name in ("truth", "reconstruction", "error"))
+            self.images.blank()
+            return
         index = min(max(index, 0), reader.n_eval - 1)
         truths = reader.truth()
         sample, scale = min(sample, truths.shape[0] - 1), min(scale, truths.shape[1] - 1)
         truth = truths[sample, scale]
         recon = reader.reconstruction(index)[sample, scale]
-        error = reconstruction_error(truth, recon)
-        low, high = float(truth.min()), float(truth.max())
+        (error,) = self.images.show(truth, (recon,))
         bound = float(np.abs(error).max()) or 1.0
         mse = float(np.mean(error**2))
         self.slider.name = f"Step {int(reader.eval_steps[index])}"
         self.message.object = (f"Step {int(reader.eval_steps[index])} (evaluation {index + 1} "
                                f"of {reader.n_eval}): MSE {mse:.3e}, max |e| {bound:.3e}")
-        return (
-            image(truth, "u").opts(title="truth u", cmap="viridis", clim=(low, high), **opts),
-            image(recon, "g(f(u))").opts(title="reconstruction g(f(u))", cmap="viridis",
-                                         clim=(low, high), **opts),
-            image(error, "e").opts(title="error e = g(f(u)) − u", cmap="RdBu_r",
-                                   clim=(-bound, bound), **opts),
-        )
 
     # -- updates ---------------------------------------------------------------------------
+
+    @param.depends("size", watch=True)
+    def _resize(self) -> None:
+        for figure in self.images.figures:
+            figure.frame_width = figure.frame_height = self.size
 
     @param.depends("sample", "scale", "evaluation", watch=True)
     def _redraw(self) -> None:
         if not self._holding:
-            self.images = self.frames(self.run, self.sample, self.scale, self.evaluation)
+            self.draw(self.run, self.sample, self.scale, self.evaluation)
 
     def refresh(self) -> None:
         """Follow the drawn runs (keeping the shown one if still drawn) and redraw."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from fae_lab.store.synthetic import SyntheticRunWriter, write_synthetic_run
+from fae_lab.testing.fake_runs import SyntheticRunWriter, write_synthetic_run
 from tests.train_helpers import read_json
 
 CHROMIUM = "/usr/bin/chromium"

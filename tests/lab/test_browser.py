@@ -220,7 +220,7 @@ def test_live_rows_appear_without_a_reload(served, page, artifacts):
     watch = open_app(page, url)
     page.evaluate("() => { window.__not_reloaded = true; }")
     writer = subprocess.Popen(
-        [sys.executable, "-m", "fae_lab.store.synthetic", str(runs / "live"), "--live",
+        [sys.executable, "-m", "fae_lab.testing.fake_runs", str(runs / "live"), "--live",
          "--interval", "0.5", "--n-evals", "40", "--eval-every", "20", "--resolution", "16",
          "--n-scales", "3", "--n-bins", "8", "--loss-type", "fourier_weighted",
          "--decoder-type", "rff_output"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fae_lab.store.synthetic import SyntheticRunWriter, write_synthetic_run
+from fae_lab.testing.fake_runs import SyntheticRunWriter, write_synthetic_run
 from lab.cli import free_port
 from tests.lab.test_browser import (
     DEEP_TEXT,

@@ -180,13 +180,12 @@ def test_reconstructions_follow_the_newest_evaluation(fresh_runs):
     writer.advance(2)
     state.poll()
     assert view.evaluation == 3
-    truth_img, recon_img, error_img = view.images
+    truth_img, recon_img, error_img = (source.data["image"][0] for source in view.images.sources)
     truth = on_disk(fresh_runs / "live", "truth", "reconstructions.zarr")[1, 1]
     recon = on_disk(fresh_runs / "live", "recon", "reconstructions.zarr")[3, 1, 1]
-    np.testing.assert_array_equal(truth_img.dimension_values(2, flat=False), truth)
-    np.testing.assert_array_equal(recon_img.dimension_values(2, flat=False), recon)
-    np.testing.assert_allclose(error_img.dimension_values(2, flat=False),
-                               recon.astype(float) - truth, rtol=1e-12)
+    np.testing.assert_array_equal(truth_img, truth)
+    np.testing.assert_array_equal(recon_img, recon)
+    np.testing.assert_allclose(error_img, recon.astype(float) - truth, rtol=1e-12)
     assert "Step 60" in view.message.object
     view.follow = False
     view.evaluation = 0

@@ -2,8 +2,8 @@
 
 For tests, dashboard development and the dashboard benchmark, without JAX or training.
 
-Truth: periodic random disk inclusions u_0 on the R x R torus (rendered at 4x and
-average-pooled), filtered exactly in Fourier space, û_t(n) = exp(-σ_t² |2πn|² / 2) û_0(n),
+Truth: the real generator's periodic microstructures (:func:`fae_lab.data.generate.generate_microstructures`:
+inclusions on the R x R torus, exact Fourier filtering û_t(n) = exp(-σ_t² |2πn|² / 2) û_0(n)),
 with σ_0 = 0 (the sharp field) and σ_t growing geometrically from 1/R to 8/R.
 
 A stylised spectral bias stands in for training. At training time τ = step / max_steps the
@@ -12,13 +12,15 @@ reconstruction keeps a fraction 1 - g(|n|, τ) of each mode of the truth,
     g(|n|, τ) = f(|n|) + (1 - f(|n|)) exp(-λ(|n|) τ),   λ(|n|) = λ_0 w(|n|) / (1 + (|n| / n_½)²),
 
 so low |n| converge fast and high |n| slowly; ``w`` > 1 at high |n| for the H1, Fourier-weighted
-and combined losses and for the RFF-output decoder (faster high-band decay), and the error floor
-``f`` is higher on held-out scales. A little white noise is added. Every evaluation metric is
-then computed from ``recon - truth`` of the stored samples (they are the whole "test set") by
-docs/metrics.md, so the identities hold exactly and anyone can recompute them from
-``reconstructions.zarr``.
+and combined losses and for the RFF-output decoder (faster high-band decay; any other variant of
+:mod:`fae_lab.variants` behaves as l2 / the standard decoder), and the error floor ``f`` is
+higher on held-out scales. A little white noise is added. Every evaluation metric is then
+computed from ``recon - truth`` of the stored samples (they are the whole "test set") as
+docs/metrics.md defines them, so the identities hold exactly and anyone can recompute them
+from ``reconstructions.zarr``. The logged loss terms are the run's loss's row
+(``train_loss_<term>``, :func:`fae_lab.variants.logged_loss_terms`).
 
-``python -m fae_lab.store.synthetic RUN_DIR --live --interval 0.5 --n-evals 40`` writes a run
+``python -m fae_lab.testing.fake_runs RUN_DIR --live --interval 0.5 --n-evals 40`` writes a run
 over time from its own process, as training would.
 """
 
@@ -34,7 +36,9 @@ from typing import Any
 import numpy as np
 
 from fae_lab import config as cfg
+from fae_lab import variants
 from fae_lab.cli_util import OneLineArgumentParser, positive, run_guarded
+from fae_lab.data.generate import generate_microstructures
 from fae_lab.data.views import default_held_out
 from fae_lab.errors import UsageError
 from fae_lab.grid import radial_bin_edges, radial_bin_index, wavenumber_magnitude
@@ -47,40 +51,23 @@ from fae_lab.store.layout import (
 )
 from fae_lab.store.writer import RunStore
 
-LOSS_TERMS = {loss: (*terms, "latent") for loss, terms in cfg.LOSS_TERM_NAMES.items()}
-# High-|n| rate boost w(|n|) = 1 + (|n| / (R * c))^2 per loss / decoder: smaller c, stronger boost.
-_LOSS_BOOST = {"l2": None, "h1": 1 / 8, "fourier_weighted": 1 / 6, "combined": 1 / 10}
-_DECODER_BOOST = {"standard": None, "rff_output": 1 / 8}
+# High-|n| rate boost w(|n|) = 1 + (|n| / (R * c))^2 per loss / decoder: smaller c, stronger
+# boost. A variant not named here gets none (it converges like l2 with the standard decoder).
+_LOSS_BOOST = {"h1": 1 / 8, "fourier_weighted": 1 / 6, "combined": 1 / 10}
+_DECODER_BOOST = {"rff_output": 1 / 8}
+SMALLEST_SIGMA, LARGEST_SIGMA = 1.0, 8.0  # grid cells: the filtered scales' σ_t R
 
 
-def microstructure(rng: np.random.Generator, n_samples: int, resolution: int) -> np.ndarray:
-    """Periodic two-phase fields of random disk inclusions, ``(N, R, R)`` float64 in [0, 1]."""
-    fine = 4 * resolution
-    axis = (np.arange(fine) + 0.5) / fine
-    fields = np.zeros((n_samples, resolution, resolution))
-    for i in range(n_samples):
-        phase = np.zeros((fine, fine), dtype=bool)
-        for _ in range(int(rng.integers(6, 12))):
-            centre, radius = rng.random(2), rng.uniform(0.05, 0.14)
-            # Minimum-image distance on the torus.
-            dy = np.abs(axis[:, None] - centre[1])
-            dx = np.abs(axis[None, :] - centre[0])
-            dy, dx = np.minimum(dy, 1 - dy), np.minimum(dx, 1 - dx)
-            phase |= dx**2 + dy**2 < radius**2
-        fields[i] = phase.reshape(resolution, 4, resolution, 4).mean(axis=(1, 3))
-    return fields
-
-
-def filter_scales(u0: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
-    """û_t(n) = exp(-σ_t² |2πn|² / 2) û_0(n) for each σ_t: ``(N, R, R)`` -> ``(N, T, R, R)``."""
-    n = wavenumber_magnitude(u0.shape[-1])
-    kernel = np.exp(-0.5 * (np.asarray(sigmas)[:, None, None] * 2 * np.pi * n) ** 2)
-    return np.fft.ifft2(np.fft.fft2(u0)[:, None] * kernel).real
+def fake_sigmas(n_scales: int, resolution: int) -> np.ndarray:
+    """σ = (0, then T - 1 widths geometric from 1/R to 8/R), ``(T,)`` float64."""
+    filtered = (np.geomspace(SMALLEST_SIGMA, LARGEST_SIGMA, n_scales - 1) / resolution
+                if n_scales > 1 else [])
+    return np.concatenate([[0.0], filtered])
 
 
 def evaluation_metrics(truth: np.ndarray, recon: np.ndarray, held_out: np.ndarray,
                        layout: StoreLayout) -> dict[str, np.ndarray]:
-    """docs/metrics.md metrics of ``recon`` against ``truth`` (both ``(S, T, R, R)``), test set = the S
+    """The evaluation metrics (docs/metrics.md) of ``recon`` against ``truth`` (both ``(S, T, R, R)``), test set = the S
     samples, averaged over the training scales (``~held_out``)."""
     R = truth.shape[-1]
     error = recon.astype(np.float64) - truth.astype(np.float64)
@@ -127,8 +114,8 @@ class SyntheticRunWriter:
                  training_mode: str = "multi_scale", n_evals: int = 20, eval_every: int = 50,
                  log_every: int = 10, resolution: int = 32, n_scales: int = 4,
                  n_samples: int = 2, n_bins: int = 16, seed: int = 0, overwrite: bool = False):
-        for name, value, allowed in (("loss_type", loss_type, cfg.LOSS_TYPES),
-                                     ("decoder_type", decoder_type, cfg.DECODER_TYPES),
+        for name, value, allowed in (("loss_type", loss_type, variants.loss_names()),
+                                     ("decoder_type", decoder_type, variants.decoder_names()),
                                      ("pooling_type", pooling_type, cfg.POOLING_TYPES),
                                      ("training_mode", training_mode, cfg.TRAINING_MODES)):
             if value not in allowed:
@@ -142,7 +129,7 @@ class SyntheticRunWriter:
         self.rng = np.random.default_rng(seed)
         R, T = resolution, n_scales
         max_steps = max((n_evals - 1) * eval_every, 1)
-        sigmas = np.concatenate([[0.0], np.geomspace(1, 8, T - 1) / R if T > 1 else []])
+        sigmas = fake_sigmas(T, R)
         # Single-scale runs train on scale 1 (the seed's first filtered field); every other
         # scale is held out. Multi-scale runs hold out the middle scale.
         train_index = min(1, T - 1)
@@ -167,16 +154,15 @@ class SyntheticRunWriter:
         self.layout = StoreLayout(
             train_steps=train_schedule(max_steps, log_every),
             eval_steps=eval_schedule(max_steps, eval_every)[:n_evals],
-            loss_terms=LOSS_TERMS[loss_type], scales=np.arange(T), times=sigmas**2 / 2,
+            loss_terms=variants.logged_loss_terms(loss_type), scales=np.arange(T), times=sigmas**2 / 2,
             sigmas=sigmas, held_out=held_out, k_centres=k_centres, k_lower=k_lower,
             k_upper=k_upper, spectral_cutoff=R / 4, resolution=R,
             recon_samples=np.arange(n_samples), run_name=run_dir.name,
             tags=tuple(cfg.tags(run_config)))
-        self.truth = filter_scales(microstructure(self.rng, n_samples, R), sigmas).astype(
-            np.float32)
+        self.truth = generate_microstructures(n_samples, R, T, seed, sigmas=sigmas).fields
         self.config = run_config
         self._remaining_fraction = self._keep_fraction_model(loss_type, decoder_type)
-        command = ["python", "-m", "fae_lab.store.synthetic", str(run_dir),
+        command = ["python", "-m", "fae_lab.testing.fake_runs", str(run_dir),
                    "--loss-type", loss_type, "--decoder-type", decoder_type,
                    "--pooling-type", pooling_type, "--training-mode", training_mode,
                    "--n-evals", str(n_evals), "--seed", str(seed)]
@@ -194,7 +180,7 @@ class SyntheticRunWriter:
         R = layout.resolution
         n = wavenumber_magnitude(R)
         boost = np.ones_like(n)
-        for c in (_LOSS_BOOST[loss_type], _DECODER_BOOST[decoder_type]):
+        for c in (_LOSS_BOOST.get(loss_type), _DECODER_BOOST.get(decoder_type)):
             if c is not None:
                 boost *= 1 + (n / (R * c)) ** 2
         rate = 12.0 * boost / (1 + (n / (R / 16)) ** 2)
@@ -228,7 +214,8 @@ class SyntheticRunWriter:
             .sum(axis=(1, 2)) * noise[2],
             "latent": loss_cfg.beta * (1 + 20 * (1 - np.exp(-5 * tau))) * np.abs(noise[3]),
         }
-        rows = {f"train_loss_{t}": terms[t] for t in layout.loss_terms}
+        # A term of a loss this module does not know (a newly added variant) follows l2's curve.
+        rows = {f"train_loss_{t}": terms.get(t, l2) for t in layout.loss_terms}
         rows["train_loss"] = np.sum([rows[f"train_loss_{t}"] for t in layout.loss_terms], axis=0)
         optim = self.config.optim
         rows["grad_norm"] = 4 * np.sqrt(rows["train_loss"]) * np.abs(noise[0])
@@ -324,7 +311,7 @@ def _play(writer: SyntheticRunWriter, status: str, interval: float) -> None:
 
 def _parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
-        prog="python -m fae_lab.store.synthetic",
+        prog="python -m fae_lab.testing.fake_runs",
         description="Write a fabricated run store (optionally live, one evaluation at a time).")
     parser.add_argument("run_dir", help="the run directory to create")
     parser.add_argument("--live", action="store_true",
@@ -333,8 +320,8 @@ def _parser() -> OneLineArgumentParser:
     parser.add_argument("--n-evals", type=positive(int), default=20)
     parser.add_argument("--eval-every", type=positive(int), default=50)
     parser.add_argument("--log-every", type=positive(int), default=10)
-    parser.add_argument("--loss-type", choices=cfg.LOSS_TYPES, default="l2")
-    parser.add_argument("--decoder-type", choices=cfg.DECODER_TYPES, default="standard")
+    parser.add_argument("--loss-type", choices=variants.loss_names(), default="l2")
+    parser.add_argument("--decoder-type", choices=variants.decoder_names(), default="standard")
     parser.add_argument("--pooling-type", choices=cfg.POOLING_TYPES, default="attention")
     parser.add_argument("--training-mode", choices=cfg.TRAINING_MODES, default="multi_scale")
     parser.add_argument("--resolution", type=positive(int), default=32)
@@ -361,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         writer = SyntheticRunWriter(args.run_dir, **options)
         _play(writer, args.status, interval=args.interval if args.live else 0.0)
 
-    return run_guarded("fae_lab.store.synthetic", body)
+    return run_guarded("fae_lab.testing.fake_runs", body)
 
 
 if __name__ == "__main__":
