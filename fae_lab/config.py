@@ -37,6 +37,11 @@ H1_FORMS = ("finite_difference", "spectral")
 PRECISIONS = ("float32", "bf16")
 # auto: the fused Pallas encoder on a GPU where the model allows it (fae_lab.train.run.use_fused_encoder)
 KERNELS = ("auto", "xla", "pallas")
+# The seed's tag scheme, in its order: tag name -> the RunConfig section holding it. The only
+# place the order is written; config.json's "tags" list and the dashboards' filter follow it.
+TAG_SECTIONS = {"training_mode": "data", "loss_type": "loss", "decoder_type": "model",
+                "pooling_type": "model"}
+TAG_NAMES = tuple(TAG_SECTIONS)
 # The data-loss terms each loss type logs (train_loss_<term>); the FAE penalty adds "latent".
 LOSS_TERM_NAMES = {
     "l2": ("l2",),
@@ -171,13 +176,9 @@ class RunConfig:
 
 
 def tags(config: RunConfig) -> list[str]:
-    """The seed's tag scheme: ``[training_mode, loss_type, decoder_type, pooling_type]``."""
-    return [
-        config.data.training_mode,
-        config.loss.loss_type,
-        config.model.decoder_type,
-        config.model.pooling_type,
-    ]
+    """The seed's tag scheme: ``[training_mode, loss_type, decoder_type, pooling_type]``
+    (:data:`TAG_NAMES`, in that order)."""
+    return [getattr(getattr(config, TAG_SECTIONS[name]), name) for name in TAG_NAMES]
 
 
 def to_json_dict(config: RunConfig) -> dict[str, Any]:

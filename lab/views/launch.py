@@ -16,8 +16,8 @@ import param
 
 from fae_lab import config as C
 from fae_lab.errors import UsageError
+from fae_lab.store import TAG_NAMES, PollResult
 from lab.launcher import FLAGS, GENERATE_FLAGS, Launch, form_defaults, launch
-from lab.source import TAG_NAMES, PollResult
 from lab.state import LabState
 
 _DEFAULTS = form_defaults()

@@ -14,7 +14,7 @@ import numpy as np
 import panel as pn
 import param
 
-from lab.source import PollResult, RunReader
+from fae_lab.store import PollResult, RunReader
 from lab.state import LabState
 from lab.transforms import reconstruction_error
 from lab.views.base import LiveView

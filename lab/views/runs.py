@@ -12,7 +12,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from lab.source import PollResult
+from fae_lab.store import PollResult
 from lab.state import TAG_LABELS, LabState
 from lab.views.base import LiveView
 
