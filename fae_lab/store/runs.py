@@ -73,8 +73,12 @@ class RunsDirectory:
     def discover(self) -> list[str]:
         """Open readers for runs not seen before; returns their names."""
         new = []
-        for path in list_runs(self.root) if self.root.is_dir() else []:
-            name = self._name(path)
+        found = [(self._name(path), path)
+                 for path in (list_runs(self.root) if self.root.is_dir() else [])]
+        # A folder no longer holding a config.json is no longer a run that failed to open.
+        names = {name for name, _ in found}
+        self._unopened = {n: why for n, why in self._unopened.items() if n in names}
+        for name, path in found:
             if name in self.readers:
                 continue
             try:
