@@ -24,6 +24,7 @@ from fae_lab.store.reader import (
     TAG_NAMES,
     RunDelta,
     RunReader,
+    RunUnreadable,
     checked_progress,
     open_run,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "RunDelta",
     "RunReader",
     "RunStore",
+    "RunUnreadable",
     "RunsDirectory",
     "StoreLayout",
     "SyntheticRunWriter",

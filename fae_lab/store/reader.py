@@ -48,7 +48,7 @@ from fae_lab.store.layout import (
 )
 
 __all__ = ["CURVE_VARIABLES", "EVAL_CURVES", "SCALE_VARIABLES", "SPECTRAL_VARIABLES",
-           "TAG_NAMES", "RunDelta", "RunReader", "checked_progress", "open_run", "reason"]
+           "TAG_NAMES", "RunDelta", "RunReader", "RunUnreadable", "checked_progress", "open_run", "reason"]
 
 # Scalar evaluation curves drawn against step (the seed's eval/* and eval/spectral/*).
 EVAL_CURVES = ("eval_rel_mse", "eval_low_freq_mse", "eval_high_freq_mse",
@@ -64,11 +64,17 @@ _RECON_CACHE_SIZE = 8
 _REASON_CHARS = 240
 
 
+class RunUnreadable(ValueError):
+    """What a run's files hold is not a run this reader can honour (its message says what)."""
+
+
 def reason(err: BaseException) -> str:
-    """One line saying why a run cannot be read: the error's type and the first line of its
-    message, cut to a few hundred characters (a JSON value quoted in it may be long)."""
+    """One line saying why a run cannot be read: the first line of the error's message, after
+    its type unless the reader's own check raised it (:class:`RunUnreadable`), cut to a few
+    hundred characters (a JSON value quoted in it may be long)."""
     lines = str(err).strip().splitlines()
-    text = f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    first = lines[0] if lines else ""
+    text = first if isinstance(err, RunUnreadable) else f"{type(err).__name__}: {first}".rstrip(": ")
     return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
 
 
@@ -77,31 +83,32 @@ def _whole(value: Any) -> bool:
 
 
 def checked_progress(progress: Any, n_train_rows: int, n_eval_rows: int) -> dict[str, Any]:
-    """``progress.json``'s document if it is one the store can honour, else ``ValueError``.
+    """``progress.json``'s document if it is one the store can honour, else
+    :class:`RunUnreadable`.
 
     ``n_train`` and ``n_eval`` must be whole numbers in ``0 .. n_train_rows`` and
     ``0 .. n_eval_rows`` (the lengths of the store's ``step`` and ``eval_step``); ``step`` and
     ``max_steps``, when given, whole numbers >= 0; ``status`` and ``message`` text.
     """
     if not isinstance(progress, dict):
-        raise ValueError(f"{PROGRESS_FILE} is not a JSON object")
+        raise RunUnreadable(f"{PROGRESS_FILE} is not a JSON object")
     for key, rows in (("n_train", n_train_rows), ("n_eval", n_eval_rows)):
         if key not in progress:
-            raise ValueError(f"{PROGRESS_FILE} has no {key}")
+            raise RunUnreadable(f"{PROGRESS_FILE} has no {key}")
         value = progress[key]
         if not _whole(value):
-            raise ValueError(f"{PROGRESS_FILE}: {key} = {value!r} is not a whole number")
+            raise RunUnreadable(f"{PROGRESS_FILE}: {key} = {value!r} is not a whole number")
         if not 0 <= value <= rows:
-            raise ValueError(f"{PROGRESS_FILE}: {key} = {value} is outside 0..{rows}, "
+            raise RunUnreadable(f"{PROGRESS_FILE}: {key} = {value} is outside 0..{rows}, "
                              f"the rows {METRICS_STORE} has")
     for key in ("step", "max_steps"):
         value = progress.get(key)
         if value is not None and not (_whole(value) and value >= 0):
-            raise ValueError(f"{PROGRESS_FILE}: {key} = {value!r} is not a whole number >= 0")
+            raise RunUnreadable(f"{PROGRESS_FILE}: {key} = {value!r} is not a whole number >= 0")
     for key in ("status", "message"):
         value = progress.get(key)
         if value is not None and not isinstance(value, str):
-            raise ValueError(f"{PROGRESS_FILE}: {key} = {value!r} is not text")
+            raise RunUnreadable(f"{PROGRESS_FILE}: {key} = {value!r} is not text")
     return progress
 
 
@@ -165,8 +172,8 @@ class RunReader:
     (``final.json``, None until the run ends) are as of the last :meth:`poll`; ``error`` is
     the one-line reason the last poll could not read the run, else None.
 
-    Raises ``OSError`` or ``ValueError`` if ``config.json`` cannot be read or is not a JSON
-    object whose ``tags`` is a list.
+    Raises ``OSError`` or ``ValueError`` (:class:`RunUnreadable` for one this reader checks) if
+    ``config.json`` cannot be read or is not a JSON object whose ``tags`` is a list.
     """
 
     def __init__(self, path: str | os.PathLike, name: str | None = None):
@@ -174,10 +181,10 @@ class RunReader:
         self.name = name or self.path.name
         config = read_json(self.path / CONFIG_FILE)
         if not isinstance(config, dict):
-            raise ValueError(f"{CONFIG_FILE} is not a JSON object")
+            raise RunUnreadable(f"{CONFIG_FILE} is not a JSON object")
         tags = config.get("tags") or []
         if not isinstance(tags, list) or any(isinstance(t, (dict, list)) for t in tags):
-            raise ValueError(f"{CONFIG_FILE}: tags = {tags!r} is not a list of names")
+            raise RunUnreadable(f"{CONFIG_FILE}: tags = {tags!r} is not a list of names")
         tags = [*tags, *["?"] * (len(TAG_NAMES) - len(tags))]
         self.config_json: dict[str, Any] = config
         self.tags: dict[str, str] = dict(zip(TAG_NAMES, map(str, tags), strict=False))
@@ -368,7 +375,7 @@ class RunReader:
             if (self.final is None or status_changed or reset) and final_path.exists():
                 final = read_json(final_path)  # again after a resumed run ends
                 if not isinstance(final, dict):
-                    raise ValueError(f"{FINAL_FILE} is not a JSON object")
+                    raise RunUnreadable(f"{FINAL_FILE} is not a JSON object")
                 self.final = final
             self.error = None
         except Exception as err:  # whatever one run holds, the others go on

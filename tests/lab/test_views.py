@@ -321,7 +321,7 @@ def test_a_run_whose_progress_counts_rows_the_store_lacks_is_listed_not_drawn(fr
                                           on_disk(fresh_runs / name, "eval_rel_mse"))
     assert len(curves.eval_sources["h1"].data["step"]) == 0
     frame = table.table.value.set_index("run")
-    why = f"ValueError: progress.json: n_eval = {rows + 3} is outside 0..{rows}"
+    why = f"progress.json: n_eval = {rows + 3} is outside 0..{rows}"
     assert frame.loc["h1", "status"] == "unreadable"
     assert frame.loc["h1", "message"].startswith(why)
     assert frame.loc["baseline", "status"] == "finished"
