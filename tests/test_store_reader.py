@@ -195,3 +195,18 @@ def test_open_run_reads_what_xarray_reads(root):
     config = json.loads((root / "good" / "config.json").read_text())
     assert list(run.tags.values()) == config["tags"] and run.config == config["config"]
     assert isinstance(run, RunReader)
+
+
+def test_rows_read_before_a_failure_are_still_delivered(root):
+    """A damaged final.json is found after the new rows are read: the run is unreadable, and
+    the delta still names those rows, so a view that streams deltas misses none."""
+    writer = _write(root / "ending", 2)
+    reader = RunReader(root / "ending")
+    assert reader.poll().eval == slice(0, 2)
+    writer.advance(2)
+    (root / "ending" / "final.json").write_text("[]")
+    delta = reader.poll()
+    assert reader.error == "final.json is not a JSON object"
+    assert delta.eval == slice(2, 4) and delta.status_changed
+    np.testing.assert_array_equal(reader.evaluations()["eval_rel_mse"].values,
+                                  valid_rows(root / "ending", "eval_rel_mse"))

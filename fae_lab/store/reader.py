@@ -351,12 +351,11 @@ class RunReader:
         ``progress.json`` fails :func:`checked_progress`, keeps its last state and sets
         ``error`` to the reason (``status_changed`` when the reason changes).
         """
-        empty = slice(self._train.count, self._train.count)
         before = (self.progress.get("status"), self.progress.get("step"),
                   self.progress.get("message"), self.final is not None, self.error)
+        train_start, eval_start, reset = self._train.count, self._eval.count, False
         try:
             progress = read_json(self.path / PROGRESS_FILE)
-            reset = False
             if self._metrics is None:
                 self._open()
             assert self._metrics is not None
@@ -366,9 +365,9 @@ class RunReader:
             if n_train < self._train.count or n_eval < self._eval.count:
                 # A resumed run truncated its rows, or the run was replaced: start again.
                 self._open()
-                reset = True
-            train = self._read_rows(self._train, n_train)
-            eval_rows = self._read_rows(self._eval, n_eval)
+                reset, train_start, eval_start = True, 0, 0
+            self._read_rows(self._train, n_train)
+            self._read_rows(self._eval, n_eval)
             status_changed = progress.get("status") != self.progress.get("status")
             self.progress = progress
             final_path = self.path / FINAL_FILE
@@ -380,12 +379,12 @@ class RunReader:
             self.error = None
         except Exception as err:  # whatever one run holds, the others go on
             self.error = reason(err)
-            after = (*before[:4], self.error)
-            return RunDelta(self.name, empty, slice(self._eval.count, self._eval.count),
-                            status_changed=before != after)
+        # Rows read before a failure stay read, so the delta still names them.
         after = (self.progress.get("status"), self.progress.get("step"),
                  self.progress.get("message"), self.final is not None, self.error)
-        return RunDelta(self.name, train, eval_rows, reset=reset, status_changed=before != after)
+        return RunDelta(self.name, slice(train_start, self._train.count),
+                        slice(eval_start, self._eval.count), reset=reset,
+                        status_changed=before != after)
 
     def _polled(self) -> None:
         """Poll, and raise :class:`UsageError` with the reason if the run cannot be read."""

@@ -352,6 +352,7 @@ def served_with_a_bad_run(runs_dir, tmp_path_factory):
 def test_a_bad_run_is_listed_as_unreadable_and_the_others_draw(served_with_a_bad_run, page,
                                                                 artifacts):
     runs, url, rows = served_with_a_bad_run
+    page.set_default_navigation_timeout(120_000)  # the first render of a loaded 2-core host
     watch = open_app(page, url)
     good = [name for name in expected_runs(runs) if name != "h1"]
     for name in good:
