@@ -59,8 +59,9 @@ class RunFilter(pn.viewable.Viewer):
                           ["visible", "runs"])
         # Plain text (a <pre>, escaped): run names and reasons come from files on disk.
         text = self._unreadable_text()
-        self.unreadable = pn.pane.Str(text, css_classes=["unreadable-runs"], visible=bool(text),
-                                      sizing_mode="stretch_width", styles={"white-space": "pre-wrap"})
+        self.unreadable = pn.pane.Str(
+            text, css_classes=["unreadable-runs"], visible=bool(text), sizing_mode="stretch_width",
+            stylesheets=["pre { white-space: pre-wrap; overflow-wrap: anywhere; }"])
         state.subscribe(self._show_unreadable)
 
     def _summary_text(self) -> str:

@@ -362,9 +362,12 @@ def test_a_bad_run_is_listed_as_unreadable_and_the_others_draw(served_with_a_bad
     assert page.evaluate(EVAL_ROWS, "h1") <= 0  # nothing of it is drawn
     note = text_of(page, "unreadable-runs")
     assert f"h1: progress.json: n_eval = {rows + 3} is outside 0..{rows}" in note, note
-    show_tab(page, "Runs", artifacts / "unreadable-run.png")
-    table = text_of(page, "runs-table")
-    assert "unreadable" in table and f"n_eval = {rows + 3} is outside" in table, table
+    show_tab(page, "Runs")
+    table = wait_for(lambda: (text := text_of(page, "runs-table")) and "unreadable" in text and text,
+                     20, what="the runs table")
+    assert f"n_eval = {rows + 3} is outside" in table, table
+    next_render(page)
+    page.screenshot(path=artifacts / "unreadable-run.png", full_page=True)
     for tab in ("Frequency bands", "Per scale", "Compare two runs", "Curves"):
         show_tab(page, tab)
     assert_clean(page, watch)
