@@ -35,6 +35,11 @@ H1_FORMS = ("finite_difference", "spectral")
 PRECISIONS = ("float32", "bf16")
 # auto: the fused Pallas encoder on a GPU where the model allows it (fae_lab.train.run.use_fused_encoder)
 KERNELS = ("auto", "xla", "pallas")
+# The seed's tag scheme, in its order: tag name -> the RunConfig section holding it. The only
+# place the order is written; config.json's "tags" list and the dashboards' filter follow it.
+TAG_SECTIONS = {"training_mode": "data", "loss_type": "loss", "decoder_type": "model",
+                "pooling_type": "model"}
+TAG_NAMES = tuple(TAG_SECTIONS)
 # The loss and decoder choices, their loss terms and which losses need the full grid are the
 # variant tables' (fae_lab.variants); LOSS_TYPES, DECODER_TYPES, LOSS_TERM_NAMES and
 # FULL_GRID_LOSSES are read from them when asked for (module __getattr__ below), so a variant
@@ -176,13 +181,9 @@ class RunConfig:
 
 
 def tags(config: RunConfig) -> list[str]:
-    """The seed's tag scheme: ``[training_mode, loss_type, decoder_type, pooling_type]``."""
-    return [
-        config.data.training_mode,
-        config.loss.loss_type,
-        config.model.decoder_type,
-        config.model.pooling_type,
-    ]
+    """The seed's tag scheme: ``[training_mode, loss_type, decoder_type, pooling_type]``
+    (:data:`TAG_NAMES`, in that order)."""
+    return [getattr(getattr(config, TAG_SECTIONS[name]), name) for name in TAG_NAMES]
 
 
 def to_json_dict(config: RunConfig) -> dict[str, Any]:

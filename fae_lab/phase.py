@@ -10,7 +10,6 @@ that say whether blur went away; it is printed and written to ``RUNS/ranking.csv
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -20,6 +19,8 @@ from fae_lab.cli_util import OneLineArgumentParser, path_text, positive, run_gua
 from fae_lab.config import RunConfig
 from fae_lab.destination import check_can_create
 from fae_lab.experiments import PHASES, Experiment, phase_experiments
+from fae_lab.store import open_run
+from fae_lab.store.layout import CONFIG_FILE
 from fae_lab.train import interrupt
 from fae_lab.train.args import parse_run_config
 
@@ -68,8 +69,11 @@ def plan(experiments: Sequence[Experiment], runs: Path, data_path: str | None, m
 
 
 def read_final(run_dir: Path) -> dict | None:
-    path = run_dir / "final.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """``final.json`` of the run in ``run_dir`` through the store's reader; None if there is no
+    run there or it has not ended. A run that cannot be read is a :class:`UsageError`."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        return None
+    return open_run(run_dir).final
 
 
 def ranking(rows: list[dict]) -> list[dict]:

@@ -3,8 +3,8 @@
 The dashboards read run stores (docs/run-store.md) with xarray only and never
 import JAX, so they start fast and can run on a laptop while training runs elsewhere.
 
-- :mod:`lab.source`: the data source, the run store reader (discovers runs, reads only the
-  rows written since the last poll);
+- the data source is the run store's reader, :class:`fae_lab.store.RunsDirectory` (discovers
+  runs, reads only the rows written since the last poll, sets unreadable runs apart);
 - :mod:`lab.transforms`: pure functions of xarray / NumPy (band errors relative to the first
   evaluation, run differences, per-scale tables);
 - :mod:`lab.views`: one ``pn.viewable.Viewer`` per page;

@@ -1,8 +1,8 @@
 """The state one browser session shares between its views: runs, tag filter, colours, polling.
 
-:class:`LabState` owns the :class:`lab.source.RunsDirectory` of the session. Its
+:class:`LabState` owns the :class:`fae_lab.store.RunsDirectory` of the session. Its
 :meth:`LabState.poll` (a periodic callback while the page is open) reads only the rows written
-since the last poll and hands the :class:`lab.source.PollResult` to every subscribed view.
+since the last poll and hands the :class:`fae_lab.store.PollResult` to every subscribed view.
 The tag filter is one ``ListSelector`` per tag of the seed's scheme
 ``[training_mode, loss_type, decoder_type, pooling_type]``; ``visible`` is the list of runs it
 lets through, narrowed to ``chosen`` when the user picks runs by name.
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import param
 
 from fae_lab import config as C
-from lab.source import TAG_NAMES, PollResult, RunsDirectory
+from fae_lab.store import TAG_NAMES, PollResult, RunsDirectory
 from lab.transforms import colour_keys, select_runs
 
 # Colour-blind-safe palette (Okabe & Ito), then Bokeh's Category20 for long run lists.

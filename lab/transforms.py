@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from lab.source import EVAL_CURVES, TAG_NAMES
+from fae_lab.store import EVAL_CURVES, TAG_NAMES
 
 ALL_TRAINING_SCALES = -1  # the ``scale`` argument meaning "averaged over the training scales"
 
@@ -109,7 +109,7 @@ def select_runs(tags: Mapping[str, Mapping[str, str]],
                 allowed: Mapping[str, Collection[str]]) -> list[str]:
     """Runs whose every tag is allowed, in the order given.
 
-    ``tags`` maps run -> {tag name -> value} (tag names of :data:`lab.source.TAG_NAMES`);
+    ``tags`` maps run -> {tag name -> value} (tag names of :data:`fae_lab.config.TAG_NAMES`);
     ``allowed`` maps a tag name to the values let through (a tag name not in ``allowed`` is not
     filtered on).
     """

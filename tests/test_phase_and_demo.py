@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -82,3 +83,24 @@ def test_demo_trains_three_runs_and_says_where_they_are(tmp_path):
     assert read_json(runs / "h1" / "config.json")["tags"][1] == "h1"
     assert read_json(runs / "rff_output" / "config.json")["tags"][2] == "rff_output"
     assert "fae-lab serve --runs" in result.stdout and str(runs) in result.stdout
+
+
+def test_the_phase_table_reads_final_json_through_the_store_reader(tmp_path):
+    """read_final: None without a run or before the run ends, final.json once it has, and a
+    one-line UsageError (not a traceback) for a run whose progress.json the store cannot honour."""
+    from fae_lab.errors import UsageError
+    from fae_lab.phase import read_final
+    from fae_lab.testing.fake_runs import write_synthetic_run
+
+    assert read_final(tmp_path / "nothing") is None
+    running = write_synthetic_run(tmp_path / "running", n_evals=4, resolution=16, n_bins=8,
+                                  status="running")
+    assert read_final(running) is None
+    done = write_synthetic_run(tmp_path / "done", n_evals=4, resolution=16, n_bins=8)
+    assert read_final(done) == read_json(done / "final.json")
+    progress = read_json(done / "progress.json")
+    progress["n_eval"] = 99
+    (done / "progress.json").write_text(json.dumps(progress))
+    with pytest.raises(UsageError, match="n_eval = 99 is outside") as refused:
+        read_final(done)
+    assert "\n" not in str(refused.value)

@@ -386,7 +386,7 @@ def test_reader_slices_to_valid_rows_and_lists_runs(tmp_path):
     for row in range(3):
         store.write_eval(row, eval_metrics(layout, row), recon_value(row))
     view = open_run(tmp_path / "run")
-    assert view.tags == ["multi_scale", "h1", "standard", "attention"]
+    assert list(view.tags.values()) == ["multi_scale", "h1", "standard", "attention"]
     assert view.config["wandb_project"] == "group-a"
     ds = view.metrics()
     assert dict(ds.sizes) == {"step": 12, "eval_step": 3, "scale": T, "k": N_BINS}
@@ -396,9 +396,10 @@ def test_reader_slices_to_valid_rows_and_lists_runs(tmp_path):
     rec = view.reconstructions()
     assert rec.sizes["eval_step"] == 3
     np.testing.assert_array_equal(rec.recon.isel(eval_step=2).values, recon_value(2))
-    assert view.final() is None
+    assert view.final is None
     store.write_final({"final/test_mse": 0.5, "final/held_out_avg_mse": math.nan})
-    assert view.final() == {"final/test_mse": 0.5, "final/held_out_avg_mse": None}
+    view.poll()
+    assert view.final == {"final/test_mse": 0.5, "final/held_out_avg_mse": None}
 
     for name in ("b/run2", "a/deep/run3"):
         (tmp_path / name).mkdir(parents=True)
@@ -509,12 +510,12 @@ def test_synthetic_runs_show_spectral_bias_and_its_mitigation(tmp_path):
 def test_synthetic_statuses(tmp_path):
     running = open_run(write_synthetic_run(tmp_path / "r", n_evals=6, status="running"))
     assert running.progress["status"] == "running" and running.progress["n_eval"] == 3
-    assert running.final() is None
+    assert running.final is None
     diverged = open_run(write_synthetic_run(tmp_path / "d", n_evals=6, status="diverged"))
     ds = diverged.metrics()
     assert diverged.progress["status"] == "diverged"
     assert np.isnan(ds.train_loss.values[-1]) and np.isfinite(ds.train_loss.values[:-1]).all()
-    assert diverged.final()["final/status"] == "diverged"
+    assert diverged.final["final/status"] == "diverged"
 
 
 def test_synthetic_command_line_refuses_bad_input_with_one_line(tmp_path, capsys):
@@ -531,7 +532,8 @@ def test_synthetic_command_line_refuses_bad_input_with_one_line(tmp_path, capsys
 
 @pytest.mark.slow
 def test_store_package_does_not_import_jax():
-    code = ("import sys, fae_lab.store, fae_lab.testing.fake_runs, fae_lab.store.reader; "
+    code = ("import sys, fae_lab, fae_lab.config, fae_lab.store, fae_lab.testing.fake_runs, "
+            "fae_lab.store.reader, fae_lab.store.runs, lab.source; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', "
             "'flax', 'optax')))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX")}

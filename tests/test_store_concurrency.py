@@ -220,5 +220,6 @@ def test_live_synthetic_run_from_another_process_grows_until_finished(tmp_path):
     finally:
         writer.kill()
     assert writer.returncode == 0, err
-    assert seen[-1] == 12 and open_run(run).tags == ["multi_scale", "h1", "standard", "attention"]
+    assert seen[-1] == 12 and list(open_run(run).tags.values()) == [
+        "multi_scale", "h1", "standard", "attention"]
     assert len(set(seen)) >= 4 and seen == sorted(seen)

@@ -1,9 +1,11 @@
 """The run store (docs/run-store.md): NumPy, xarray and zarr only, never JAX.
 
 The training engine writes a run with :class:`RunStore` (or :class:`AsyncStoreWriter`, off
-the hot path); dashboards, notebooks and tests read it with :func:`open_run` or plain
-``xarray.open_zarr``. Fabricated runs for tests are :mod:`fae_lab.testing.fake_runs`'s.
-docs/run-store.md describes the files.
+the hot path). Everything else reads runs through one reader: :func:`open_run` (one run, for
+notebooks, scripts and tests), :class:`RunReader` (one run, incrementally: only the rows that
+became valid since the last poll) and :class:`RunsDirectory` (every run under a folder, the
+unreadable ones set apart), or plain ``xarray.open_zarr``. Fabricated runs for tests
+are :mod:`fae_lab.testing.fake_runs`'s.
 """
 
 from fae_lab.store.jsonio import read_json, write_json_atomic
@@ -14,15 +16,37 @@ from fae_lab.store.layout import (
     final_metrics,
     train_schedule,
 )
-from fae_lab.store.reader import RunView, list_runs, open_run
+from fae_lab.store.reader import (
+    CURVE_VARIABLES,
+    EVAL_CURVES,
+    SCALE_VARIABLES,
+    SPECTRAL_VARIABLES,
+    TAG_NAMES,
+    RunDelta,
+    RunReader,
+    RunUnreadable,
+    checked_progress,
+    open_run,
+)
+from fae_lab.store.runs import PollResult, RunsDirectory, list_runs
 from fae_lab.store.writer import AsyncStoreWriter, RunStore
 
 __all__ = [
+    "CURVE_VARIABLES",
+    "EVAL_CURVES",
+    "SCALE_VARIABLES",
+    "SPECTRAL_VARIABLES",
+    "TAG_NAMES",
     "AsyncStoreWriter",
+    "PollResult",
+    "RunDelta",
+    "RunReader",
     "RunStore",
-    "RunView",
+    "RunUnreadable",
+    "RunsDirectory",
     "StoreLayout",
     "Variable",
+    "checked_progress",
     "eval_schedule",
     "final_metrics",
     "list_runs",

@@ -1,23 +1,45 @@
-"""Read a run store, also while it is being written.
+"""The one reader of run stores: discovery aside (:mod:`fae_lab.store.runs`), everything that
+reads a run directory, also while it is being written.
 
-A reader takes ``n_train`` / ``n_eval`` from ``progress.json`` first and only then reads the
-arrays (plain ``xarray.open_zarr``), keeping rows below those counts: the writer replaces
-``progress.json`` only after the rows it counts are on disk (docs/run-store.md).
+A run directory holds ``config.json``, ``progress.json``, ``metrics.zarr``,
+``reconstructions.zarr`` and, once it ends, ``final.json`` (docs/run-store.md). Every array is
+preallocated, so its shape never changes; ``progress.json`` says how many leading rows of the
+``step`` (``n_train``) and ``eval_step`` (``n_eval``) dimensions are valid. The writer replaces
+``progress.json`` only after the rows it counts are on disk, so a reader takes the counts first
+and then reads only rows below them; rows past the counts are NaN or mid-write.
+
+:class:`RunReader` keeps a copy of every valid row of the variables it tracks in memory (a few
+hundred kilobytes per run) and, at each :meth:`RunReader.poll`, reads ``progress.json`` first and
+then only the rows ``[had, n)`` that became valid since. If a count shrinks (a run resumed from
+an earlier checkpoint, or replaced), the copy is cut back and the delta says ``reset``. Fixed
+coordinates (steps of the schedule, scales, wavenumber bins) are read on first use.
+
+A run whose files cannot be read, or whose ``progress.json`` counts rows the store does not
+have, is *unreadable*: ``RunReader.error`` holds a one-line reason, the reader keeps its last
+good state, and the next poll tries again. One bad run never raises out of
+:meth:`RunReader.poll`, so it cannot stop the others.
+
+:func:`open_run` is the one-shot form for notebooks, scripts and tests: a polled reader, or
+:class:`~fae_lab.errors.UsageError` with the reason.
+
+NumPy, xarray and zarr only: no JAX, no Panel.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
+from fae_lab.config import TAG_NAMES
 from fae_lab.errors import UsageError
 from fae_lab.store.jsonio import read_json
 from fae_lab.store.layout import (
-    CHECKPOINTS_DIR,
     CONFIG_FILE,
     FINAL_FILE,
     METRICS_STORE,
@@ -25,79 +47,451 @@ from fae_lab.store.layout import (
     RECONSTRUCTIONS_STORE,
 )
 
+__all__ = ["CURVE_VARIABLES", "EVAL_CURVES", "SCALE_VARIABLES", "SPECTRAL_VARIABLES",
+           "TAG_NAMES", "RunDelta", "RunReader", "RunUnreadable", "checked_progress", "open_run", "reason"]
+
+# Scalar evaluation curves drawn against step (the seed's eval/* and eval/spectral/*).
+EVAL_CURVES = ("eval_rel_mse", "eval_low_freq_mse", "eval_high_freq_mse",
+               "eval_high_freq_error_ratio")
+# Read from the start: what the curves and the runs table draw. Every zarr read costs a fixed
+# zarr-python overhead whatever its size (benchmarks/RESULTS.md), so other variables are read only once a view
+# asks for them (RunReader.require), and grad_norm, wall_time etc. never.
+CURVE_VARIABLES = ("train_loss", *EVAL_CURVES)  # and every train_loss_<term>
+SPECTRAL_VARIABLES = ("eval_spectral_mse", "eval_spectral_target", "eval_scale_spectral_mse",
+                      "eval_scale_spectral_target")
+SCALE_VARIABLES = ("eval_scale_mse", "eval_scale_rel_mse")
+_RECON_CACHE_SIZE = 8
+_REASON_CHARS = 240
+
+
+class RunUnreadable(ValueError):
+    """What a run's files hold is not a run this reader can honour (its message says what)."""
+
+
+def reason(err: BaseException) -> str:
+    """One line saying why a run cannot be read: the first line of the error's message, after
+    its type unless the reader's own check raised it (:class:`RunUnreadable`), cut to a few
+    hundred characters (a JSON value quoted in it may be long)."""
+    lines = str(err).strip().splitlines()
+    first = lines[0] if lines else ""
+    text = first if isinstance(err, RunUnreadable) else f"{type(err).__name__}: {first}".rstrip(": ")
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def checked_progress(progress: Any, n_train_rows: int, n_eval_rows: int) -> dict[str, Any]:
+    """``progress.json``'s document if it is one the store can honour, else
+    :class:`RunUnreadable`.
+
+    ``n_train`` and ``n_eval`` must be whole numbers in ``0 .. n_train_rows`` and
+    ``0 .. n_eval_rows`` (the lengths of the store's ``step`` and ``eval_step``); ``step`` and
+    ``max_steps``, when given, whole numbers >= 0; ``status`` and ``message`` text.
+    """
+    if not isinstance(progress, dict):
+        raise RunUnreadable(f"{PROGRESS_FILE} is not a JSON object")
+    for key, rows in (("n_train", n_train_rows), ("n_eval", n_eval_rows)):
+        if key not in progress:
+            raise RunUnreadable(f"{PROGRESS_FILE} has no {key}")
+        value = progress[key]
+        if not _whole(value):
+            raise RunUnreadable(f"{PROGRESS_FILE}: {key} = {value!r} is not a whole number")
+        if not 0 <= value <= rows:
+            raise RunUnreadable(f"{PROGRESS_FILE}: {key} = {value} is outside 0..{rows}, "
+                             f"the rows {METRICS_STORE} has")
+    for key in ("step", "max_steps"):
+        value = progress.get(key)
+        if value is not None and not (_whole(value) and value >= 0):
+            raise RunUnreadable(f"{PROGRESS_FILE}: {key} = {value!r} is not a whole number >= 0")
+    for key in ("status", "message"):
+        value = progress.get(key)
+        if value is not None and not isinstance(value, str):
+            raise RunUnreadable(f"{PROGRESS_FILE}: {key} = {value!r} is not text")
+    return progress
+
 
 @dataclass(frozen=True)
-class RunView:
-    """One run directory, read-only.
+class RunDelta:
+    """What one poll found new in one run.
 
-    ``config_json`` is the whole ``config.json``; ``config`` its resolved configuration
-    (nested dict) and ``tags`` its ``[training_mode, loss_type, decoder_type,
-    pooling_type]``. ``progress`` is read from disk on each access.
+    ``train`` and ``eval`` are the row ranges along ``step`` and ``eval_step`` that became valid
+    (empty slices when none); ``reset`` means earlier rows were dropped, so views must redraw
+    the run from :meth:`RunReader.training` / :meth:`RunReader.evaluations`;
+    ``status_changed`` covers status, step, message and ``final.json``.
     """
 
-    path: Path
-    config_json: dict[str, Any]
+    name: str
+    train: slice
+    eval: slice
+    reset: bool = False
+    status_changed: bool = False
+
+    @property
+    def has_rows(self) -> bool:
+        return self.train.stop > self.train.start or self.eval.stop > self.eval.start
+
+    @property
+    def new_evaluations(self) -> bool:
+        """Whether the run's evaluations changed: new rows, or cut back and re-read."""
+        return self.reset or self.eval.stop > self.eval.start
+
+
+def _open_store(path: Path) -> xr.Dataset:
+    """A lazily read zarr store. ``cache=False``: the arrays are preallocated with NaN rows that
+    fill in later, so nothing read from them may be kept by xarray behind our back. Both
+    stores are consolidated when a run is created, before its ``config.json`` exists."""
+    return xr.open_dataset(path, engine="zarr", chunks=None, cache=False, consolidated=True)
+
+
+@dataclass
+class _Rows:
+    """Valid leading rows of the tracked variables of one dimension, copied from the store.
+
+    ``values[name]`` is preallocated to the full length of the dimension; ``count`` rows are
+    valid; ``available`` names every variable of the store along that dimension.
+    """
+
+    dim: str
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    available: list[str] = field(default_factory=list)
+    count: int = 0
+
+
+class RunReader:
+    """One run directory, read incrementally.
+
+    Tracked variables (those in memory and kept up to date) start as :data:`CURVE_VARIABLES`
+    and every ``train_loss_<term>``; :meth:`require` adds more.
+
+    ``name`` is the run's label (for :class:`~fae_lab.store.runs.RunsDirectory`, its path
+    relative to the runs directory). ``tags`` maps :data:`TAG_NAMES` to the seed's tags
+    ``[training_mode, loss_type, decoder_type, pooling_type]`` from ``config.json`` (``"?"``
+    where missing); ``config_json`` is the whole ``config.json``. ``progress`` and ``final``
+    (``final.json``, None until the run ends) are as of the last :meth:`poll`; ``error`` is
+    the one-line reason the last poll could not read the run, else None.
+
+    Raises ``OSError`` or ``ValueError`` (:class:`RunUnreadable` for one this reader checks) if
+    ``config.json`` cannot be read or is not a JSON object whose ``tags`` is a list.
+    """
+
+    def __init__(self, path: str | os.PathLike, name: str | None = None):
+        self.path = Path(path)
+        self.name = name or self.path.name
+        config = read_json(self.path / CONFIG_FILE)
+        if not isinstance(config, dict):
+            raise RunUnreadable(f"{CONFIG_FILE} is not a JSON object")
+        tags = config.get("tags") or []
+        if not isinstance(tags, list) or any(isinstance(t, (dict, list)) for t in tags):
+            raise RunUnreadable(f"{CONFIG_FILE}: tags = {tags!r} is not a list of names")
+        tags = [*tags, *["?"] * (len(TAG_NAMES) - len(tags))]
+        self.config_json: dict[str, Any] = config
+        self.tags: dict[str, str] = dict(zip(TAG_NAMES, map(str, tags), strict=False))
+        self.progress: dict[str, Any] = {"status": "running", "step": 0, "n_train": 0,
+                                         "n_eval": 0, "message": ""}
+        self.final: dict[str, Any] | None = None
+        self.error: str | None = None
+        self._metrics: xr.Dataset | None = None
+        self._coords_in_memory: set[str] = set()  # of _metrics, see _coord
+        self._recon: xr.Dataset | None = None
+        self._train = _Rows("step")
+        self._eval = _Rows("eval_step")
+        self._truth: np.ndarray | None = None
+        self._recon_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    # -- what the run is ---------------------------------------------------------------------
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.config_json["config"]
-
-    @property
-    def tags(self) -> list[str]:
-        return list(self.config_json["tags"])
+        """The resolved configuration (``config.json``'s ``config``; empty if it has none)."""
+        return self.config_json.get("config") or {}
 
     @property
     def run_name(self) -> str:
-        return self.config_json["run_name"]
+        return str(self.config_json.get("run_name") or self.name)
 
     @property
-    def progress(self) -> dict[str, Any]:
-        return read_json(self.path / PROGRESS_FILE)
+    def status(self) -> str:
+        return str(self.progress.get("status", "running"))
+
+    @property
+    def step(self) -> int:
+        return int(self.progress.get("step") or 0)
+
+    @property
+    def max_steps(self) -> int:
+        value = self.progress.get("max_steps")
+        if value is None and self._metrics is not None:
+            value = int(max(self._metrics["step"].values[-1], self._metrics["eval_step"].values[-1]))
+        return int(value or 0)
+
+    @property
+    def n_train(self) -> int:
+        return self._train.count
+
+    @property
+    def n_eval(self) -> int:
+        return self._eval.count
+
+    @property
+    def ready(self) -> bool:
+        """Whether the stores are open (they exist once ``config.json`` does)."""
+        return self._metrics is not None
+
+    def _coord(self, name: str) -> np.ndarray:
+        """A coordinate's values. One that is not an index (held_out, time, k_lower, ...) would
+        be read from zarr at every access under cache=False; it is fixed when a run is
+        created, so the first access puts it in memory, where later row reads find it too."""
+        if self._metrics is None:
+            return np.zeros(0)
+        coord = self._metrics[name]
+        if name not in self._metrics.indexes and name not in self._coords_in_memory:
+            self._metrics = self._metrics.assign_coords({name: (coord.dims, coord.values, coord.attrs)})
+            self._coords_in_memory.add(name)
+        return self._metrics[name].values
+
+    @property
+    def train_steps(self) -> np.ndarray:
+        """Step of every training-log row of the schedule, ``(n_train_total,)``."""
+        return self._coord("step")
+
+    @property
+    def eval_steps(self) -> np.ndarray:
+        """Step of every evaluation of the schedule, ``(n_eval_total,)``."""
+        return self._coord("eval_step")
+
+    @property
+    def scales(self) -> np.ndarray:
+        return self._coord("scale")
+
+    @property
+    def held_out(self) -> np.ndarray:
+        """``(T,)`` bool: scales never trained on."""
+        return self._coord("held_out").astype(bool)
+
+    @property
+    def times(self) -> np.ndarray:
+        return self._coord("time")
+
+    @property
+    def k(self) -> np.ndarray:
+        """Radial bin centres |n|, cycles per unit length, ``(n_bins,)``."""
+        return self._coord("k")
+
+    @property
+    def k_lower(self) -> np.ndarray:
+        """Lower bin edges, ``(n_bins,)``."""
+        return self._coord("k_lower")
+
+    @property
+    def k_upper(self) -> np.ndarray:
+        """Upper bin edges, ``(n_bins,)``."""
+        return self._coord("k_upper")
+
+    @property
+    def spectral_cutoff(self) -> float:
+        if self._metrics is None:
+            return float("nan")
+        return float(self._metrics.attrs.get("spectral_cutoff", float("nan")))
+
+    @property
+    def loss_terms(self) -> list[str]:
+        """Names of the loss terms, from the ``train_loss_<term>`` variables."""
+        return [name[len("train_loss_"):] for name in self._train.values
+                if name.startswith("train_loss_")]
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        metrics = _open_store(self.path / METRICS_STORE)
+        recon_path = self.path / RECONSTRUCTIONS_STORE
+        recon = _open_store(recon_path) if recon_path.exists() else None
+        # Both opened before anything is replaced: a failed open leaves the last good state.
+        self._metrics, self._recon = metrics, recon
+        self._coords_in_memory = set()
+        tracked = [*self._train.values, *self._eval.values]
+        self._train, self._eval = _Rows("step"), _Rows("eval_step")
+        for name, variable in metrics.data_vars.items():
+            rows = self._train if variable.dims[0] == "step" else self._eval
+            rows.available.append(name)
+            if name in CURVE_VARIABLES or name.startswith("train_loss_") or name in tracked:
+                rows.values[name] = np.full(variable.shape, np.nan)
+        self._truth = None
+        self._recon_cache.clear()
+
+    def _read(self, rows: _Rows, names: list[str], start: int, stop: int) -> None:
+        assert self._metrics is not None
+        new = self._metrics[names].isel({rows.dim: slice(start, stop)}).load()
+        for name in names:
+            rows.values[name][start:stop] = new[name].values
+
+    def _read_rows(self, rows: _Rows, stop: int) -> slice:
+        start = rows.count
+        if stop > start and rows.values:
+            self._read(rows, list(rows.values), start, stop)
+        rows.count = max(start, stop)
+        return slice(start, rows.count)
+
+    def require(self, *names: str) -> None:
+        """Track ``names`` too (those the store has): read their valid rows now, and the new
+        ones at every poll."""
+        for rows in (self._train, self._eval):
+            new = [n for n in names if n in rows.available and n not in rows.values]
+            for name in new:
+                assert self._metrics is not None
+                rows.values[name] = np.full(self._metrics[name].shape, np.nan)
+            if new and rows.count:
+                self._read(rows, new, 0, rows.count)
+
+    def poll(self) -> RunDelta:
+        """Read ``progress.json``, then only the rows that became valid since the last poll.
+
+        Never raises for what is on disk: a run whose files cannot be read, or whose
+        ``progress.json`` fails :func:`checked_progress`, keeps its last state and sets
+        ``error`` to the reason (``status_changed`` when the reason changes).
+        """
+        before = (self.progress.get("status"), self.progress.get("step"),
+                  self.progress.get("message"), self.final is not None, self.error)
+        train_start, eval_start, reset = self._train.count, self._eval.count, False
+        try:
+            progress = read_json(self.path / PROGRESS_FILE)
+            if self._metrics is None:
+                self._open()
+            assert self._metrics is not None
+            sizes = self._metrics.sizes
+            checked_progress(progress, sizes["step"], sizes["eval_step"])
+            n_train, n_eval = progress["n_train"], progress["n_eval"]
+            if n_train < self._train.count or n_eval < self._eval.count:
+                # A resumed run truncated its rows, or the run was replaced: start again.
+                self._open()
+                reset, train_start, eval_start = True, 0, 0
+            self._read_rows(self._train, n_train)
+            self._read_rows(self._eval, n_eval)
+            status_changed = progress.get("status") != self.progress.get("status")
+            self.progress = progress
+            final_path = self.path / FINAL_FILE
+            if (self.final is None or status_changed or reset) and final_path.exists():
+                final = read_json(final_path)  # again after a resumed run ends
+                if not isinstance(final, dict):
+                    raise RunUnreadable(f"{FINAL_FILE} is not a JSON object")
+                self.final = final
+            self.error = None
+        except Exception as err:  # whatever one run holds, the others go on
+            self.error = reason(err)
+        # Rows read before a failure stay read, so the delta still names them.
+        after = (self.progress.get("status"), self.progress.get("step"),
+                 self.progress.get("message"), self.final is not None, self.error)
+        return RunDelta(self.name, slice(train_start, self._train.count),
+                        slice(eval_start, self._eval.count), reset=reset,
+                        status_changed=before != after)
+
+    def _polled(self) -> None:
+        """Poll, and raise :class:`UsageError` with the reason if the run cannot be read."""
+        self.poll()
+        if self.error is not None:
+            raise UsageError(f"{self.path}: {self.error}")
 
     def metrics(self) -> xr.Dataset:
-        """``metrics.zarr`` loaded into memory, rows ``step < n_train`` and
-        ``eval_step < n_eval`` only."""
-        progress = self.progress
-        dataset = xr.open_zarr(self.path / METRICS_STORE)
-        valid = dataset.isel(step=slice(0, progress["n_train"]),
-                             eval_step=slice(0, progress["n_eval"]))
-        valid = valid.load()
-        dataset.close()
-        return valid
+        """After a poll, every variable of ``metrics.zarr`` (not only the tracked ones), rows
+        ``step < n_train`` and ``eval_step < n_eval`` only, loaded into memory."""
+        self._polled()
+        with xr.open_zarr(self.path / METRICS_STORE) as dataset:
+            return dataset.isel(step=slice(0, self.n_train),
+                                eval_step=slice(0, self.n_eval)).load()
 
     def reconstructions(self) -> xr.Dataset:
-        """``reconstructions.zarr``, lazily, evaluation rows ``< n_eval`` only (``truth`` whole).
-
-        Load what you need (``.sel(...).values``); rows below ``n_eval`` never change.
-        """
-        n_eval = self.progress["n_eval"]
+        """After a poll, ``reconstructions.zarr`` lazily, evaluation rows ``< n_eval`` only
+        (``truth`` whole). Load what you need (``.sel(...).values``); valid rows never change."""
+        self._polled()
         dataset = xr.open_zarr(self.path / RECONSTRUCTIONS_STORE)
-        return dataset.isel(eval_step=slice(0, n_eval))
+        return dataset.isel(eval_step=slice(0, self.n_eval))
 
-    def final(self) -> dict[str, Any] | None:
-        """``final.json``, or None while the run has not ended."""
-        path = self.path / FINAL_FILE
-        return read_json(path) if path.exists() else None
+    def training(self, rows: slice | None = None) -> xr.Dataset:
+        """Valid training-log rows (all, or ``rows`` of them) as a Dataset along ``step``."""
+        rows = rows or slice(0, self._train.count)
+        stop = min(rows.stop, self._train.count)
+        data = {name: ("step", values[rows.start:stop])
+                for name, values in self._train.values.items()}
+        return xr.Dataset(data, coords={"step": self.train_steps[rows.start:stop]})
+
+    def evaluations(self, rows: slice | None = None) -> xr.Dataset:
+        """Valid evaluation rows (all, or ``rows`` of them) as a Dataset along ``eval_step``,
+        with the ``scale`` (``held_out``, ``time``) and ``k`` coordinates."""
+        rows = rows or slice(0, self._eval.count)
+        stop = min(rows.stop, self._eval.count)
+        if self._metrics is None:
+            return xr.Dataset()
+        data = {name: (self._metrics[name].dims, values[rows.start:stop])
+                for name, values in self._eval.values.items()}
+        coords = {"eval_step": self.eval_steps[rows.start:stop], "scale": self.scales,
+                  "held_out": ("scale", self.held_out), "time": ("scale", self.times),
+                  "k": self.k}
+        return xr.Dataset(data, coords=coords,
+                          attrs={"spectral_cutoff": self.spectral_cutoff})
+
+    def latest(self, name: str) -> float:
+        """The newest valid value of a scalar evaluation variable (NaN if none)."""
+        values = self._eval.values.get(name)
+        if values is None or self._eval.count == 0:
+            return float("nan")
+        return float(values[self._eval.count - 1])
+
+    def summary(self) -> dict[str, Any]:
+        """One row of the runs table: name, tags, status, progress and the headline metrics
+        (newest evaluation, and ``final.json`` once the run has ended)."""
+        final = self.final or {}
+
+        def final_value(key: str) -> float:
+            value = final.get(key)
+            return float(value) if value is not None else float("nan")
+
+        return {
+            "run": self.name, **self.tags, "status": "unreadable" if self.error else self.status,
+            "step": self.step,
+            "max_steps": self.max_steps, "evaluations": self.n_eval,
+            "rel_mse": self.latest("eval_rel_mse"),
+            "high_freq_ratio": self.latest("eval_high_freq_error_ratio"),
+            "final_test_rel_mse": final_value("final/test_rel_mse"),
+            "final_held_out_avg_mse": final_value("final/held_out_avg_mse"),
+            "message": self.error or str(self.progress.get("message") or ""),
+        }
+
+    def truth(self) -> np.ndarray:
+        """The fixed test fields, ``(S, T, R, R)`` float32 (written when the run was created)."""
+        if self._truth is None:
+            if self._recon is None:
+                raise FileNotFoundError(f"{self.path / RECONSTRUCTIONS_STORE} is missing")
+            self._truth = self._recon["truth"].values
+        return self._truth
+
+    def reconstruction(self, eval_index: int) -> np.ndarray:
+        """``recon`` of valid evaluation ``eval_index``, ``(S, T, R, R)`` float32 (a few cached)."""
+        if not 0 <= eval_index < self._eval.count:
+            raise IndexError(f"evaluation {eval_index} of run {self.name} is not written yet "
+                             f"({self._eval.count} are)")
+        if eval_index in self._recon_cache:
+            self._recon_cache.move_to_end(eval_index)
+            return self._recon_cache[eval_index]
+        if self._recon is None:
+            raise FileNotFoundError(f"{self.path / RECONSTRUCTIONS_STORE} is missing")
+        image = self._recon["recon"].isel(eval_step=eval_index).values
+        self._recon_cache[eval_index] = image
+        if len(self._recon_cache) > _RECON_CACHE_SIZE:
+            self._recon_cache.popitem(last=False)
+        return image
 
 
-def open_run(run_dir: str | os.PathLike) -> RunView:
-    """The run in ``run_dir``; :class:`UsageError` if it holds none."""
+
+def open_run(run_dir: str | os.PathLike) -> RunReader:
+    """The run in ``run_dir``, polled once; :class:`UsageError` with a one-line reason if it
+    holds no run or the run cannot be read."""
     path = Path(run_dir)
     if not (path / CONFIG_FILE).is_file():
         raise UsageError(f"{path} holds no run (no {CONFIG_FILE})")
-    return RunView(path=path, config_json=read_json(path / CONFIG_FILE))
-
-
-def list_runs(root: str | os.PathLike) -> list[Path]:
-    """Every directory under ``root`` (``root`` included) that holds a ``config.json``, sorted.
-
-    The search does not descend into a run's own stores and checkpoints, or hidden folders.
-    """
-    root = Path(root)
-    skip = {METRICS_STORE, RECONSTRUCTIONS_STORE, CHECKPOINTS_DIR}
-    runs = []
-    for directory, subdirs, files in os.walk(root):
-        if CONFIG_FILE in files:
-            runs.append(Path(directory))
-        subdirs[:] = [d for d in subdirs if d not in skip and not d.startswith(".")]
-    return sorted(runs)
+    try:
+        reader = RunReader(path)
+    except Exception as err:  # one line, whatever config.json holds
+        raise UsageError(f"{path}: {reason(err)}") from err
+    reader._polled()
+    return reader

@@ -28,7 +28,7 @@ from bokeh.models import (
 from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
 
-from lab.source import SPECTRAL_VARIABLES, PollResult, RunReader
+from fae_lab.store import SPECTRAL_VARIABLES, PollResult, RunReader
 from lab.state import LabState
 from lab.transforms import (
     ALL_TRAINING_SCALES,

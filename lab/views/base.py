@@ -12,7 +12,7 @@ import contextlib
 import panel as pn
 import param
 
-from lab.source import PollResult
+from fae_lab.store import PollResult
 from lab.state import LabState
 
 

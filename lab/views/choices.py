@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lab.source import RunReader
+from fae_lab.store import RunReader
 from lab.transforms import ALL_TRAINING_SCALES
 
 

@@ -29,7 +29,7 @@ from bokeh.models import (
 from bokeh.palettes import RdBu11
 from bokeh.plotting import figure
 
-from lab.source import SPECTRAL_VARIABLES, PollResult, RunReader
+from fae_lab.store import SPECTRAL_VARIABLES, PollResult, RunReader
 from lab.state import LabState
 from lab.text import markdown_text
 from lab.transforms import (

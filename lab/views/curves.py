@@ -33,7 +33,7 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
-from lab.source import PollResult, RunReader
+from fae_lab.store import PollResult, RunReader
 from lab.state import LabState
 from lab.transforms import evaluation_frame, training_frame
 from lab.views.base import LiveView

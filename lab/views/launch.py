@@ -17,6 +17,7 @@ import panel as pn
 import param
 
 from fae_lab.errors import UsageError
+from fae_lab.store import PollResult
 from lab.launcher import (
     CHOICE_FIELDS,
     FLAGS,
@@ -28,7 +29,6 @@ from lab.launcher import (
     form_defaults,
     launch,
 )
-from lab.source import PollResult
 from lab.state import LabState
 from lab.text import markdown_text
 

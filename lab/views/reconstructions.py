@@ -13,7 +13,7 @@ import numpy as np
 import panel as pn
 import param
 
-from lab.source import PollResult, RunReader
+from fae_lab.store import PollResult, RunReader
 from lab.state import LabState
 from lab.views.base import LiveView
 from lab.views.choices import evaluation_index, sample_options, scale_options

@@ -3,7 +3,9 @@
 The table has one row per run with its tags (the seed's scheme ``[training_mode, loss_type,
 decoder_type, pooling_type]``), status (running, finished, failed, diverged), step and
 headline metrics (newest evaluation; ``final.json`` once it has ended). Cells are patched in
-place as runs progress; rows change only when the filter or the set of runs does.
+place as runs progress; rows change only when the filter or the set of runs does. A run that
+cannot be read has status ``unreadable`` and the reason as its message, and the filter's panel
+lists every unreadable run (also those without a readable ``config.json``) as plain text.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from lab.source import PollResult
+from fae_lab.store import PollResult
 from lab.state import TAG_LABELS, LabState
 from lab.text import html_text, isolated_name
 from lab.views.base import LiveView
@@ -59,6 +61,12 @@ class RunFilter(pn.viewable.Viewer):
                                     sizing_mode="stretch_width")
         state.param.watch(lambda *_: setattr(self.summary, "object", self._summary_text()),
                           ["visible", "runs"])
+        # Plain text (a <pre>, escaped): run names and reasons come from files on disk.
+        text = self._unreadable_text()
+        self.unreadable = pn.pane.Str(
+            text, css_classes=["unreadable-runs"], visible=bool(text), sizing_mode="stretch_width",
+            stylesheets=["pre { white-space: pre-wrap; overflow-wrap: anywhere; }"])
+        state.subscribe(self._show_unreadable)
 
     def _summary_text(self) -> str:
         """HTML: how many runs are drawn and the first few names, escaped and isolated."""
@@ -70,12 +78,26 @@ class RunFilter(pn.viewable.Viewer):
         more = f" and {len(visible) - len(shown)} more" if len(visible) > len(shown) else ""
         return f"Drawing {len(visible)} of {total} runs: {names}{more}"
 
+    def _unreadable_text(self) -> str:
+        """One line per run that could not be read at the last poll: its name and why."""
+        unreadable = self.state.source.unreadable
+        if not unreadable:
+            return ""
+        lines = [f"{name}: {why}" for name, why in sorted(unreadable.items())]
+        return "Unreadable runs (last rows read, if any, are kept):\n" + "\n".join(lines)
+
+    def _show_unreadable(self, result: PollResult) -> None:
+        text = self._unreadable_text()
+        if text != self.unreadable.object:
+            self.unreadable.object = text
+            self.unreadable.visible = bool(text)
+
     def __panel__(self):
         widgets = []
         for tag, toggle in self.toggles.items():
             widgets += [pn.pane.Markdown(f"**{TAG_LABELS[tag]}**", margin=(8, 10, 0, 10)),
                         toggle]
-        return pn.Column(*widgets, self.colour_by, self.chosen, self.summary,
+        return pn.Column(*widgets, self.colour_by, self.chosen, self.summary, self.unreadable,
                          sizing_mode="stretch_width")
 
 

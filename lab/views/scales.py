@@ -16,7 +16,7 @@ import param
 from bokeh.models import ColumnDataSource, DataRange1d, FactorRange, HoverTool
 from bokeh.plotting import figure
 
-from lab.source import SCALE_VARIABLES, PollResult
+from fae_lab.store import SCALE_VARIABLES, PollResult
 from lab.state import LabState
 from lab.transforms import per_scale_table
 from lab.views.base import LiveView

@@ -26,7 +26,7 @@ RUNS = (
 
 
 def tags_on_disk(run_dir: Path) -> dict[str, str]:
-    """A run's tags read straight from its config.json (independent of lab.source)."""
+    """A run's tags read straight from its config.json (independent of the store reader)."""
     tags = json.loads((run_dir / "config.json").read_text())["tags"]
     return dict(zip(("training_mode", "loss_type", "decoder_type", "pooling_type"), tags,
                     strict=True))
@@ -34,7 +34,7 @@ def tags_on_disk(run_dir: Path) -> dict[str, str]:
 
 def on_disk(run_dir: Path, name: str, store: str = "metrics.zarr"):
     """Valid rows of ``name`` (those progress.json counts) read with plain xarray
-    (independent of lab.source)."""
+    (independent of the store reader)."""
     progress = read_json(run_dir / "progress.json")
     with xr.open_zarr(run_dir / store) as ds:
         variable = ds[name]

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import xarray as xr
 
 from lab.cli import free_port
 from tests.lab.conftest import tags_on_disk
@@ -108,6 +109,11 @@ def stop(process: subprocess.Popen) -> None:
 def served(runs_dir, tmp_path_factory):
     """``python -m fae_lab serve`` over a copy of the fixture's runs, on 127.0.0.1."""
     runs = Path(shutil.copytree(runs_dir, tmp_path_factory.mktemp("served") / "runs"))
+    yield from serve(runs)
+
+
+def serve(runs: Path):
+    """Serve ``runs`` until the generator is closed; yields (runs, url)."""
     port = free_port("127.0.0.1")
     log = open(runs.parent / "server.log", "w+")  # closed in the finally below
     server = subprocess.Popen(
@@ -326,4 +332,42 @@ def test_a_run_launched_from_the_form_appears(served, page, artifacts):
     assert tags_on_disk(runs / "launched-h1")["loss_type"] == "h1"
     next_render(page)
     page.screenshot(path=artifacts / "launched-run.png", full_page=True)
+    assert_clean(page, watch)
+
+
+@pytest.fixture(scope="module")
+def served_with_a_bad_run(runs_dir, tmp_path_factory):
+    """The fixture's runs, with h1's progress.json counting three evaluations more than its
+    store has rows for."""
+    runs = Path(shutil.copytree(runs_dir, tmp_path_factory.mktemp("bad") / "runs"))
+    progress = json.loads((runs / "h1" / "progress.json").read_text())
+    with xr.open_zarr(runs / "h1" / "metrics.zarr") as ds:
+        rows = ds.sizes["eval_step"]
+    progress["n_eval"] = rows + 3
+    (runs / "h1" / "progress.json").write_text(json.dumps(progress))
+    for served_runs, url in serve(runs):
+        yield served_runs, url, rows
+
+
+def test_a_bad_run_is_listed_as_unreadable_and_the_others_draw(served_with_a_bad_run, page,
+                                                                artifacts):
+    runs, url, rows = served_with_a_bad_run
+    page.set_default_navigation_timeout(120_000)  # the first render of a loaded 2-core host
+    watch = open_app(page, url)
+    good = [name for name in expected_runs(runs) if name != "h1"]
+    for name in good:
+        n_eval = json.loads((runs / name / "progress.json").read_text())["n_eval"]
+        wait_for(lambda name=name, n_eval=n_eval: page.evaluate(EVAL_ROWS, name) == n_eval, 20,
+                 what=f"{name}'s evaluations")
+    assert page.evaluate(EVAL_ROWS, "h1") <= 0  # nothing of it is drawn
+    note = text_of(page, "unreadable-runs")
+    assert f"h1: progress.json: n_eval = {rows + 3} is outside 0..{rows}" in note, note
+    show_tab(page, "Runs")
+    table = wait_for(lambda: (text := text_of(page, "runs-table")) and "unreadable" in text and text,
+                     20, what="the runs table")
+    assert f"n_eval = {rows + 3} is outside" in table, table
+    next_render(page)
+    page.screenshot(path=artifacts / "unreadable-run.png", full_page=True)
+    for tab in ("Frequency bands", "Per scale", "Compare two runs", "Curves"):
+        show_tab(page, tab)
     assert_clean(page, watch)

@@ -1,4 +1,4 @@
-"""lab.source: runs discovered under a directory, read incrementally and only up to the rows
+"""The run store reader (fae_lab.store.RunReader, RunsDirectory): runs discovered under a directory, read incrementally and only up to the rows
 progress.json declares valid. Checked against plain xarray / zarr reads of the same stores."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from fae_lab.store import RunStore
-from lab.source import CURVE_VARIABLES, SPECTRAL_VARIABLES, RunReader, RunsDirectory
+from fae_lab.store import CURVE_VARIABLES, SPECTRAL_VARIABLES, RunReader, RunsDirectory, RunStore
 from tests.lab.conftest import RUNS, live_run, on_disk, tags_on_disk
 from tests.train_helpers import read_json
 

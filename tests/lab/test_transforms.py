@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from lab.source import SCALE_VARIABLES, SPECTRAL_VARIABLES, RunsDirectory
+from fae_lab.store import SCALE_VARIABLES, SPECTRAL_VARIABLES, RunsDirectory
 from lab.transforms import (
     ALL_TRAINING_SCALES,
     band_error_relative_to_first,

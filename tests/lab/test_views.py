@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import panel as pn
 import pytest
 import xarray as xr
 from bokeh.document import Document
@@ -323,3 +324,46 @@ def test_a_poll_that_finds_a_new_run_draws_each_view_once(fresh_runs):
     live_run(fresh_runs, "second").advance(1)
     state.poll()  # the next poll: the live run has nothing new, the second run is new
     assert calls == ["refresh", "refresh"]
+
+
+def test_a_run_whose_progress_counts_rows_the_store_lacks_is_listed_not_drawn(fresh_runs):
+    """One bad run (n_eval beyond the store's rows; another with a garbled config.json) leaves
+    every view working: the good runs draw their stored rows, the runs table marks the bad run
+    unreadable with the reason, and the filter's panel lists both bad runs as plain text."""
+    progress_path = fresh_runs / "h1" / "progress.json"
+    progress = json.loads(progress_path.read_text())
+    with xr.open_zarr(fresh_runs / "h1" / "metrics.zarr") as ds:
+        rows = ds.sizes["eval_step"]
+    progress["n_eval"] = rows + 3
+    progress_path.write_text(json.dumps(progress))
+    (fresh_runs / "broken").mkdir()
+    (fresh_runs / "broken" / "config.json").write_text("{<b>not json</b>")
+    state = LabState(fresh_runs)
+    views = [CurvesView(state), FrequencyBandsView(state), PerScaleView(state),
+             ReconstructionsView(state), TwoRunComparison(state)]
+    table, controls = RunsTable(state), RunFilter(state)
+    for view in (*views, table, controls):
+        Document().add_root(view.__panel__().get_root())
+    state.poll()
+    curves = views[0]
+    for name, *_ in RUNS:
+        if name != "h1":
+            np.testing.assert_array_equal(curves.eval_sources[name].data["eval_rel_mse"],
+                                          on_disk(fresh_runs / name, "eval_rel_mse"))
+    assert len(curves.eval_sources["h1"].data["step"]) == 0
+    frame = table.table.value.set_index("run")
+    why = f"progress.json: n_eval = {rows + 3} is outside 0..{rows}"
+    assert frame.loc["h1", "status"] == "unreadable"
+    assert frame.loc["h1", "message"].startswith(why)
+    assert frame.loc["baseline", "status"] == "finished"
+    listed = controls.unreadable.object
+    assert controls.unreadable.visible and isinstance(controls.unreadable, pn.pane.Str)
+    assert f"h1: {why}" in listed and "broken: JSONDecodeError" in listed
+    # Repaired: the note goes away and the run draws at the next poll.
+    progress["n_eval"] = rows
+    progress_path.write_text(json.dumps(progress))
+    (fresh_runs / "broken" / "config.json").unlink()
+    state.poll()
+    assert not controls.unreadable.visible and controls.unreadable.object == ""
+    np.testing.assert_array_equal(curves.eval_sources["h1"].data["eval_rel_mse"],
+                                  on_disk(fresh_runs / "h1", "eval_rel_mse"))
