@@ -26,6 +26,7 @@ CoordinateFeatures = Literal["gaussian", "periodic"]
 H1Form = Literal["finite_difference", "spectral"]
 Precision = Literal["float32", "bf16"]
 Kernels = Literal["auto", "xla", "pallas"]
+Rung = Literal["fae", "auto_decoder", "decoder_alone"]
 
 TRAINING_MODES = ("single_scale", "multi_scale")
 POOLING_TYPES = ("mean", "attention", "augmented_residual")
@@ -35,6 +36,9 @@ H1_FORMS = ("finite_difference", "spectral")
 PRECISIONS = ("float32", "bf16")
 # auto: the fused Pallas encoder on a GPU where the model allows it (fae_lab.train.run.use_fused_encoder)
 KERNELS = ("auto", "xla", "pallas")
+# The bottleneck ladder (fae_lab.models.autodecoder): the full FAE; one free latent per training
+# field and no encoder; the decoder alone on one training sample with fixed latents.
+RUNGS = ("fae", "auto_decoder", "decoder_alone")
 # The seed's tag scheme, in its order: tag name -> the RunConfig section holding it. The only
 # place the order is written; config.json's "tags" list and the dashboards' filter follow it.
 TAG_SECTIONS = {"training_mode": "data", "loss_type": "loss", "decoder_type": "model",
@@ -103,6 +107,10 @@ class ModelConfig:
     rff_multiscale_sigmas: tuple[float, ...] | None = None
     rff_location: RFFLocation = "penultimate"
     feature_seed: int = 0  # seeds the fixed (untrained) Fourier matrices
+    # Bottleneck ladder: which model stands in front of the decoder (RUNGS), and for
+    # decoder_alone the training sample (index into the training split) it fits.
+    rung: Rung = "fae"
+    rung_sample: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,9 @@ class EvalConfig:
     spectral_cutoff: float | None = None  # |n| of the low/high split; None: R / 4
     n_reconstruction_samples: int = 4
     eval_batch_size: int = 64
+    # Training samples evaluated like the test split (eval_train_* variables): the first N of
+    # the training split; None: as many as the test split has (all, for decoder_alone's one).
+    eval_train_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,16 @@ class RunConfig:
 
 
 def tags(config: RunConfig) -> list[str]:
+    """The seed's tag scheme: ``[training_mode, loss_type, decoder_type, pooling_type]``; a run
+    of a ladder rung other than the FAE adds its rung as a fifth tag (``auto_decoder`` or
+    ``decoder_alone``), so the seed's four keep their places."""
+    seed_tags = [
+        config.data.training_mode,
+        config.loss.loss_type,
+        config.model.decoder_type,
+        config.model.pooling_type,
+    ]
+    return seed_tags if config.model.rung == "fae" else [*seed_tags, config.model.rung]
     """The seed's tag scheme: ``[training_mode, loss_type, decoder_type, pooling_type]``
     (:data:`TAG_NAMES`, in that order)."""
     return [getattr(getattr(config, TAG_SECTIONS[name]), name) for name in TAG_NAMES]

@@ -4,6 +4,14 @@
 programme (:mod:`fae_lab.phase`) runs them with their sweeps, each next to a multi-scale
 baseline so that every comparison the seed asks for ("does blur disappear?", "does the
 high band fall faster?") has its reference in the same table.
+
+Phase A also runs the *bottleneck ladder* (:func:`ladder_experiments`): on the baseline's
+data, decoder and step budget, the decoder alone fitted to single training samples
+(:data:`LADDER_SAMPLES`), an auto-decoder (one free latent per training field, no encoder) and
+the full FAE (the baseline itself). Compared on their training split, a rung that resolves far
+more than the next one names the bottleneck: decoder alone >> auto-decoder, the latent;
+auto-decoder >> FAE, the encoder; no rung resolving the fine scales, the decoder itself (or
+the optimiser).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ class Experiment:
     phase: str
     argv: tuple[str, ...]  # flags of `fae-lab train`, without --data-path / --output-dir
     question: str
+    rung: str = "fae"  # the bottleneck ladder's rung (fae_lab.config.RUNGS)
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -60,6 +69,23 @@ SEED_COMMANDS: dict[str, tuple[str, ...]] = {
 BASELINE = _split("--training-mode multi_scale --loss-type l2 --decoder-type standard --track-spectral-metrics")
 
 
+# Training samples (indices into the training split) the decoder-alone rung fits, one run each.
+LADDER_SAMPLES = (0, 1, 2)
+
+
+def ladder_experiments() -> list[Experiment]:
+    """The ladder's rungs below the FAE, on the baseline's settings (the baseline is the FAE rung)."""
+    runs = [Experiment(f"phase_a_ladder_decoder_alone_s{i}", "a",
+                       (*BASELINE, "--rung", "decoder_alone", "--rung-sample", str(i)),
+                       f"ladder: the decoder alone on training sample {i} (its own spectral bias)",
+                       rung="decoder_alone")
+            for i in LADDER_SAMPLES]
+    runs.append(Experiment("phase_a_ladder_auto_decoder", "a", (*BASELINE, "--rung", "auto_decoder"),
+                           "ladder: one free latent per training field, no encoder (what the latent allows)",
+                           rung="auto_decoder"))
+    return runs
+
+
 def phase_experiments(phase: str) -> list[Experiment]:
     """The runs of one phase, sweeps included, baseline first."""
     base = Experiment("baseline_multi_scale", phase, BASELINE, "the reference every run is compared with")
@@ -71,6 +97,7 @@ def phase_experiments(phase: str) -> list[Experiment]:
                        "does blur disappear when only the first filtered scale is trained?"),
             Experiment("phase_a_high_capacity", "a", s["phase_a_high_capacity"],
                        "does a larger latent with weaker beta keep the fine detail?"),
+            *ladder_experiments(),
         ]
     if phase == "b":
         runs = [base, Experiment("phase_b_h1_lambda0.5", "b", s["phase_b_h1_lambda0.5"],

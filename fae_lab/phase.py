@@ -4,7 +4,13 @@ Every run of the phase (sweeps included, a multi-scale baseline first) trains un
 directory, ``RUNS/<experiment>``. Runs that already finished there are reused, so a phase
 can be extended or re-ranked without retraining. The table ranks by test relative MSE and
 shows the high-band error and the error of the sharpest scale (index 0), the two numbers
-that say whether blur went away; it is printed and written to ``RUNS/ranking.csv``.
+that say whether blur went away; it is printed and written to ``RUNS/ranking.csv``, with each
+run's training-split relative MSE beside its test one (the generalisation gap).
+
+Phase a also runs the bottleneck ladder (:mod:`fae_lab.ladder`): the decoder alone on single
+training samples, an auto-decoder and the FAE (the baseline), on the same data, decoder and
+steps; their training-split error and resolved bandwidth, bottom rung first, are printed and
+written to ``RUNS/ladder.csv``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from fae_lab.cli_util import OneLineArgumentParser, path_text, positive, run_gua
 from fae_lab.config import RunConfig
 from fae_lab.destination import check_can_create
 from fae_lab.experiments import PHASES, Experiment, phase_experiments
+from fae_lab.ladder import LADDER_COLUMNS, ladder_rows, train_resolved
 from fae_lab.store import open_run
 from fae_lab.store.layout import CONFIG_FILE
 from fae_lab.train import interrupt
@@ -27,11 +34,18 @@ from fae_lab.train.args import parse_run_config
 COLUMNS = (
     "rank", "run", "status", "loss_type", "decoder_type", "step",
     "test_rel_mse", "high_freq_mse", "high_freq_error_ratio", "sharpest_scale_mse",
+    "rung", "train_rel_mse", "train_resolved_k_50", "train_resolved_k_90",
 )
+
+LADDER_HELP = ("Phase a also runs the bottleneck ladder on the baseline's data, decoder and steps: "
+               "the decoder alone (--rung decoder_alone) on training samples 0, 1 and 2, an auto-decoder "
+               "(--rung auto_decoder: one free latent per training field, no encoder) and the full FAE (the "
+               "baseline); their training-split error and resolved bandwidth go to RUNS/ladder.csv, bottom "
+               "rung first. A rung resolving far more than the next one names the bottleneck.")
 
 
 def build_parser() -> OneLineArgumentParser:
-    p = OneLineArgumentParser(prog="fae-lab phase", description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(prog="fae-lab phase", description=__doc__.splitlines()[0] + " " + LADDER_HELP)
     p.add_argument("phase", choices=PHASES)
     p.add_argument("--runs", type=path_text, help="directory of the phase's runs (default runs/phase_<phase>)")
     p.add_argument("--data-path", type=path_text, help=".npz data file (default: generated data)")
@@ -103,17 +117,21 @@ def summary_row(name: str, config: RunConfig, final: dict | None) -> dict:
         "high_freq_mse": final.get("final/spectral/high_freq_mse"),
         "high_freq_error_ratio": final.get("final/spectral/high_freq_error_ratio"),
         "sharpest_scale_mse": sharpest,
+        "rung": config.model.rung,
+        "train_rel_mse": final.get("final/train_rel_mse"),
+        "train_resolved_k_50": train_resolved(final, 0.5),
+        "train_resolved_k_90": train_resolved(final, 0.9),
     }
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict], columns: Sequence[str] = COLUMNS) -> str:
     def cell(v):
         if isinstance(v, float):
             return f"{v:.3e}"
         return "-" if v is None else str(v)
 
-    table = [COLUMNS, *[[cell(r.get(c)) for c in COLUMNS] for r in rows]]
-    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    table = [tuple(columns), *[[cell(r.get(c)) for c in columns] for r in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in table)
 
 
@@ -158,15 +176,37 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
     ordered = ranking(rows)
     runs.mkdir(parents=True, exist_ok=True)
     with open(runs / "ranking.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(ordered)
+    members = ladder_members(experiments)
+    for row in ordered:
+        row["ladder"] = row["run"] in members
+    if members:
+        with open(runs / "ladder.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LADDER_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(ladder_rows([r for r in ordered if r["ladder"]]))
     return ordered
 
 
+def ladder_members(experiments: Sequence[Experiment]) -> set[str]:
+    """The runs of a series that form its ladder: every rung's run and the FAE baseline
+    (none when the series has no rung below the FAE)."""
+    if not any(e.rung != "fae" for e in experiments):
+        return set()
+    return {e.name for e in experiments if e.rung != "fae" or e.name == "baseline_multi_scale"}
+
+
 def print_ranking(rows: list[dict], runs: Path) -> None:
-    """The ranked table, and where it was written and how to look at the runs."""
+    """The ranked table (and the ladder's, when the series has one), where they were written
+    and how to look at the runs."""
     print(format_table(rows))
+    ladder = ladder_rows([r for r in rows if r.get("ladder")])
+    if ladder:
+        print("\nbottleneck ladder (training split, bottom rung first):")
+        print(format_table(ladder, LADDER_COLUMNS))
+        print(f"ladder written to {runs / 'ladder.csv'}")
     print(f"\nranking written to {runs / 'ranking.csv'}; look at the runs with: fae-lab serve --runs {runs}")
 
 

@@ -52,6 +52,9 @@ DOC_EVAL = {
     "eval_high_freq_error_ratio": (("eval_step",), "eval/spectral/high_freq_error_ratio"),
     "eval_wall_time": (("eval_step",), None),
 }
+# The training split's mirror of every evaluation variable but the wall time (docs/run-store.md).
+DOC_EVAL.update({"eval_train_" + name.removeprefix("eval_"): (dims, None)
+                 for name, (dims, _) in list(DOC_EVAL.items()) if name != "eval_wall_time"})
 DOC_TRAIN_SEED_KEYS = {"train_loss": "train/loss", "train_loss_l2": "train/loss_l2",
                        "train_loss_grad": "train/loss_grad",
                        "train_loss_latent": "train/loss_latent"}

@@ -83,6 +83,15 @@ EVAL_VARIABLES: dict[str, Variable] = {
     "eval_wall_time": Variable(("eval_step",), "seconds since the run started", None),
 }
 
+# The training split's evaluation (a fixed subset of the training samples, docs/run-store.md):
+# eval_train_<name> mirrors eval_<name> of the test split, the same quantity on those samples.
+TRAIN_SPLIT_PREFIX = "eval_train_"
+EVAL_VARIABLES.update({
+    TRAIN_SPLIT_PREFIX + name.removeprefix("eval_"): Variable(
+        variable.dims, "training-split " + variable.long_name.replace("test ", ""), None)
+    for name, variable in list(EVAL_VARIABLES.items()) if name != "eval_wall_time"
+})
+
 RECONSTRUCTION_VARIABLES: dict[str, Variable] = {
     "truth": Variable(("sample", "scale", "y", "x"), "test field u", None),
     "recon": Variable(("eval_step", "sample", "scale", "y", "x"),
@@ -263,6 +272,14 @@ def final_metrics(row: Mapping[str, Any], scales: np.ndarray, held_out: np.ndarr
         "final/step": int(step),
         "final/status": str(status),
     })
+    if "eval_train_rel_mse" in row:  # the training split (stores written before it lack it)
+        final.update({
+            "final/train_rel_mse": float(row["eval_train_rel_mse"]),
+            "final/train_mse": float(row["eval_train_mse"]),
+            "final/train/spectral/high_freq_error_ratio": float(row["eval_train_high_freq_error_ratio"]),
+            "final/train/spectral/mse_by_k": [float(v) for v in np.asarray(row["eval_train_spectral_mse"])],
+            "final/train/spectral/target_by_k": [float(v) for v in np.asarray(row["eval_train_spectral_target"])],
+        })
     return final
 
 

@@ -163,7 +163,22 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     g.add_argument("--spectral-cutoff", type=pos_float, help="|n| of the low/high split (default R/4)")
     g.add_argument("--n-reconstruction-samples", type=pos_int)
     g.add_argument("--eval-batch-size", type=pos_int)
+    _add_ladder_arguments(p)
     return p
+
+
+def _add_ladder_arguments(p: argparse.ArgumentParser) -> None:
+    """The bottleneck ladder's flags and the training-split evaluation (issue 12)."""
+    g = p.add_argument_group("bottleneck ladder")
+    g.add_argument("--rung", choices=C.RUNGS,
+                   help="fae (default): encoder and decoder; auto_decoder: one free latent per "
+                        "training field, no encoder (evaluated on training samples only); "
+                        "decoder_alone: the decoder fitted to one training sample with fixed latents")
+    g.add_argument("--rung-sample", type=non_negative(int),
+                   help="decoder_alone: which training sample (index into the training split, default 0)")
+    g.add_argument("--eval-train-samples", type=positive(int),
+                   help="training samples evaluated like the test split, as eval_train_* "
+                        "(default: as many as the test split)")
 
 
 def config_file_arguments(path: str) -> list[str]:
@@ -268,5 +283,7 @@ def validate(config: C.RunConfig) -> None:
         raise UsageError(f"--generate-resolution: expected at least 8, got {d.generate_resolution}")
     if d.data_path is None and d.generate_n_samples < 2:
         raise UsageError(f"--generate-n-samples: expected at least 2 (a test split needs one), got {d.generate_n_samples}")
+    if m.rung_sample and m.rung != "decoder_alone":
+        raise UsageError(f"--rung-sample: only with --rung decoder_alone, not --rung {m.rung}")
     if config.resume and config.overwrite:
         raise UsageError("--resume and --overwrite: choose one")

@@ -206,8 +206,10 @@ class GroupLoop:
         recon = np.asarray(recon, np.float32)
         for i, member in self.running():
             host = {k: v[i] for k, v in host_all.items()}
-            rel = float(host["eval_rel_mse"])
-            if not (math.isfinite(rel) and math.isfinite(float(host["eval_mse"]))):
+            # A ladder rung without an encoder is evaluated on its training split only.
+            split = "eval_" if member.config.model.rung == "fae" else "eval_train_"
+            rel = float(host[f"{split}rel_mse"])
+            if not (math.isfinite(rel) and math.isfinite(float(host[f"{split}mse"]))):
                 # Finite parameters whose reconstructions are not: the row is not written
                 # (n_eval never counts it) and the member ends here.
                 self._end(member, "diverged", self.step,

@@ -45,7 +45,8 @@ class ProgressReporter:
         line = (
             f"{self.label}{prefix}step {step}/{self.max_steps}  loss {loss}  "
             f"eval rel_mse {float(metrics['eval_rel_mse']):.3e}  "
-            f"high/total {float(metrics['eval_high_freq_error_ratio']):.2f}  "
+            + (f"train {float(metrics['eval_train_rel_mse']):.3e}  " if "eval_train_rel_mse" in metrics else "")
+            +             f"high/total {float(metrics['eval_high_freq_error_ratio']):.2f}  "
             + (f"{rate:.1f} steps/s  ETA {_duration(eta)}" if step > self.step0 else "")
         )
         self.note(line)
@@ -63,7 +64,9 @@ class ProgressReporter:
             self.bar.n = self.max_steps
             self.bar.refresh()
         who = f"[{member}] " if member else ""
-        self.note(f"{self.label}{who}finished: test rel MSE {final['final/test_rel_mse']:.3e}")
+        train = final.get("final/train_rel_mse")
+        self.note(f"{self.label}{who}finished: test rel MSE {final['final/test_rel_mse']:.3e}"
+                  + (f", train {train:.3e}" if train is not None else ""))
 
     def close(self) -> None:
         if self.bar is not None:

@@ -38,7 +38,8 @@ from fae_lab.data.views import resolve_scales, split_samples
 from fae_lab.errors import UsageError
 from fae_lab.grid import grid_coordinates
 from fae_lab.losses import loss_term_names
-from fae_lab.models import build_model, count_parameters
+from fae_lab.models import count_parameters
+from fae_lab.models.autodecoder import apply_model, build_rung_model
 from fae_lab.spectral import RadialBins, radial_bins, resolve_cutoff
 from fae_lab.store import (
     AsyncStoreWriter,
@@ -53,7 +54,12 @@ from fae_lab.train import interrupt
 from fae_lab.train.budget import check_run_budget
 from fae_lab.train.checkpoint import Checkpoints
 from fae_lab.train.devices import plan_placement
-from fae_lab.train.evaluate import EvalData, make_evaluate, prepare_eval_data
+from fae_lab.train.evaluate import (
+    SplitEvalData,
+    make_evaluate,
+    make_split_evaluate,
+    prepare_eval_data,
+)
 from fae_lab.train.loop import GroupLoop, Member, RunResult
 from fae_lab.train.output_dir import check_output_dir
 from fae_lab.train.progress import ProgressReporter
@@ -86,11 +92,18 @@ class Problem:
     cutoff: float
     n_reconstructions: int
     train_data: TrainData
-    eval_data: EvalData
+    eval_data: SplitEvalData
+    eval_train_idx: np.ndarray  # the training samples evaluated as eval_train_* (data-file indices)
+    recon_idx: np.ndarray  # the samples reconstructed at every evaluation (test, or training without encoder)
 
     @property
     def resolution(self) -> int:
         return self.data.resolution
+
+    @property
+    def has_encoder(self) -> bool:
+        """False for the ladder's latent-table rungs: they evaluate training samples only."""
+        return self.eval_data.test is not None
 
 
 def load_data(config: RunConfig) -> MultiscaleData:
@@ -118,7 +131,18 @@ def prepare_problem(config: RunConfig) -> Problem:
     training_scales = np.asarray(sorted(roles.training), np.int32)
     training_mask = np.isin(np.arange(T), training_scales)
     grid = grid_coordinates(R)
-    n_rec = min(config.eval.n_reconstruction_samples, len(test_idx))
+    rung = config.model.rung
+    if rung == "decoder_alone":  # the decoder fits one training sample
+        if config.model.rung_sample >= len(train_idx):
+            raise UsageError(f"--rung-sample: the training split has {len(train_idx)} samples "
+                             f"(0..{len(train_idx) - 1}), got {config.model.rung_sample}")
+        train_idx = train_idx[[config.model.rung_sample]]
+    n_eval_train = min(config.eval.eval_train_samples or len(test_idx), len(train_idx))
+    eval_train_idx = train_idx[:n_eval_train]
+    has_encoder = rung == "fae"
+    recon_pool = test_idx if has_encoder else eval_train_idx
+    n_rec = min(config.eval.n_reconstruction_samples, len(recon_pool))
+    eval_batch = max(config.eval.eval_batch_size, n_rec)
     return Problem(
         data=data,
         train_idx=train_idx,
@@ -133,9 +157,13 @@ def prepare_problem(config: RunConfig) -> Problem:
             training_scales=jnp.asarray(training_scales),
             grid=jnp.asarray(grid),
         ),
-        eval_data=prepare_eval_data(
-            data.fields[test_idx], max(config.eval.eval_batch_size, n_rec), training_mask, grid
+        eval_data=SplitEvalData(
+            test=prepare_eval_data(data.fields[test_idx], eval_batch, training_mask, grid) if has_encoder else None,
+            train=prepare_eval_data(data.fields[eval_train_idx], eval_batch, training_mask, grid,
+                                    sample_index=np.arange(n_eval_train)),
         ),
+        eval_train_idx=eval_train_idx,
+        recon_idx=recon_pool[:n_rec],
     )
 
 
@@ -158,7 +186,7 @@ def store_layout(config: RunConfig, problem: Problem, run_name: str) -> StoreLay
         k_upper=problem.bins.upper,
         spectral_cutoff=problem.cutoff,
         resolution=problem.resolution,
-        recon_samples=np.asarray(problem.test_idx[: problem.n_reconstructions], np.int64),
+        recon_samples=np.asarray(problem.recon_idx, np.int64),
         run_name=run_name,
         tags=tuple(tags(config)),
     )
@@ -196,10 +224,13 @@ def open_member_store(member: Member, problem: Problem, n_parameters: int, encod
             "n_parameters": n_parameters,
             "roles": {"training_scales": [int(s) for s in problem.training_scales],
                       "held_out_scales": [int(s) for s in np.flatnonzero(~problem.training_mask)]},
-            "split": {"train": [int(i) for i in problem.train_idx], "test": [int(i) for i in problem.test_idx]},
+            "split": {"train": [int(i) for i in problem.train_idx], "test": [int(i) for i in problem.test_idx],
+                      "eval_train": [int(i) for i in problem.eval_train_idx]},
+            "rung": cfg.model.rung,
+            "recon_split": "test" if problem.has_encoder else "train",
             "data_source": problem.data.source,
         }
-        truth = problem.data.fields[problem.test_idx[: problem.n_reconstructions]]
+        truth = problem.data.fields[problem.recon_idx]
         store = RunStore.create(member.run_dir, member.layout, config=payload, command_line=member.command_line,
                                 truth=np.asarray(truth, np.float32),
                                 # --resume without a checkpoint starts again; and files without a
@@ -298,12 +329,13 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     compute_dtype = jnp.bfloat16 if first.precision == "bf16" else jnp.float32
 
     placement = plan_placement(len(configs), first.optim.batch_size, first.n_devices)
-    fused_encoder = use_fused_encoder(first, placement.mode)
+    fused_encoder = first.model.rung == "fae" and use_fused_encoder(first, placement.mode)
+    n_fields = len(problem.train_idx) * problem.data.n_scales  # the ladder's latent table rows
 
     graphdef, params_list, rest_list = None, [], []
     for cfg in configs:
-        model = build_model(cfg.model, R, seed=cfg.seed, compute_dtype=compute_dtype,
-                            fused_encoder=fused_encoder)
+        model = build_rung_model(cfg.model, R, n_fields, seed=cfg.seed, compute_dtype=compute_dtype,
+                                 fused_encoder=fused_encoder)
         gd, params, rest = nnx.split(model, nnx.Param, ...)
         graphdef = graphdef or gd
         params_list.append(params)
@@ -320,13 +352,13 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     keys = jnp.stack([jax.random.key_data(jax.random.key(cfg.seed)) for cfg in configs])
     n_parameters = count_parameters(model)  # the same architecture for every member
 
-    def apply_fn(p, r, x_enc, u_enc, x_dec):
-        return nnx.merge(graphdef, p, r)(x_enc, u_enc, x_dec)
+    def apply_fn(p, r, x_enc, u_enc, x_dec, field):
+        return apply_model(nnx.merge(graphdef, p, r), x_enc, u_enc, x_dec, field)
 
     statics = StepStatics.from_config(first, R)
     step_fn = make_train_step(statics, apply_fn, optimizer, data_mesh=placement.data_mesh)
     evaluate_one = make_evaluate(apply_fn, problem.bins, problem.cutoff, problem.n_reconstructions)
-    evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, 0, None)))
+    evaluate = jax.jit(jax.vmap(make_split_evaluate(evaluate_one), in_axes=(0, 0, None)))
     chunks: dict[int, Any] = {}
 
     def run_chunk(state, n):

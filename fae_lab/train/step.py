@@ -119,7 +119,7 @@ def active_scale_count(hyper: dict[str, Array], step: Array, n_training_scales: 
     return jnp.where(every > 0, jnp.minimum(grown, n_training_scales), n_training_scales)
 
 
-ApplyFn = Callable[[PyTree, PyTree, Array, Array, Array], tuple[Array, Array]]
+ApplyFn = Callable[[PyTree, PyTree, Array, Array, Array, Array], tuple[Array, Array]]
 
 
 def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
@@ -134,8 +134,9 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
     step up to float rounding. (Raveling matters on GPUs: one all-reduce instead of one per
     parameter array; benchmarks/RESULTS.md has the timing.)
 
-    ``apply_fn(params, rest, x_enc (Pe,2)|(B,Pe,2), u_enc (B,Pe), x_dec (P,2)|(B,Pd,2))
-    -> (u_hat (B,Pd), z)``.
+    ``apply_fn(params, rest, x_enc (Pe,2)|(B,Pe,2), u_enc (B,Pe), x_dec (P,2)|(B,Pd,2),
+    field (B,)) -> (u_hat (B,Pd), z)``; ``field = sample * T + scale`` names the training
+    field, for the ladder's latent tables (:mod:`fae_lab.models.autodecoder`; the FAE ignores it).
     """
     R, B = statics.resolution, statics.batch_size
     n_points = R * R
@@ -159,6 +160,7 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
             k_points, B, n_points, statics.encoder_points, statics.decoder_points
         )
         u = own_part(data.fields[sample, scale])  # (b, R, R)
+        field = own_part(sample * data.fields.shape[1] + scale)  # (b,): the ladder's latent row
         enc_idx, dec_idx = own_part(enc_idx), own_part(dec_idx)
         u_flat = u.reshape(b, n_points)
         if enc_idx is None:
@@ -166,7 +168,7 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
         else:
             x_enc, u_enc = gather_points(u_flat, data.grid, enc_idx)
         if dec_idx is None:
-            pred, z = apply_fn(params, rest, x_enc, u_enc, data.grid)
+            pred, z = apply_fn(params, rest, x_enc, u_enc, data.grid, field)
             terms = field_loss_terms(
                 pred.reshape(b, R, R),
                 u,
@@ -178,7 +180,7 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
             )
         else:
             x_dec, u_dec = gather_points(u_flat, data.grid, dec_idx)
-            pred, z = apply_fn(params, rest, x_enc, u_enc, x_dec)
+            pred, z = apply_fn(params, rest, x_enc, u_enc, x_dec, field)
             terms = {"l2": point_l2(pred, u_dec)}
         terms = dict(terms)
         terms["latent"] = latent_penalty(z, hyper["beta"])
