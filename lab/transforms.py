@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from fae_lab.bands import learned_fraction, resolved_bandwidth
 from lab.source import EVAL_CURVES, TAG_NAMES
 
 ALL_TRAINING_SCALES = -1  # the ``scale`` argument meaning "averaged over the training scales"
@@ -24,6 +25,38 @@ def spectral_error(evaluations: xr.Dataset, scale: int = ALL_TRAINING_SCALES) ->
     if scale == ALL_TRAINING_SCALES:
         return evaluations["eval_spectral_mse"]
     return evaluations["eval_scale_spectral_mse"].sel(scale=scale, drop=True)
+
+
+def spectral_target(evaluations: xr.Dataset, scale: int = ALL_TRAINING_SCALES) -> xr.DataArray:
+    """T(s, k), the target's power per bin, dims ``(eval_step, k)``, like :func:`spectral_error`."""
+    if scale == ALL_TRAINING_SCALES:
+        return evaluations["eval_spectral_target"]
+    return evaluations["eval_scale_spectral_target"].sel(scale=scale, drop=True)
+
+
+def learned_fraction_by_k(evaluations: xr.Dataset,
+                          scale: int = ALL_TRAINING_SCALES) -> xr.DataArray:
+    """L(s, k) = 1 − E(s, k) / T(s, k), dims ``(eval_step, k)``; NaN where T = 0
+    (:func:`fae_lab.bands.learned_fraction`)."""
+    error = spectral_error(evaluations, scale)
+    fraction = learned_fraction(error.values, spectral_target(evaluations, scale).values)
+    return xr.DataArray(fraction, coords=error.coords, dims=error.dims, name="learned_fraction",
+                        attrs={"long_name": "learned fraction 1 - E/T"})
+
+
+def bandwidth_over_training(fraction: xr.DataArray, k_upper: np.ndarray) -> np.ndarray:
+    """Resolved bandwidth of every evaluation, ``(eval_step,)``: the largest |n| up to which
+    L stays >= 0.5 (:func:`fae_lab.bands.resolved_bandwidth`; ``k_upper`` the bins' upper
+    edges)."""
+    if fraction.sizes.get("eval_step", 0) == 0:
+        return np.zeros(0)
+    return resolved_bandwidth(fraction.values, k_upper)
+
+
+def evaluation_at_step(steps: np.ndarray, step: int) -> int:
+    """Index of the newest evaluation at or before ``step`` among ``steps`` (increasing);
+    -1 when every evaluation is later (or there is none)."""
+    return int(np.searchsorted(np.asarray(steps), step, side="right")) - 1
 
 
 def band_error_relative_to_first(error: xr.DataArray) -> xr.DataArray:
