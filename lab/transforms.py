@@ -169,14 +169,30 @@ def training_frame(training: xr.Dataset, terms: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
-def evaluation_frame(evaluations: xr.Dataset) -> pd.DataFrame:
-    """The scalar evaluation curves as a frame: ``step`` (of each evaluation) and
-    :data:`EVAL_CURVES`; the column is named like the training log's, so plots share the axis."""
+def evaluation_frame(evaluations: xr.Dataset, k_upper: np.ndarray | None = None) -> pd.DataFrame:
+    """The scalar evaluation curves as a frame: ``step`` (of each evaluation),
+    :data:`EVAL_CURVES` and two derived curves; the column is named like the training log's, so
+    plots share the axis.
+
+    ``resolved_bandwidth``: the largest |n| up to which 1 − E/T stays >= 0.5
+    (:func:`bandwidth_over_training`; needs ``eval_spectral_mse`` / ``eval_spectral_target``
+    and the bins' upper edges ``k_upper``). ``generalisation_gap``: ``eval_rel_mse −
+    eval_train_rel_mse``, test minus training-split relative MSE. NaN where the inputs are
+    missing.
+    """
     n = evaluations.sizes.get("eval_step", 0)
     steps = evaluations["eval_step"].values if n else np.zeros(0, np.int64)
     frame = {"step": steps.astype(np.int64)}
     for name in EVAL_CURVES:
         frame[name] = evaluations[name].values if name in evaluations else np.full(n, np.nan)
+    frame["resolved_bandwidth"] = np.full(n, np.nan)
+    if n and k_upper is not None and {"eval_spectral_mse", "eval_spectral_target"} <= set(evaluations):
+        frame["resolved_bandwidth"] = bandwidth_over_training(
+            learned_fraction_by_k(evaluations), k_upper)
+    frame["generalisation_gap"] = np.full(n, np.nan)
+    if n and {"eval_rel_mse", "eval_train_rel_mse"} <= set(evaluations):
+        frame["generalisation_gap"] = (evaluations["eval_rel_mse"].values
+                                       - evaluations["eval_train_rel_mse"].values)
     return pd.DataFrame(frame)
 
 

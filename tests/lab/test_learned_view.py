@@ -11,7 +11,8 @@ from bokeh.document import Document
 
 from lab.app import LabApp
 from lab.state import LabState
-from lab.views import LearnedFractionView
+from lab.transforms import evaluation_frame
+from lab.views import CurvesView, LearnedFractionView
 from tests.lab.conftest import RUNS, live_run, on_disk
 
 
@@ -103,3 +104,21 @@ def test_new_evaluations_stream_into_the_same_sources(fresh_runs):
 def test_the_app_has_the_learned_fraction_tab(runs_dir):
     app = LabApp(runs_dir)
     assert isinstance(app.views["Learned fraction"], LearnedFractionView)
+
+
+def test_the_curves_page_draws_resolved_bandwidth_and_the_gap_where_stored(runs_dir):
+    view = CurvesView(LabState(runs_dir))
+    for name, *_ in RUNS:
+        _, _, upper = coords(runs_dir / name)
+        evals = view.eval_sources[name].data
+        np.testing.assert_array_equal(evals["resolved_bandwidth"],
+                                      [bandwidth_by_loop(f, upper)
+                                       for f in expected_fraction(runs_dir / name)])
+        assert np.isnan(evals["generalisation_gap"]).all()  # no training-split rows stored
+    assert [r.name for r in view.figures["resolved_bandwidth"].renderers] == list(view.eval_sources)
+    # A store with the training split: test minus training relative MSE.
+    with xr.open_zarr(runs_dir / "h1" / "metrics.zarr") as ds:
+        metrics = ds.isel(eval_step=slice(0, 4)).load()
+    train = metrics["eval_rel_mse"] * 0.25
+    frame = evaluation_frame(metrics.assign(eval_train_rel_mse=train), metrics["k_upper"].values)
+    np.testing.assert_allclose(frame["generalisation_gap"], metrics["eval_rel_mse"].values * 0.75)
