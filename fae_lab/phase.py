@@ -1,11 +1,13 @@
 """``fae-lab phase a|b|c|combined``: the seed's experiments of one phase, then a ranked table.
 
 Every run of the phase (sweeps included, a multi-scale baseline first) trains under one
-directory, ``RUNS/<experiment>``. Runs that already finished there are reused, so a phase
-can be extended or re-ranked without retraining. The table ranks by test relative MSE and
-shows the high-band error and the error of the sharpest scale (index 0), the two numbers
-that say whether blur went away; it is printed and written to ``RUNS/ranking.csv``, with each
-run's training-split relative MSE beside its test one (the generalisation gap).
+directory, ``RUNS/<experiment>`` (with ``--seeds N``: ``RUNS/<experiment>_s<i>``, i < N, trained
+as members of one vmapped program). Runs that already finished there are reused, so a phase
+can be extended or re-ranked without retraining. The table (:mod:`fae_lab.ranking`) ranks
+the experiments by mean test relative MSE over their seeds and shows the spread, whether a
+difference is larger than the seeds' spread, the high-band error, the resolved bandwidth, the
+generalisation gap and the error of the sharpest scale (index 0); it is printed and written
+to ``RUNS/ranking.csv``.
 
 Phase a also runs the bottleneck ladder (:mod:`fae_lab.ladder`): the decoder alone on single
 training samples, an auto-decoder and the FAE (the baseline), on the same data, decoder and
@@ -15,8 +17,6 @@ written to ``RUNS/ladder.csv``.
 
 from __future__ import annotations
 
-import csv
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,17 +25,13 @@ from fae_lab.cli_util import OneLineArgumentParser, path_text, positive, run_gua
 from fae_lab.config import RunConfig
 from fae_lab.destination import check_can_create
 from fae_lab.experiments import PHASES, Experiment, phase_experiments
-from fae_lab.ladder import LADDER_COLUMNS, ladder_rows, train_resolved
-from fae_lab.store import open_run
-from fae_lab.store.layout import CONFIG_FILE
+from fae_lab.ladder import LADDER_PRINTED, ladder_rows, write_ladder_csv
+from fae_lab.ranking import experiment_row, format_table, rank, read_final, run_summary, write_csv
 from fae_lab.train import interrupt
 from fae_lab.train.args import parse_run_config
 
-COLUMNS = (
-    "rank", "run", "status", "loss_type", "decoder_type", "step",
-    "test_rel_mse", "high_freq_mse", "high_freq_error_ratio", "sharpest_scale_mse",
-    "rung", "train_rel_mse", "train_resolved_k_50", "train_resolved_k_90",
-)
+__all__ = ["format_table", "main", "plan", "print_ranking", "run_series", "seed_run_name",
+           "split_train_flags"]
 
 LADDER_HELP = ("Phase a also runs the bottleneck ladder on the baseline's data, decoder and steps: "
                "the decoder alone (--rung decoder_alone) on training samples 0, 1 and 2, an auto-decoder "
@@ -50,6 +46,9 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--runs", type=path_text, help="directory of the phase's runs (default runs/phase_<phase>)")
     p.add_argument("--data-path", type=path_text, help=".npz data file (default: generated data)")
     p.add_argument("--max-steps", type=positive(int), help="steps of every run (the seed's is 50,000)")
+    p.add_argument("--seeds", type=positive(int), default=1,
+                   help="train N seeds of each experiment (vmapped members, RUNS/<experiment>_s<i>) "
+                   "and rank by their mean and spread (default 1: RUNS/<experiment>)")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already exist")
     p.add_argument("--quiet", action="store_true")
     p.epilog = "Further `fae-lab train` flags for every run go after --, e.g. -- --batch-size 16"
@@ -65,9 +64,21 @@ def split_train_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
+def seed_run_name(experiment: str, seed_index: int, seeds: int) -> str:
+    """Folder of one seed of an experiment: ``<experiment>`` with one seed (as before seeds
+    existed, so single-seed runs are reused), ``<experiment>_s<i>`` for i = 0 .. N-1 with N > 1."""
+    return experiment if seeds == 1 else f"{experiment}_s{seed_index}"
+
+
 def plan(experiments: Sequence[Experiment], runs: Path, data_path: str | None, max_steps: int | None,
-         extra: Sequence[str], overwrite: bool) -> list[tuple[str, RunConfig, list[str]]]:
-    """Each experiment's validated config and command line (nothing trained, nothing written)."""
+         extra: Sequence[str], overwrite: bool, seeds: int = 1) -> list[tuple[str, RunConfig, list[str]]]:
+    """Each run's name, validated config and command line (nothing trained, nothing written).
+
+    With ``seeds`` = N > 1 each experiment becomes N runs (:func:`seed_run_name`) whose
+    ``--seed`` is the experiment's own seed (0 unless given) plus 0 .. N-1, appended last so it
+    wins over a ``--seed`` among ``extra``. Seeds change only the initialisation and batch
+    keys, so an experiment's seeds train as members of one vmapped program.
+    """
     planned = []
     for exp in experiments:
         argv = list(exp.argv)
@@ -75,83 +86,35 @@ def plan(experiments: Sequence[Experiment], runs: Path, data_path: str | None, m
             argv += ["--data-path", data_path]
         if max_steps:
             argv += ["--max-steps", str(max_steps)]
-        argv += [*extra, "--output-dir", str(runs / exp.name), "--wandb-name", exp.name]
+        argv += list(extra)
         if overwrite:
             argv.append("--overwrite")
-        planned.append((exp.name, parse_run_config(argv), argv))
+        base_seed = parse_run_config(argv).seed if seeds > 1 else 0
+        for i in range(seeds):
+            name = seed_run_name(exp.name, i, seeds)
+            run_argv = [*argv, "--output-dir", str(runs / name), "--wandb-name", name]
+            if seeds > 1:
+                run_argv += ["--seed", str(base_seed + i)]
+            planned.append((name, parse_run_config(run_argv), run_argv))
     return planned
 
 
-def read_final(run_dir: Path) -> dict | None:
-    """``final.json`` of the run in ``run_dir`` through the store's reader; None if there is no
-    run there or it has not ended. A run that cannot be read is a :class:`UsageError`."""
-    if not (run_dir / CONFIG_FILE).is_file():
-        return None
-    return open_run(run_dir).final
-
-
-def ranking(rows: list[dict]) -> list[dict]:
-    """Rows sorted by test relative MSE (runs without one last), numbered from 1."""
-
-    def key(row):
-        value = row.get("test_rel_mse")
-        return (value is None or not math.isfinite(value), value if value is not None else 0.0)
-
-    ordered = sorted(rows, key=key)
-    for i, row in enumerate(ordered, 1):
-        row["rank"] = i
-    return ordered
-
-
-def summary_row(name: str, config: RunConfig, final: dict | None) -> dict:
-    final = final or {}
-    sharpest = final.get("final/train_time_mse_t0", final.get("final/held_out_mse_t0"))
-    return {
-        "run": name,
-        "status": final.get("final/status", "missing"),
-        "loss_type": config.loss.loss_type,
-        "decoder_type": config.model.decoder_type + (
-            f"/{config.model.rff_location}" if config.model.decoder_type == "rff_output" else ""),
-        "step": final.get("final/step"),
-        "test_rel_mse": final.get("final/test_rel_mse"),
-        "high_freq_mse": final.get("final/spectral/high_freq_mse"),
-        "high_freq_error_ratio": final.get("final/spectral/high_freq_error_ratio"),
-        "sharpest_scale_mse": sharpest,
-        "rung": config.model.rung,
-        "train_rel_mse": final.get("final/train_rel_mse"),
-        "train_resolved_k_50": train_resolved(final, 0.5),
-        "train_resolved_k_90": train_resolved(final, 0.9),
-    }
-
-
-def format_table(rows: list[dict], columns: Sequence[str] = COLUMNS) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.3e}"
-        return "-" if v is None else str(v)
-
-    table = [tuple(columns), *[[cell(r.get(c)) for c in columns] for r in rows]]
-    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in table)
-
-
 def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None, max_steps=None,
-               extra=(), overwrite=False, quiet=False, vmapped=True) -> list[dict]:
-    """Train each experiment under ``runs`` (reusing finished runs), rank, write ranking.csv.
+               extra=(), overwrite=False, quiet=False, vmapped=True, seeds: int = 1) -> list[dict]:
+    """Train each experiment's ``seeds`` runs under ``runs`` (reusing finished runs), rank the
+    experiments (:mod:`fae_lab.ranking`, baseline = the first experiment), write ranking.csv.
 
-    Experiments that share a training program (same shapes and loss type, different values:
-    a sweep over p, beta, seeds ...) train together as members of one vmapped program
-    unless ``vmapped`` is False.
+    Runs that share a training program (same shapes and loss type, different values: a sweep
+    over p, beta, seeds ...) train together as members of one vmapped program unless
+    ``vmapped`` is False.
     """
-    planned = plan(experiments, runs, data_path, max_steps, extra, overwrite)
+    planned = plan(experiments, runs, data_path, max_steps, extra, overwrite, seeds)
     from fae_lab.train.run import check_output_dir, program_key, train_group
 
-    finals: dict[str, dict | None] = {}
     groups: dict[tuple, list[tuple[str, RunConfig, list[str]]]] = {}
     for name, config, argv in planned:
         run_dir = Path(config.output_dir)
-        finals[name] = None if overwrite else read_final(run_dir)
-        if finals[name] is not None:
+        if not overwrite and read_final(run_dir) is not None:
             if not quiet:
                 print(f"== {name}: reusing the finished run in {run_dir}", file=sys.stderr)
             continue
@@ -164,29 +127,29 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
                 print(f"== {name}: fae-lab train {' '.join(argv)}", file=sys.stderr)
             if len(group) > 1:
                 print(f"== training {len(group)} runs as one vmapped program", file=sys.stderr)
-        results = train_group([c for _, c, _ in group], [["fae-lab", "train", *a] for _, _, a in group],
-                              quiet=quiet, labels=[n for n, _, _ in group])
-        for (name, _, _), result in zip(group, results, strict=True):
-            finals[name] = result.final
+        train_group([c for _, c, _ in group], [["fae-lab", "train", *a] for _, _, a in group],
+                    quiet=quiet, labels=[n for n, _, _ in group])
         signum = interrupt.requested()
         if signum is not None:  # the group stopped at a checkpoint; later groups do not start
             raise interrupt.Interrupted(f"interrupted by {interrupt.signal_name(signum)}; the runs in {runs} "
                                         "continue with --resume", signum)
-    rows = [summary_row(name, config, finals[name]) for name, config, _ in planned]
-    ordered = ranking(rows)
-    runs.mkdir(parents=True, exist_ok=True)
-    with open(runs / "ranking.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(ordered)
+    configs = {name: config for name, config, _ in planned}
     members = ladder_members(experiments)
-    for row in ordered:
-        row["ladder"] = row["run"] in members
+    rows = []
+    for exp in experiments:
+        names = [seed_run_name(exp.name, i, seeds) for i in range(seeds)]
+        config = configs[names[0]]
+        decoder = config.model.decoder_type + (
+            f"/{config.model.rff_location}" if config.model.decoder_type == "rff_output" else "")
+        summaries = [run_summary(Path(configs[n].output_dir)) for n in names]
+        row = experiment_row(exp.name, names, summaries, config.loss.loss_type, decoder)
+        row.update(rung=config.model.rung, ladder=exp.name in members)
+        rows.append(row)
+    ordered = rank(rows, baseline=experiments[0].name if experiments else None)
+    runs.mkdir(parents=True, exist_ok=True)
+    write_csv(ordered, runs / "ranking.csv")
     if members:
-        with open(runs / "ladder.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LADDER_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(ladder_rows([r for r in ordered if r["ladder"]]))
+        write_ladder_csv(ladder_rows([r for r in ordered if r["ladder"]]), runs / "ladder.csv")
     return ordered
 
 
@@ -205,7 +168,7 @@ def print_ranking(rows: list[dict], runs: Path) -> None:
     ladder = ladder_rows([r for r in rows if r.get("ladder")])
     if ladder:
         print("\nbottleneck ladder (training split, bottom rung first):")
-        print(format_table(ladder, LADDER_COLUMNS))
+        print(format_table(ladder, LADDER_PRINTED))
         print(f"ladder written to {runs / 'ladder.csv'}")
     print(f"\nranking written to {runs / 'ranking.csv'}; look at the runs with: fae-lab serve --runs {runs}")
 
@@ -217,8 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         runs = Path(args.runs or f"runs/phase_{args.phase}")
         check_can_create(runs, "--runs")
-        rows = run_series(phase_experiments(args.phase), runs, data_path=args.data_path, max_steps=args.max_steps,
-                         extra=train_flags, overwrite=args.overwrite, quiet=args.quiet)
+        rows = run_series(phase_experiments(args.phase), runs, data_path=args.data_path,
+                          max_steps=args.max_steps, extra=train_flags, overwrite=args.overwrite,
+                          quiet=args.quiet, seeds=args.seeds)
         print_ranking(rows, runs)
         return 0
 

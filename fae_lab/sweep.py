@@ -7,7 +7,9 @@ Every combination of the ``--grid`` values is a run of its own (``RUNS/<name>``,
 store) and the runs that share a program (seeds, beta, lambda_grad, p, learning rate,
 Fourier sigmas ...) train together under ``jax.vmap``; a setting that changes shapes (say
 ``rff-dim``) makes one compiled group per value. With several local devices the members are
-spread over them. The ranked table of ``fae-lab phase`` closes the sweep.
+spread over them. ``--seeds N`` trains N seeds of every combination (``RUNS/<name>_s<i>``),
+vmapped with the rest. The ranked table of ``fae-lab phase`` (:mod:`fae_lab.ranking`, the
+first combination as the baseline) closes the sweep.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fae_lab.cli_util import OneLineArgumentParser, path_text, run_guarded
+from fae_lab.cli_util import OneLineArgumentParser, path_text, positive, run_guarded
 from fae_lab.destination import check_can_create
 from fae_lab.errors import UsageError
 from fae_lab.experiments import Experiment
@@ -60,6 +62,9 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                    help="a train setting and its values (repeat for a grid; ';' separates values "
                    "that contain commas, e.g. rff-multiscale-sigmas=1,2;2,4)")
+    p.add_argument("--seeds", type=positive(int), default=1,
+                   help="train N seeds of every combination (RUNS/<name>_s<i>, vmapped with the "
+                   "rest) and rank by their mean and spread")
     p.add_argument("--sequential", action="store_true",
                    help="train the members one after another instead of vmapped (for comparison)")
     p.add_argument("--overwrite", action="store_true", help="retrain members that already exist")
@@ -74,11 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         if not args.grid:
             raise UsageError("--grid: give at least one NAME=V1,V2,...")
-        experiments = grid_experiments(parse_grid(args.grid))
+        axes = parse_grid(args.grid)
+        if args.seeds > 1 and any(flag == "seed" for flag, _ in axes):
+            raise UsageError("--seeds: the grid already sweeps seed; give one or the other")
+        experiments = grid_experiments(axes)
         runs = Path(args.runs)
         check_can_create(runs, "--runs")
         rows = run_series(experiments, runs, extra=train_flags, overwrite=args.overwrite,
-                          quiet=args.quiet, vmapped=not args.sequential)
+                          quiet=args.quiet, vmapped=not args.sequential, seeds=args.seeds)
         print_ranking(rows, runs)
         return 0
 

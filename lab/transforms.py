@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from fae_lab.bands import learned_fraction, resolved_bandwidth
 from fae_lab.store import EVAL_CURVES, TAG_NAMES
 
 ALL_TRAINING_SCALES = -1  # the ``scale`` argument meaning "averaged over the training scales"
@@ -24,6 +25,38 @@ def spectral_error(evaluations: xr.Dataset, scale: int = ALL_TRAINING_SCALES) ->
     if scale == ALL_TRAINING_SCALES:
         return evaluations["eval_spectral_mse"]
     return evaluations["eval_scale_spectral_mse"].sel(scale=scale, drop=True)
+
+
+def spectral_target(evaluations: xr.Dataset, scale: int = ALL_TRAINING_SCALES) -> xr.DataArray:
+    """T(s, k), the target's power per bin, dims ``(eval_step, k)``, like :func:`spectral_error`."""
+    if scale == ALL_TRAINING_SCALES:
+        return evaluations["eval_spectral_target"]
+    return evaluations["eval_scale_spectral_target"].sel(scale=scale, drop=True)
+
+
+def learned_fraction_by_k(evaluations: xr.Dataset,
+                          scale: int = ALL_TRAINING_SCALES) -> xr.DataArray:
+    """L(s, k) = 1 − E(s, k) / T(s, k), dims ``(eval_step, k)``; NaN where T = 0
+    (:func:`fae_lab.bands.learned_fraction`)."""
+    error = spectral_error(evaluations, scale)
+    fraction = learned_fraction(error.values, spectral_target(evaluations, scale).values)
+    return xr.DataArray(fraction, coords=error.coords, dims=error.dims, name="learned_fraction",
+                        attrs={"long_name": "learned fraction 1 - E/T"})
+
+
+def bandwidth_over_training(fraction: xr.DataArray, k_upper: np.ndarray) -> np.ndarray:
+    """Resolved bandwidth of every evaluation, ``(eval_step,)``: the largest |n| up to which
+    L stays >= 0.5 (:func:`fae_lab.bands.resolved_bandwidth`; ``k_upper`` the bins' upper
+    edges)."""
+    if fraction.sizes.get("eval_step", 0) == 0:
+        return np.zeros(0)
+    return resolved_bandwidth(fraction.values, k_upper)
+
+
+def evaluation_at_step(steps: np.ndarray, step: int) -> int:
+    """Index of the newest evaluation at or before ``step`` among ``steps`` (increasing);
+    -1 when every evaluation is later (or there is none)."""
+    return int(np.searchsorted(np.asarray(steps), step, side="right")) - 1
 
 
 def band_error_relative_to_first(error: xr.DataArray) -> xr.DataArray:
@@ -136,14 +169,30 @@ def training_frame(training: xr.Dataset, terms: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
-def evaluation_frame(evaluations: xr.Dataset) -> pd.DataFrame:
-    """The scalar evaluation curves as a frame: ``step`` (of each evaluation) and
-    :data:`EVAL_CURVES`; the column is named like the training log's, so plots share the axis."""
+def evaluation_frame(evaluations: xr.Dataset, k_upper: np.ndarray | None = None) -> pd.DataFrame:
+    """The scalar evaluation curves as a frame: ``step`` (of each evaluation),
+    :data:`EVAL_CURVES` and two derived curves; the column is named like the training log's, so
+    plots share the axis.
+
+    ``resolved_bandwidth``: the largest |n| up to which 1 − E/T stays >= 0.5
+    (:func:`bandwidth_over_training`; needs ``eval_spectral_mse`` / ``eval_spectral_target``
+    and the bins' upper edges ``k_upper``). ``generalisation_gap``: ``eval_rel_mse −
+    eval_train_rel_mse``, test minus training-split relative MSE. NaN where the inputs are
+    missing.
+    """
     n = evaluations.sizes.get("eval_step", 0)
     steps = evaluations["eval_step"].values if n else np.zeros(0, np.int64)
     frame = {"step": steps.astype(np.int64)}
     for name in EVAL_CURVES:
         frame[name] = evaluations[name].values if name in evaluations else np.full(n, np.nan)
+    frame["resolved_bandwidth"] = np.full(n, np.nan)
+    if n and k_upper is not None and {"eval_spectral_mse", "eval_spectral_target"} <= set(evaluations):
+        frame["resolved_bandwidth"] = bandwidth_over_training(
+            learned_fraction_by_k(evaluations), k_upper)
+    frame["generalisation_gap"] = np.full(n, np.nan)
+    if n and {"eval_rel_mse", "eval_train_rel_mse"} <= set(evaluations):
+        frame["generalisation_gap"] = (evaluations["eval_rel_mse"].values
+                                       - evaluations["eval_train_rel_mse"].values)
     return pd.DataFrame(frame)
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from fae_lab.bands import learned_fraction, resolved_bandwidth
 from fae_lab.config import to_json_dict
 from fae_lab.data.npz import MultiscaleData, load_npz, save_npz
 from fae_lab.data.views import split_samples
 from fae_lab.experiments import LADDER_SAMPLES, phase_experiments
-from fae_lab.ladder import learned_fraction, resolved_bandwidth
 from fae_lab.phase import plan
 from fae_lab.train.cli import main as train_main
 from tests.train_helpers import (
@@ -227,13 +227,13 @@ def test_rung_sample_outside_the_training_split_is_refused_before_writing(tmp_pa
 
 
 def test_learned_fraction_and_resolved_bandwidth_follow_their_definitions():
-    k = [0.5, 1.5, 2.5, 3.5, 4.5]
+    k_upper = [1.0, 2.0, 3.0, 4.0, 5.0]
     err = [0.0, 0.1, 0.0, 0.8, 0.0]
     target = [1.0, 1.0, 0.0, 1.0, 1.0]  # bin 2 has no target power: skipped
     fraction = learned_fraction(err, target)
     np.testing.assert_allclose(fraction, [1.0, 0.9, np.nan, 0.2, 1.0])
-    assert resolved_bandwidth(k, fraction, 0.5) == 1.5  # bin 3 fails, bin 4 is beyond the run
-    assert resolved_bandwidth(k, fraction, 0.95) == 0.5
-    assert resolved_bandwidth(k, learned_fraction([2.0] * 5, [1.0] * 5), 0.5) == 0.0
-    assert np.isnan(resolved_bandwidth(k, learned_fraction(err, [0.0] * 5), 0.5))
+    assert resolved_bandwidth(fraction, k_upper, 0.5) == 2.0  # bin 3 fails, bin 4 is beyond the run
+    assert resolved_bandwidth(fraction, k_upper, 0.95) == 1.0
+    assert resolved_bandwidth(learned_fraction([2.0] * 5, [1.0] * 5), k_upper, 0.5) == 0.0
+    assert np.isnan(resolved_bandwidth(learned_fraction(err, [0.0] * 5), k_upper, 0.5))
     json.dumps(float(fraction[0]))  # plain floats, as the phase table writes them

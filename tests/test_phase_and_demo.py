@@ -53,11 +53,12 @@ def test_phase_combined_trains_ranks_and_writes_csv(tmp_path, capsys):
     with open(runs / "ranking.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["rank"] for r in rows] == ["1", "2"]
-    assert {r["run"] for r in rows} == {"baseline_multi_scale", "combined_best"}
+    assert {r["experiment"] for r in rows} == {"baseline_multi_scale", "combined_best"}
+    assert all(r["runs"] == r["experiment"] and r["n_seeds"] == "1" for r in rows)  # RUNS/<experiment>
     values = [float(r["test_rel_mse"]) for r in rows]
     assert values == sorted(values)
     for r in rows:
-        final = read_json(runs / r["run"] / "final.json")
+        final = read_json(runs / r["runs"] / "final.json")
         assert float(r["test_rel_mse"]) == pytest.approx(final["final/test_rel_mse"])
         assert float(r["high_freq_mse"]) == pytest.approx(final["final/spectral/high_freq_mse"])
     assert "combined_best" in table and "ranking written" in table

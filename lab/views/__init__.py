@@ -4,6 +4,7 @@ from lab.views.bands import FrequencyBandsView
 from lab.views.compare import TwoRunComparison
 from lab.views.curves import CurvesView
 from lab.views.launch import LaunchForm
+from lab.views.learned import LearnedFractionView
 from lab.views.reconstructions import ReconstructionsView
 from lab.views.runs import RunFilter, RunsTable
 from lab.views.scales import PerScaleView
@@ -12,6 +13,7 @@ __all__ = [
     "CurvesView",
     "FrequencyBandsView",
     "LaunchForm",
+    "LearnedFractionView",
     "PerScaleView",
     "ReconstructionsView",
     "RunFilter",

@@ -2,7 +2,10 @@
 
 Panels: the training loss, its terms (``train_loss_<term>``, dashed), the test relative MSE,
 the low- and high-frequency MSE and the high-frequency error ratio high / (low + high)
-(docs/metrics.md), all but the ratio on log axes, sharing the step axis.
+(docs/metrics.md), all but the ratio on log axes; the resolved bandwidth (the largest |n| up to
+which the learned fraction 1 − E/T stays ≥ 0.5, :mod:`fae_lab.bands`) and the generalisation
+gap (test minus training-split relative MSE, for runs whose store has ``eval_train_rel_mse``);
+all sharing the step axis.
 
 Each drawn run has two Bokeh ``ColumnDataSource``: its training-log rows and its evaluation
 rows, shared by the panels. A poll *streams* only the new rows into them, so nothing is
@@ -64,7 +67,14 @@ PANELS = (
                "High-frequency error ratio  high/(low+high)", False),
     CurvePanel("eval_low_freq_mse", "eval", "Low-frequency MSE  (|n| < cutoff)", True),
     CurvePanel("eval_high_freq_mse", "eval", "High-frequency MSE  (|n| ≥ cutoff)", True),
+    CurvePanel("resolved_bandwidth", "eval",
+               "Resolved bandwidth  largest |n| with 1 − E/T ≥ 0.5", False),
+    CurvePanel("generalisation_gap", "eval",
+               "Generalisation gap  test − train relative MSE", False),
 )
+# What the derived curves need besides the curve variables (a run without the training split
+# has no gap curve).
+DERIVED_INPUTS = ("eval_spectral_mse", "eval_spectral_target", "eval_train_rel_mse")
 
 
 def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -109,7 +119,8 @@ class CurvesView(LiveView):
 
     @staticmethod
     def _evaluations(reader: RunReader, rows: slice | None = None) -> dict[str, np.ndarray]:
-        return _columns(evaluation_frame(reader.evaluations(rows)))
+        reader.require(*DERIVED_INPUTS)
+        return _columns(evaluation_frame(reader.evaluations(rows), reader.k_upper))
 
     def ingest(self, result: PollResult) -> None:
         """Stream each drawn run's new rows into its sources (a reset run is redrawn)."""
