@@ -257,7 +257,10 @@ def divergence_trial(name: str, optim: dict, extra: list[str], data: Path, work:
     d = first.step
     progress = read_progress(out)
     saved = latest_checkpoint(out)
-    agrees, _ = store_agrees(out)
+    import xarray as xr
+
+    with xr.open_zarr(out / "metrics.zarr") as ds:  # the last counted row is step d's: the evidence
+        agrees = progress["n_train"] == d and bool(np.isfinite(ds["train_loss"].values[: d - 1]).all())
     evals = eval_rows(out, progress["n_eval"])
     again = train(dataclasses.replace(config, resume=True), quiet=True)
     ok = (first.status == "diverged" and saved == d - 1 and agrees and np.isfinite(evals).all()
