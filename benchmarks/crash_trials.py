@@ -8,8 +8,10 @@ Every trial trains a tiny model on tiny generated data (16x16, 10 samples) in a 
 
 * ``kill-after-eval``: SIGKILL at a uniform random moment in [0, 4] s after the run's first
   evaluation is in ``progress.json``;
-* ``kill-early``: SIGKILL at a uniform random moment in [0, 30] s after the process starts;
-* ``sigterm``: SIGTERM at a uniform random moment in [0, 30] s after the process starts.
+* ``kill-early``: SIGKILL at a uniform random moment in [0, 30] s (``--window``) after the
+  process starts;
+* ``sigterm``: SIGTERM at a uniform random moment in [0, 30] s (``--window``) after the
+  process starts.
 
 After a kill it checks that the stores open and agree with ``progress.json`` (every row it
 counts is finite), then resumes: a run with a checkpoint must resume and finish with every
@@ -120,7 +122,7 @@ def run(argv: list[str], env, timeout: float = 900) -> subprocess.CompletedProce
 # ----------------------------------------------------------------------------- trials
 
 
-def kill_trial(kind: str, i: int, data: Path, work: Path, env, rng: random.Random) -> dict:
+def kill_trial(kind: str, i: int, data: Path, work: Path, env, rng: random.Random, window: float = 30) -> dict:
     out = work / f"{kind}-{i}"
     argv = tiny_argv(data, out, "--seed", str(i))
     proc = subprocess.Popen(train_cmd(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -132,7 +134,7 @@ def kill_trial(kind: str, i: int, data: Path, work: Path, env, rng: random.Rando
             return {"kind": kind, "trial": i, "ok": False, "note": "never reached its first evaluation"}
         delay = rng.uniform(0, 4)
     else:
-        delay = rng.uniform(0, 30)
+        delay = rng.uniform(0, window)
     # kill-early: the moment counts from the start; kill-after-eval: from the first evaluation.
     time.sleep(max(0.0, t0 + delay - time.monotonic()) if kind == "kill-early" else delay)
     moment = time.monotonic() - t0
@@ -187,11 +189,12 @@ def _record_n_eval(out: Path) -> int:
         c.close()
 
 
-def sigterm_trial(i: int, data: Path, work: Path, env, rng: random.Random, sig=signal.SIGTERM) -> dict:
+def sigterm_trial(i: int, data: Path, work: Path, env, rng: random.Random, window: float = 30,
+                  sig=signal.SIGTERM) -> dict:
     out = work / f"sigterm-{i}"
     argv = tiny_argv(data, out, "--seed", str(i))
     proc = subprocess.Popen(train_cmd(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    delay = rng.uniform(0, 30)
+    delay = rng.uniform(0, window)
     time.sleep(delay)
     ended_first = proc.poll() is not None
     if not ended_first:
@@ -254,7 +257,10 @@ def divergence_trial(name: str, optim: dict, extra: list[str], data: Path, work:
     d = first.step
     progress = read_progress(out)
     saved = latest_checkpoint(out)
-    agrees, _ = store_agrees(out)
+    import xarray as xr
+
+    with xr.open_zarr(out / "metrics.zarr") as ds:  # the last counted row is step d's: the evidence
+        agrees = progress["n_train"] == d and bool(np.isfinite(ds["train_loss"].values[: d - 1]).all())
     evals = eval_rows(out, progress["n_eval"])
     again = train(dataclasses.replace(config, resume=True), quiet=True)
     ok = (first.status == "diverged" and saved == d - 1 and agrees and np.isfinite(evals).all()
@@ -301,6 +307,9 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2, help="trials run at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="a JAX compilation cache shared by the trial processes")
+    p.add_argument("--window", type=float, default=30.0,
+                   help="kill-early and sigterm moments are uniform in [0, WINDOW] s after the start "
+                   "(on a loaded machine a run may not have its store within 30 s)")
     p.add_argument("--only", default="kill-after-eval,kill-early,sigterm,divergence")
     p.add_argument("--out", default=None, help="write every trial and the summary as JSON here")
     args = p.parse_args()
@@ -326,10 +335,11 @@ def main() -> int:
                 jobs += [pool.submit(kill_trial, "kill-after-eval", i, data, work, env, random.Random(rng.random()))
                          for i in range(n_after)]
             if "kill-early" in only:
-                jobs += [pool.submit(kill_trial, "kill-early", i, data, work, env, random.Random(rng.random()))
+                jobs += [pool.submit(kill_trial, "kill-early", i, data, work, env, random.Random(rng.random()),
+                                     args.window)
                          for i in range(n_early)]
             if "sigterm" in only:
-                jobs += [pool.submit(sigterm_trial, i, data, work, env, random.Random(rng.random()))
+                jobs += [pool.submit(sigterm_trial, i, data, work, env, random.Random(rng.random()), args.window)
                          for i in range(n_term)]
             rows = []
             for job in futures.as_completed(jobs):

@@ -10,12 +10,13 @@ The loop keeps the device busy: each host call runs ``steps_per_call`` steps in 
 ``lax.scan``; the next call is dispatched before the previous call's metrics are read, and
 every store write goes through a background writer thread. Evaluations run on the device at
 the steps of the store's evaluation schedule; checkpoints are taken at the start (step 0,
-before the first evaluation), then at evaluations (once a minute by default, or ``--checkpoint-every``), at the
-end, at ``--stop-after-step``, at the last finite step of a diverged run and at the last
-completed step of an interrupted one (:mod:`fae_lab.train.loop`), so a run stopped, killed
-or interrupted resumes from its last checkpoint. ``--resume`` of a run killed before its
-first checkpoint starts it again from step 0; ``--resume`` of a finished run changes nothing. Several local devices hold either different members (a
-sweep) or different parts of each batch (data parallel).
+before the first evaluation), then at evaluations (once a minute by default, or
+``--checkpoint-every``), at the end, at ``--stop-after-step``, at the last finite step of a
+diverged run and at the last completed step of an interrupted one
+(:mod:`fae_lab.train.loop`), so a run stopped, killed or interrupted resumes from its last
+checkpoint. ``--resume`` of a run killed before its first checkpoint starts it again from
+step 0; ``--resume`` of a finished run changes nothing. Several local devices hold either
+different members (a sweep) or different parts of each batch (data parallel).
 """
 
 from __future__ import annotations
