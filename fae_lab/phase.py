@@ -17,6 +17,7 @@ written to ``RUNS/ladder.csv``.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 from fae_lab.cli_util import OneLineArgumentParser, path_text, positive, run_guarded
 from fae_lab.config import RunConfig
 from fae_lab.destination import check_can_create
+from fae_lab.errors import UsageError
 from fae_lab.experiments import PHASES, Experiment, phase_experiments
 from fae_lab.ladder import LADDER_PRINTED, ladder_rows, write_ladder_csv
 from fae_lab.ranking import experiment_row, format_table, rank, read_final, run_summary, write_csv
@@ -40,6 +42,32 @@ LADDER_HELP = ("Phase a also runs the bottleneck ladder on the baseline's data, 
                "rung first. A rung resolving far more than the next one names the bottleneck.")
 
 
+# Generated data of a phase (no --data-path): enough samples that the baseline's test error
+# does not rise over the seed's 50,000 steps (256, the trainer's default, overfits within
+# 10,000 on a GPU: benchmarks/RESULTS.md, "Phase defaults"). A later --generate-n-samples
+# after `--` wins.
+PHASE_GENERATED_SAMPLES = 4096
+
+
+def experiment_names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated experiment names")
+    return names
+
+
+def select(experiments: Sequence[Experiment], only: Sequence[str] | None) -> list[Experiment]:
+    """The baseline (the first experiment) and those named in ``only``; every name must be one
+    of the phase's (:class:`UsageError` naming the unknown one and the choices)."""
+    if not only:
+        return list(experiments)
+    known = [e.name for e in experiments]
+    for name in only:
+        if name not in known:
+            raise UsageError(f"--only: no experiment {name!r} in this phase (choose from {', '.join(known)})")
+    return [e for i, e in enumerate(experiments) if i == 0 or e.name in only]
+
+
 def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(prog="fae-lab phase", description=__doc__.splitlines()[0] + " " + LADDER_HELP)
     p.add_argument("phase", choices=PHASES)
@@ -49,6 +77,9 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--seeds", type=positive(int), default=1,
                    help="train N seeds of each experiment (vmapped members, RUNS/<experiment>_s<i>) "
                    "and rank by their mean and spread (default 1: RUNS/<experiment>)")
+    p.add_argument("--only", type=experiment_names,
+                   help="train and rank only these experiments of the phase (comma-separated names, "
+                   "as in ranking.csv), next to the baseline, which is always kept")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already exist")
     p.add_argument("--quiet", action="store_true")
     p.epilog = "Further `fae-lab train` flags for every run go after --, e.g. -- --batch-size 16"
@@ -180,7 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         runs = Path(args.runs or f"runs/phase_{args.phase}")
         check_can_create(runs, "--runs")
-        rows = run_series(phase_experiments(args.phase), runs, data_path=args.data_path,
+        experiments = select(phase_experiments(args.phase), args.only)
+        if not args.data_path:
+            train_flags[:0] = ["--generate-n-samples", str(PHASE_GENERATED_SAMPLES)]
+        rows = run_series(experiments, runs, data_path=args.data_path,
                           max_steps=args.max_steps, extra=train_flags, overwrite=args.overwrite,
                           quiet=args.quiet, seeds=args.seeds)
         print_ranking(rows, runs)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The measured answer of docs/findings.md: phases a (the bottleneck ladder), b and c with three
+# seeds each on generated data (4,096 samples, 64 x 64, 6 scales), one `fae-lab phase` per GPU.
+#
+#   bash benchmarks/findings_gpu.sh PART OUT [STEPS] [SECONDS]
+#
+# PART: ladder_b (GPU 0: phase a's ladder; GPU 1: phase b) or c (GPU 0 and 1: the two halves of
+# phase c). Each phase runs under OUT/runs/phase_<x>; it is stopped with SIGTERM after SECONDS
+# (default 500: a stopped run keeps a checkpoint and says so; rerunning the same command
+# resumes nothing but reuses every finished run). The runs' small files (config, progress,
+# final, metrics.zarr, ranking.csv, ladder.csv) are packed into OUT/<PART>_runs.tar.xz.
+# Set FAE_LAB_RUNS_FROM to a tarball from an earlier part to reuse its finished baselines.
+set -uo pipefail
+part=${1:?PART}; out=${2:?OUT}; steps=${3:-20000}; seconds=${4:-500}
+mkdir -p "$out/runs"
+common=(--seeds 3 --max-steps "$steps" --quiet)
+train=(-- --eval-every 1000 --log-every 100 --n-reconstruction-samples 4)
+if [ -n "${FAE_LAB_RUNS_FROM:-}" ]; then tar -xJf "$FAE_LAB_RUNS_FROM" -C "$out/runs"; fi
+
+phase() {  # GPU NAME ARGS...
+  local gpu=$1 name=$2; shift 2
+  CUDA_VISIBLE_DEVICES=$gpu timeout -s TERM "$seconds" python3 -m fae_lab phase "$@" \
+    "${common[@]}" "${train[@]}" >"$out/$name.log" 2>&1
+  echo "$name: exit $? after $SECONDS s" | tee -a "$out/summary.txt"
+}
+
+case $part in
+  ladder_b)
+    phase 0 ladder a --runs "$out/runs/phase_a" \
+      --only phase_a_ladder_decoder_alone_s0,phase_a_ladder_decoder_alone_s1,phase_a_ladder_decoder_alone_s2,phase_a_ladder_auto_decoder &
+    phase 1 phase_b b --runs "$out/runs/phase_b" &
+    ;;
+  c)
+    phase 0 phase_c1 c --runs "$out/runs/phase_c1" \
+      --only phase_c_rff512_penultimate,phase_c_rff512_coordinates,phase_c_multiband_4scales &
+    phase 1 phase_c2 c --runs "$out/runs/phase_c2" \
+      --only phase_c_rff256_penultimate,phase_c_rff1024_penultimate,phase_c_rff512_both &
+    ;;
+  *) echo "unknown part $part" >&2; exit 2 ;;
+esac
+wait
+(cd "$out/runs" && find . \( -name checkpoints -o -name reconstructions.zarr \) -prune -o -type f -print \
+  | tar -cJf "$out/${part}_runs.tar.xz" -T -)
+for f in "$out"/runs/*/ranking.csv "$out"/runs/*/ladder.csv; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
+tail -n 30 "$out"/*.log
