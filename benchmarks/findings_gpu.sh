@@ -4,22 +4,26 @@
 #
 #   bash benchmarks/findings_gpu.sh PART OUT [STEPS] [SECONDS]
 #
-# PART: ladder_b (GPU 0: phase a's ladder; GPU 1: phase b) or c (GPU 0 and 1: the two halves of
-# phase c). Each phase runs under OUT/runs/phase_<x>; it is stopped with SIGTERM after SECONDS
-# (default 500: a stopped run keeps a checkpoint and says so; rerunning the same command
-# resumes nothing but reuses every finished run). The runs' small files (config, progress,
+# PART: ladder_b (GPU 0: phase a's ladder; GPU 1: phase b), c (GPU 0 and 1: the two halves of
+# phase c) or rest (what the first call of 2026-11-29 left: GPU 0 the auto-decoder rung, then
+# phase c's penultimate and coordinate RFF; GPU 1 phase c's multi-band decoder, then phase b's
+# Fourier-weighted p = 1). Each phase runs under OUT/runs/phase_<x>; every phase still running
+# SECONDS (default 500) after the start is stopped with SIGTERM (a stopped run keeps a checkpoint
+# and says so; rerunning reuses every finished run). The runs' small files (config, progress,
 # final, metrics.zarr, ranking.csv, ladder.csv) are packed into OUT/<PART>_runs.tar.xz.
 # Set FAE_LAB_RUNS_FROM to a tarball from an earlier part to reuse its finished baselines.
 set -uo pipefail
 part=${1:?PART}; out=${2:?OUT}; steps=${3:-20000}; seconds=${4:-500}
 mkdir -p "$out/runs"
-common=(--seeds 3 --max-steps "$steps" --quiet)
+common=(--seeds 3 --max-steps "$steps")
 train=(-- --eval-every 1000 --log-every 100 --n-reconstruction-samples 4)
 if [ -n "${FAE_LAB_RUNS_FROM:-}" ]; then tar -xJf "$FAE_LAB_RUNS_FROM" -C "$out/runs"; fi
 
 phase() {  # GPU NAME ARGS...
   local gpu=$1 name=$2; shift 2
-  CUDA_VISIBLE_DEVICES=$gpu timeout -s TERM "$seconds" python3 -m fae_lab phase "$@" \
+  local left=$((seconds - SECONDS))
+  [ "$left" -gt 30 ] || { echo "$name: not started (no time left)" | tee -a "$out/summary.txt"; return; }
+  CUDA_VISIBLE_DEVICES=$gpu timeout -s TERM "$left" python3 -m fae_lab phase "$@" \
     "${common[@]}" "${train[@]}" >"$out/$name.log" 2>&1
   echo "$name: exit $? after $SECONDS s" | tee -a "$out/summary.txt"
 }
@@ -35,6 +39,15 @@ case $part in
       --only phase_c_rff512_penultimate,phase_c_rff512_coordinates,phase_c_multiband_4scales &
     phase 1 phase_c2 c --runs "$out/runs/phase_c2" \
       --only phase_c_rff256_penultimate,phase_c_rff1024_penultimate,phase_c_rff512_both &
+    ;;
+  rest)
+    for d in phase_c_a phase_c_b; do  # phase c's baseline is phase a's (same settings, finished)
+      mkdir -p "$out/runs/$d" && cp -r "$out"/runs/phase_a/baseline_multi_scale_s* "$out/runs/$d/" 2>/dev/null
+    done
+    (phase 0 ladder a --runs "$out/runs/phase_a" --only phase_a_ladder_auto_decoder
+     phase 0 phase_c_a c --runs "$out/runs/phase_c_a" --only phase_c_rff512_penultimate,phase_c_rff512_coordinates) &
+    (phase 1 phase_c_b c --runs "$out/runs/phase_c_b" --only phase_c_multiband_4scales
+     phase 1 phase_b b --runs "$out/runs/phase_b" --only phase_b_fourier_p1.0) &
     ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac

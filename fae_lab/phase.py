@@ -18,6 +18,7 @@ written to ``RUNS/ladder.csv``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from fae_lab.errors import UsageError
 from fae_lab.experiments import PHASES, Experiment, phase_experiments
 from fae_lab.ladder import LADDER_PRINTED, ladder_rows, write_ladder_csv
 from fae_lab.ranking import experiment_row, format_table, rank, read_final, run_summary, write_csv
+from fae_lab.store.layout import PROGRESS_FILE
 from fae_lab.train import interrupt
 from fae_lab.train.args import parse_run_config
 
@@ -149,8 +151,12 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
             if not quiet:
                 print(f"== {name}: reusing the finished run in {run_dir}", file=sys.stderr)
             continue
-        check_output_dir(config)  # refuse an unfinished run before any group trains
-        key = program_key(config) if vmapped else (name,)
+        if not overwrite and (run_dir / PROGRESS_FILE).exists():
+            # Stopped before it finished (a signal, a time limit): continue it from its last
+            # checkpoint (or from step 0 if it has none), so rerunning a phase resumes it.
+            config, argv = dataclasses.replace(config, resume=True), [*argv, "--resume"]
+        check_output_dir(config)  # refuse a run that cannot be continued before any group trains
+        key = (program_key(config), config.resume) if vmapped else (name,)
         groups.setdefault(key, []).append((name, config, argv))
     for group in groups.values():
         if not quiet:
@@ -162,8 +168,8 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
                     quiet=quiet, labels=[n for n, _, _ in group])
         signum = interrupt.requested()
         if signum is not None:  # the group stopped at a checkpoint; later groups do not start
-            raise interrupt.Interrupted(f"interrupted by {interrupt.signal_name(signum)}; the runs in {runs} "
-                                        "continue with --resume", signum)
+            raise interrupt.Interrupted(f"interrupted by {interrupt.signal_name(signum)}; the same command "
+                                        f"continues the runs in {runs}", signum)
     configs = {name: config for name, config, _ in planned}
     members = ladder_members(experiments)
     rows = []
