@@ -7,7 +7,7 @@
 # PART: ladder_b (GPU 0: phase a's ladder; GPU 1: phase b), c (GPU 0 and 1: the two halves of
 # phase c) or rest (what the first call of 2026-11-29 left: GPU 0 the auto-decoder rung, then
 # phase c's penultimate and coordinate RFF; GPU 1 phase c's multi-band decoder, then phase b's
-# Fourier-weighted p = 1). Each phase runs under OUT/runs/phase_<x>; every phase still running
+# Fourier-weighted p = 1) or latent (the auto-decoder and the FAE with latents of 256 and 1,024). Each phase runs under OUT/runs/phase_<x>; every phase still running
 # SECONDS (default 500) after the start is stopped with SIGTERM (a stopped run keeps a checkpoint
 # and says so; rerunning reuses every finished run). The runs' small files (config, progress,
 # final, metrics.zarr, ranking.csv, ladder.csv) are packed into OUT/<PART>_runs.tar.xz.
@@ -48,6 +48,15 @@ case $part in
      phase 0 phase_c_a c --runs "$out/runs/phase_c_a" --only phase_c_rff512_penultimate,phase_c_rff512_coordinates) &
     (phase 1 phase_c_b c --runs "$out/runs/phase_c_b" --only phase_c_multiband_4scales
      phase 1 phase_b b --runs "$out/runs/phase_b" --only phase_b_fourier_p1.0) &
+    ;;
+  latent)  # is it the 64-number latent? the auto-decoder and the FAE with latents of 256 and 1,024
+    for rung in auto_decoder fae; do
+      gpu=$([ $rung = fae ] && echo 1 || echo 0)
+      (CUDA_VISIBLE_DEVICES=$gpu timeout -s TERM "$seconds" python3 -m fae_lab sweep --runs "$out/runs/latent_$rung" \
+         --grid latent_dim=256,1024 --seeds 3 -- --rung $rung --max-steps "$steps" --generate-n-samples 4096 \
+         --eval-every 1000 --log-every 100 >"$out/latent_$rung.log" 2>&1
+       echo "latent_$rung: exit $? after $SECONDS s" | tee -a "$out/summary.txt") &
+    done
     ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
