@@ -25,6 +25,9 @@ ALL_TRAINING_SCALES = -1  # the ``scale`` argument meaning "averaged over the tr
 # The two evaluated splits (docs/run-store.md): eval_<name> (test) and eval_train_<name>.
 TEST_SPLIT, TRAINING_SPLIT = "test", "train"
 SPLIT_OPTIONS = {"test": TEST_SPLIT, "training split": TRAINING_SPLIT}  # label -> split
+# What the sidebar filters and colours on: the seed's four tags, and the run's ladder rung
+# (RunReader.rung: config.json's "rung", or a fifth tag; an FAE where neither is).
+FILTER_TAGS = (*TAG_NAMES, "rung")
 # Rungs of the bottleneck ladder that cannot reconstruct an unseen sample: NaN test split.
 RUNGS_WITHOUT_ENCODER = tuple(rung for rung in RUNGS if rung != "fae")
 
@@ -183,20 +186,20 @@ def select_runs(tags: Mapping[str, Mapping[str, str]],
                 allowed: Mapping[str, Collection[str]]) -> list[str]:
     """Runs whose every tag is allowed, in the order given.
 
-    ``tags`` maps run -> {tag name -> value} (tag names of :data:`fae_lab.config.TAG_NAMES`);
-    ``allowed`` maps a tag name to the values let through (a tag name not in ``allowed`` is not
-    filtered on).
+    ``tags`` maps run -> {tag name -> value} (tag names of :data:`FILTER_TAGS`: the seed's
+    four of :data:`fae_lab.config.TAG_NAMES` and ``rung``); ``allowed`` maps a tag name to the
+    values let through (a tag name not in ``allowed`` is not filtered on).
     """
     return [run for run, values in tags.items()
-            if all(values.get(tag) in allowed[tag] for tag in TAG_NAMES if tag in allowed)]
+            if all(values.get(tag) in allowed[tag] for tag in FILTER_TAGS if tag in allowed)]
 
 
 def colour_keys(tags: Mapping[str, Mapping[str, str]], colour_by: str) -> dict[str, str]:
     """The legend entry of each run: its own name (``colour_by="run"``) or one of its tags."""
     if colour_by == "run":
         return {run: run for run in tags}
-    if colour_by not in TAG_NAMES:
-        raise ValueError(f"colour_by must be 'run' or one of {', '.join(TAG_NAMES)}")
+    if colour_by not in FILTER_TAGS:
+        raise ValueError(f"colour_by must be 'run' or one of {', '.join(FILTER_TAGS)}")
     return {run: values[colour_by] for run, values in tags.items()}
 
 

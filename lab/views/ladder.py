@@ -88,7 +88,8 @@ class LadderView(LiveView):
             sizing_mode="stretch_width", layout="fit_data_table", css_classes=["ladder-table"])
         self._note = pn.pane.Markdown(
             "Every rung on its **training split** (the rungs without an encoder have no test "
-            "numbers). Runs without a rung are FAEs.", margin=(0, 10))
+            "numbers). Runs without a rung are FAEs; a run whose store has no training split "
+            "draws nothing (NaN in the table).", margin=(0, 10))
         self.start()
 
     def __panel__(self):
@@ -161,10 +162,11 @@ class LadderView(LiveView):
             if not runs:
                 continue
             label, colour = RUNG_LABELS[rung], RUNG_COLOURS[rung]
-            top = figure(title=f"{label}: learned fraction 1 − E/T (training split, newest "
-                               f"evaluation)", height=320, x_range=k_range, y_range=fraction_range,
+            top = figure(title=f"{label}: learned fraction 1 − E/T, newest evaluation",
+                         height=320, x_range=k_range, y_range=fraction_range,
                          x_axis_label="|n| (cycles per unit length)",
-                         y_axis_label="learned fraction", sizing_mode="stretch_width", tools=tools)
+                         y_axis_label="learned fraction (training split)",
+                         sizing_mode="stretch_width", tools=tools)
             bottom = figure(title=f"{label}: resolved bandwidth (training split)", height=280,
                             x_range=step_range, y_range=width_range, x_axis_label="step",
                             y_axis_label="|n| (cycles per unit length)",

@@ -181,7 +181,8 @@ def click_tab(page, name: str) -> None:
 
 # The data source a tab's server-side view fills once it is shown (tabs not listed are drawn
 # from the page's first load).
-TAB_SOURCE = {"Frequency bands": "band-map", "Per scale": "scale-bars", "Compare two runs": "compare-map"}
+TAB_SOURCE = {"Frequency bands": "band-map", "Per scale": "scale-bars", "Compare two runs": "compare-map",
+              "Learned fraction": "bandwidth:baseline", "Ladder": "ladder-bandwidth:baseline"}
 
 
 def show_tab(page, name: str, screenshot: Path | None = None) -> None:
@@ -213,9 +214,9 @@ def test_page_loads_with_every_run_and_no_errors(served, page, artifacts):
     runs, url = served
     watch = open_app(page, url)
     assert page.evaluate(DRAWN_RUNS) == expected_runs(runs)
-    for tab in ("Runs", "Frequency bands", "Reconstructions", "Per scale", "Compare two runs",
-                "Launch", "Curves"):
-        show_tab(page, tab, artifacts / f"tab-{tab.lower()}.png" if tab in ("Runs", "Reconstructions") else None)
+    for tab in ("Runs", "Frequency bands", "Learned fraction", "Ladder", "Reconstructions",
+                "Per scale", "Compare two runs", "Launch", "Curves"):
+        show_tab(page, tab, artifacts / f"tab-{tab.lower()}.png" if tab in ("Runs", "Reconstructions", "Ladder") else None)
     next_render(page)
     page.screenshot(path=artifacts / "loaded.png", full_page=True)
     assert_clean(page, watch)

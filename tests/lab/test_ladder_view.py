@@ -17,7 +17,7 @@ from bokeh.document import Document
 from fae_lab.testing.fake_runs import SyntheticRunWriter, write_synthetic_run
 from lab.app import LabApp
 from lab.state import LabState
-from lab.views import CurvesView, LadderView, LearnedFractionView
+from lab.views import CurvesView, LadderView, LearnedFractionView, RunFilter
 from tests.lab.conftest import on_disk
 from tests.lab.test_learned_view import bandwidth_by_loop
 
@@ -244,6 +244,27 @@ def test_curves_split_choice(ladder_dir):
         widths = [bandwidth_by_loop(f, upper) for f in fraction_on_disk(run_dir, "train")]
         np.testing.assert_array_equal(evals["resolved_bandwidth"],
                                       widths if train_split else np.full(len(widths), np.nan))
+
+
+def test_the_sidebar_filters_and_colours_by_rung(ladder_dir):
+    state = LabState(ladder_dir)
+    controls = RunFilter(state)
+    ladder = LadderView(state)
+    names = [name for name, *_ in LADDER]
+    assert sorted(state.visible) == sorted(names)
+    controls.toggles["rung"].value = ["fae"]
+    assert sorted(state.visible) == sorted(n for n in names if rung_on_disk(ladder_dir / n) == "fae")
+    assert list(ladder.fraction_figures) == ["fae"]
+    state.rung = ["decoder_alone", "auto_decoder"]
+    assert sorted(state.visible) == sorted(n for n in names if rung_on_disk(ladder_dir / n) != "fae")
+    state.rung = list(BOTTOM_FIRST)
+    state.colour_by = "rung"
+    colours = {name: state.colour(name) for name in names}
+    for a in names:
+        for b in names:
+            same_rung = rung_on_disk(ladder_dir / a) == rung_on_disk(ladder_dir / b)
+            assert (colours[a] == colours[b]) == same_rung
+    assert state.colour_key("ladder/decoder_alone_s1") == "decoder_alone"
 
 
 def test_the_app_has_the_ladder_tab(ladder_dir):
