@@ -27,6 +27,7 @@ from lab.text import isolated_name
 from lab.views import (
     CurvesView,
     FrequencyBandsView,
+    LadderView,
     LaunchForm,
     LearnedFractionView,
     PerScaleView,
@@ -60,6 +61,7 @@ class LabApp(pn.viewable.Viewer):
             "Runs": RunsTable(self.state, shown=False),
             "Frequency bands": FrequencyBandsView(self.state, shown=False),
             "Learned fraction": LearnedFractionView(self.state, shown=False),
+            "Ladder": LadderView(self.state, shown=False),
             "Reconstructions": ReconstructionsView(self.state, shown=False),
             "Per scale": PerScaleView(self.state, shown=False),
             "Compare two runs": TwoRunComparison(self.state, shown=False),

@@ -2,7 +2,9 @@
 
 Notation (docs/metrics.md): E(s, k) is the error power in radial wavenumber bin k at evaluation
 step s (``eval_spectral_mse``, averaged over the training scales, or
-``eval_scale_spectral_mse`` of one scale); its bins sum to the MSE of that evaluation.
+``eval_scale_spectral_mse`` of one scale); its bins sum to the MSE of that evaluation. Each
+``eval_<name>`` of the test split has ``eval_train_<name>`` of the training split
+(:func:`split_variable`).
 """
 
 from __future__ import annotations
@@ -15,31 +17,73 @@ import pandas as pd
 import xarray as xr
 
 from fae_lab.bands import learned_fraction, resolved_bandwidth
+from fae_lab.config import RUNGS
 from fae_lab.store import EVAL_CURVES, TAG_NAMES
+from fae_lab.store.layout import TRAIN_SPLIT_PREFIX
 
 ALL_TRAINING_SCALES = -1  # the ``scale`` argument meaning "averaged over the training scales"
+# The two evaluated splits (docs/run-store.md): eval_<name> (test) and eval_train_<name>.
+TEST_SPLIT, TRAINING_SPLIT = "test", "train"
+SPLIT_OPTIONS = {"test": TEST_SPLIT, "training split": TRAINING_SPLIT}  # label -> split
+# What the sidebar filters and colours on: the seed's four tags, and the run's ladder rung
+# (RunReader.rung: config.json's "rung", or a fifth tag; an FAE where neither is).
+FILTER_TAGS = (*TAG_NAMES, "rung")
+# Rungs of the bottleneck ladder that cannot reconstruct an unseen sample: NaN test split.
+RUNGS_WITHOUT_ENCODER = tuple(rung for rung in RUNGS if rung != "fae")
 
 
-def spectral_error(evaluations: xr.Dataset, scale: int = ALL_TRAINING_SCALES) -> xr.DataArray:
-    """E(s, k), dims ``(eval_step, k)``: over the training scales (``scale=-1``) or of one scale."""
-    if scale == ALL_TRAINING_SCALES:
-        return evaluations["eval_spectral_mse"]
-    return evaluations["eval_scale_spectral_mse"].sel(scale=scale, drop=True)
+def split_variable(name: str, split: str = TEST_SPLIT) -> str:
+    """The store variable of ``name`` (an ``eval_<name>``) on ``split``: itself for the test
+    split, ``eval_train_<name>`` for the training split (docs/run-store.md)."""
+    if split == TEST_SPLIT:
+        return name
+    if split != TRAINING_SPLIT:
+        raise ValueError(f"split must be {TEST_SPLIT!r} or {TRAINING_SPLIT!r}, got {split!r}")
+    return TRAIN_SPLIT_PREFIX + name.removeprefix("eval_")
 
 
-def spectral_target(evaluations: xr.Dataset, scale: int = ALL_TRAINING_SCALES) -> xr.DataArray:
+def run_split(rung: str, split: str) -> str:
+    """The split a run is drawn on: ``split``, except that a rung without an encoder
+    (:data:`RUNGS_WITHOUT_ENCODER`: its test split is NaN) always uses the training split."""
+    return TRAINING_SPLIT if rung in RUNGS_WITHOUT_ENCODER else split
+
+
+def _spectral(evaluations: xr.Dataset, name: str, scale: int, split: str) -> xr.DataArray:
+    """``name`` (``eval_spectral_mse`` / ``_target``) on ``split`` over the training scales, or
+    its ``eval_scale_*`` form of one scale; dims ``(eval_step, k)``, NaN where the store lacks
+    the variable (a store written before the training split)."""
+    if scale != ALL_TRAINING_SCALES:
+        name = name.replace("eval_", "eval_scale_", 1)
+    name = split_variable(name, split)
+    if name not in evaluations:
+        n = evaluations.sizes.get("eval_step", 0)
+        return xr.DataArray(np.full((n, evaluations.sizes.get("k", 0)), np.nan),
+                            dims=("eval_step", "k"),
+                            coords={"eval_step": evaluations["eval_step"].values if n else [],
+                                    "k": evaluations["k"].values})
+    variable = evaluations[name]
+    return variable if scale == ALL_TRAINING_SCALES else variable.sel(scale=scale, drop=True)
+
+
+def spectral_error(evaluations: xr.Dataset, scale: int = ALL_TRAINING_SCALES,
+                   split: str = TEST_SPLIT) -> xr.DataArray:
+    """E(s, k), dims ``(eval_step, k)``: over the training scales (``scale=-1``) or of one
+    scale, on the test or the training split (NaN where the store lacks that split)."""
+    return _spectral(evaluations, "eval_spectral_mse", scale, split)
+
+
+def spectral_target(evaluations: xr.Dataset, scale: int = ALL_TRAINING_SCALES,
+                    split: str = TEST_SPLIT) -> xr.DataArray:
     """T(s, k), the target's power per bin, dims ``(eval_step, k)``, like :func:`spectral_error`."""
-    if scale == ALL_TRAINING_SCALES:
-        return evaluations["eval_spectral_target"]
-    return evaluations["eval_scale_spectral_target"].sel(scale=scale, drop=True)
+    return _spectral(evaluations, "eval_spectral_target", scale, split)
 
 
-def learned_fraction_by_k(evaluations: xr.Dataset,
-                          scale: int = ALL_TRAINING_SCALES) -> xr.DataArray:
-    """L(s, k) = 1 − E(s, k) / T(s, k), dims ``(eval_step, k)``; NaN where T = 0
-    (:func:`fae_lab.bands.learned_fraction`)."""
-    error = spectral_error(evaluations, scale)
-    fraction = learned_fraction(error.values, spectral_target(evaluations, scale).values)
+def learned_fraction_by_k(evaluations: xr.Dataset, scale: int = ALL_TRAINING_SCALES,
+                          split: str = TEST_SPLIT) -> xr.DataArray:
+    """L(s, k) = 1 − E(s, k) / T(s, k), dims ``(eval_step, k)``, on ``split``; NaN where T = 0
+    or the store lacks the split (:func:`fae_lab.bands.learned_fraction`)."""
+    error = spectral_error(evaluations, scale, split)
+    fraction = learned_fraction(error.values, spectral_target(evaluations, scale, split).values)
     return xr.DataArray(fraction, coords=error.coords, dims=error.dims, name="learned_fraction",
                         attrs={"long_name": "learned fraction 1 - E/T"})
 
@@ -142,20 +186,20 @@ def select_runs(tags: Mapping[str, Mapping[str, str]],
                 allowed: Mapping[str, Collection[str]]) -> list[str]:
     """Runs whose every tag is allowed, in the order given.
 
-    ``tags`` maps run -> {tag name -> value} (tag names of :data:`fae_lab.config.TAG_NAMES`);
-    ``allowed`` maps a tag name to the values let through (a tag name not in ``allowed`` is not
-    filtered on).
+    ``tags`` maps run -> {tag name -> value} (tag names of :data:`FILTER_TAGS`: the seed's
+    four of :data:`fae_lab.config.TAG_NAMES` and ``rung``); ``allowed`` maps a tag name to the
+    values let through (a tag name not in ``allowed`` is not filtered on).
     """
     return [run for run, values in tags.items()
-            if all(values.get(tag) in allowed[tag] for tag in TAG_NAMES if tag in allowed)]
+            if all(values.get(tag) in allowed[tag] for tag in FILTER_TAGS if tag in allowed)]
 
 
 def colour_keys(tags: Mapping[str, Mapping[str, str]], colour_by: str) -> dict[str, str]:
     """The legend entry of each run: its own name (``colour_by="run"``) or one of its tags."""
     if colour_by == "run":
         return {run: run for run in tags}
-    if colour_by not in TAG_NAMES:
-        raise ValueError(f"colour_by must be 'run' or one of {', '.join(TAG_NAMES)}")
+    if colour_by not in FILTER_TAGS:
+        raise ValueError(f"colour_by must be 'run' or one of {', '.join(FILTER_TAGS)}")
     return {run: values[colour_by] for run, values in tags.items()}
 
 
@@ -169,26 +213,31 @@ def training_frame(training: xr.Dataset, terms: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
-def evaluation_frame(evaluations: xr.Dataset, k_upper: np.ndarray | None = None) -> pd.DataFrame:
+def evaluation_frame(evaluations: xr.Dataset, k_upper: np.ndarray | None = None,
+                     split: str = TEST_SPLIT) -> pd.DataFrame:
     """The scalar evaluation curves as a frame: ``step`` (of each evaluation),
     :data:`EVAL_CURVES` and two derived curves; the column is named like the training log's, so
     plots share the axis.
 
-    ``resolved_bandwidth``: the largest |n| up to which 1 − E/T stays >= 0.5
-    (:func:`bandwidth_over_training`; needs ``eval_spectral_mse`` / ``eval_spectral_target``
-    and the bins' upper edges ``k_upper``). ``generalisation_gap``: ``eval_rel_mse −
-    eval_train_rel_mse``, test minus training-split relative MSE. NaN where the inputs are
-    missing.
+    ``split``: the curves (and the bandwidth) of the test split (``eval_<name>``) or of the
+    training split (``eval_train_<name>``, :func:`split_variable`), under the test split's
+    column names. ``resolved_bandwidth``: the largest |n| up to which 1 − E/T stays >= 0.5
+    (:func:`bandwidth_over_training`; needs the split's spectral error and target and the
+    bins' upper edges ``k_upper``). ``generalisation_gap``: ``eval_rel_mse −
+    eval_train_rel_mse``, test minus training-split relative MSE, whatever ``split``. NaN
+    where the inputs are missing.
     """
     n = evaluations.sizes.get("eval_step", 0)
     steps = evaluations["eval_step"].values if n else np.zeros(0, np.int64)
     frame = {"step": steps.astype(np.int64)}
     for name in EVAL_CURVES:
-        frame[name] = evaluations[name].values if name in evaluations else np.full(n, np.nan)
+        stored = split_variable(name, split)
+        frame[name] = evaluations[stored].values if stored in evaluations else np.full(n, np.nan)
     frame["resolved_bandwidth"] = np.full(n, np.nan)
-    if n and k_upper is not None and {"eval_spectral_mse", "eval_spectral_target"} <= set(evaluations):
+    spectra = {split_variable(name, split) for name in ("eval_spectral_mse", "eval_spectral_target")}
+    if n and k_upper is not None and spectra <= set(evaluations):
         frame["resolved_bandwidth"] = bandwidth_over_training(
-            learned_fraction_by_k(evaluations), k_upper)
+            learned_fraction_by_k(evaluations, split=split), k_upper)
     frame["generalisation_gap"] = np.full(n, np.nan)
     if n and {"eval_rel_mse", "eval_train_rel_mse"} <= set(evaluations):
         frame["generalisation_gap"] = (evaluations["eval_rel_mse"].values

@@ -208,6 +208,17 @@ class RunReader:
         return self.config_json.get("config") or {}
 
     @property
+    def rung(self) -> str:
+        """The run's rung of the bottleneck ladder (docs/run-store.md): ``config.json``'s
+        ``"rung"``, else a fifth tag after the seed's four, else ``"fae"`` (a store without
+        either is an FAE)."""
+        rung = self.config_json.get("rung")
+        if rung is None:
+            tags = self.config_json.get("tags") or []
+            rung = tags[len(TAG_NAMES)] if len(tags) > len(TAG_NAMES) else "fae"
+        return str(rung)
+
+    @property
     def run_name(self) -> str:
         return str(self.config_json.get("run_name") or self.name)
 

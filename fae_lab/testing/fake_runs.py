@@ -44,6 +44,7 @@ from fae_lab.errors import UsageError
 from fae_lab.grid import radial_bin_edges, radial_bin_index, wavenumber_magnitude
 from fae_lab.store.layout import (
     STATUSES,
+    TRAIN_SPLIT_PREFIX,
     StoreLayout,
     eval_schedule,
     final_metrics,
@@ -56,6 +57,7 @@ from fae_lab.store.writer import RunStore
 _LOSS_BOOST = {"h1": 1 / 8, "fourier_weighted": 1 / 6, "combined": 1 / 10}
 _DECODER_BOOST = {"rff_output": 1 / 8}
 SMALLEST_SIGMA, LARGEST_SIGMA = 1.0, 8.0  # grid cells: the filtered scales' σ_t R
+TRAIN_REMAINING = 0.8  # the training split keeps 1 - 0.8 g of each mode: a little better fit
 
 
 def fake_sigmas(n_scales: int, resolution: int) -> np.ndarray:
@@ -113,8 +115,10 @@ class SyntheticRunWriter:
                  decoder_type: str = "standard", pooling_type: str = "attention",
                  training_mode: str = "multi_scale", n_evals: int = 20, eval_every: int = 50,
                  log_every: int = 10, resolution: int = 32, n_scales: int = 4,
-                 n_samples: int = 2, n_bins: int = 16, seed: int = 0, overwrite: bool = False):
-        for name, value, allowed in (("loss_type", loss_type, variants.loss_names()),
+                 n_samples: int = 2, n_bins: int = 16, seed: int = 0, overwrite: bool = False,
+                 rung: str = "fae", train_split: bool = False):
+        for name, value, allowed in (("rung", rung, cfg.RUNGS),
+                                     ("loss_type", loss_type, variants.loss_names()),
                                      ("decoder_type", decoder_type, variants.decoder_names()),
                                      ("pooling_type", pooling_type, cfg.POOLING_TYPES),
                                      ("training_mode", training_mode, cfg.TRAINING_MODES)):
@@ -145,7 +149,8 @@ class SyntheticRunWriter:
                                 held_out_indices=held_out_indices,
                                 generate_resolution=R, generate_n_scales=T, generate_seed=seed,
                                 generate_n_samples=n_samples),
-            model=cfg.ModelConfig(decoder_type=decoder_type, pooling_type=pooling_type),
+            model=cfg.ModelConfig(decoder_type=decoder_type, pooling_type=pooling_type,
+                                  rung=rung),
             loss=cfg.LossConfig(loss_type=loss_type),
             eval=cfg.EvalConfig(eval_every=eval_every, log_every=log_every,
                                 spectral_n_bins=n_bins, spectral_cutoff=R / 4,
@@ -165,8 +170,13 @@ class SyntheticRunWriter:
         command = ["python", "-m", "fae_lab.testing.fake_runs", str(run_dir),
                    "--loss-type", loss_type, "--decoder-type", decoder_type,
                    "--pooling-type", pooling_type, "--training-mode", training_mode,
-                   "--n-evals", str(n_evals), "--seed", str(seed)]
-        self.store = RunStore.create(run_dir, self.layout, config=cfg.to_json_dict(run_config),
+                   "--n-evals", str(n_evals), "--seed", str(seed), "--rung", rung,
+                   *(["--train-split"] if train_split else [])]
+        self.has_encoder = rung == "fae"
+        self.train_split = train_split
+        document = {"config": cfg.to_json_dict(run_config), "rung": rung,
+                    "recon_split": "test" if self.has_encoder else "train"}
+        self.store = RunStore.create(run_dir, self.layout, config=document,
                                      command_line=command, truth=self.truth,
                                      overwrite=overwrite)
         self.run_dir = run_dir
@@ -230,10 +240,11 @@ class SyntheticRunWriter:
     def done(self) -> bool:
         return self.n_written >= self.layout.n_eval
 
-    def reconstruction(self, eval_row: int) -> np.ndarray:
-        """The fabricated ``recon`` of evaluation ``eval_row``, ``(S, T, R, R)`` float32."""
+    def reconstruction(self, eval_row: int, remaining_scale: float = 1.0) -> np.ndarray:
+        """The fabricated ``recon`` of evaluation ``eval_row``, ``(S, T, R, R)`` float32;
+        ``remaining_scale`` < 1 multiplies g(|n|, τ) (the training split's better fit)."""
         tau = self.layout.eval_steps[eval_row] / self.layout.max_steps
-        keep = 1 - self._remaining_fraction(tau)
+        keep = 1 - remaining_scale * self._remaining_fraction(tau)
         recon = np.fft.ifft2(np.fft.fft2(self.truth) * keep).real
         noise = np.random.default_rng([eval_row, 7]).standard_normal(recon.shape)
         return (recon + 0.01 * self.truth.std() * noise).astype(np.float32)
@@ -253,6 +264,13 @@ class SyntheticRunWriter:
                     start, {name: v[start:stop] for name, v in self._train_curves.items()})
             recon = self.reconstruction(row)
             metrics = evaluation_metrics(self.truth, recon, layout.held_out, layout)
+            if not self.has_encoder:  # no encoder: nothing unseen can be reconstructed
+                metrics = {name: np.full(np.shape(v), np.nan) for name, v in metrics.items()}
+            if self.train_split:
+                train = evaluation_metrics(self.truth, self.reconstruction(row, TRAIN_REMAINING),
+                                           layout.held_out, layout)
+                metrics.update({TRAIN_SPLIT_PREFIX + name.removeprefix("eval_"): value
+                                for name, value in train.items()})
             self._last_metrics = dict(metrics)  # final.json's, if this is the last row written
             metrics["eval_wall_time"] = 0.012 * step + 0.3 * (row + 1)
             self.store.write_eval(row, metrics, recon)
@@ -278,7 +296,8 @@ def write_synthetic_run(run_dir: str | Path, *, loss_type: str = "l2",
                         eval_every: int = 50, log_every: int = 10, resolution: int = 32,
                         n_scales: int = 4, n_samples: int = 2, n_bins: int = 16,
                         status: str = "finished", seed: int = 0,
-                        overwrite: bool = False) -> Path:
+                        overwrite: bool = False, rung: str = "fae",
+                        train_split: bool = False) -> Path:
     """Write a whole fabricated run to ``run_dir`` and return its path.
 
     ``n_evals`` evaluations every ``eval_every`` steps (max_steps = (n_evals - 1) eval_every),
@@ -292,7 +311,7 @@ def write_synthetic_run(run_dir: str | Path, *, loss_type: str = "l2",
         run_dir, loss_type=loss_type, decoder_type=decoder_type, pooling_type=pooling_type,
         training_mode=training_mode, n_evals=n_evals, eval_every=eval_every,
         log_every=log_every, resolution=resolution, n_scales=n_scales, n_samples=n_samples,
-        n_bins=n_bins, seed=seed, overwrite=overwrite)
+        n_bins=n_bins, seed=seed, overwrite=overwrite, rung=rung, train_split=train_split)
     _play(writer, status, interval=0.0)
     return Path(run_dir)
 
@@ -331,6 +350,9 @@ def _parser() -> OneLineArgumentParser:
     parser.add_argument("--status", choices=STATUSES,
                         default="finished", help="how the run ends")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rung", choices=cfg.RUNGS, default="fae")
+    parser.add_argument("--train-split", action="store_true",
+                        help="also write the training split's eval_train_* variables")
     parser.add_argument("--overwrite", action="store_true")
     return parser
 
@@ -342,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pooling_type=args.pooling_type, training_mode=args.training_mode,
         n_evals=args.n_evals, eval_every=args.eval_every, log_every=args.log_every,
         resolution=args.resolution, n_scales=args.n_scales, n_samples=args.n_samples,
-        n_bins=args.n_bins, seed=args.seed, overwrite=args.overwrite)
+        n_bins=args.n_bins, seed=args.seed, overwrite=args.overwrite, rung=args.rung,
+        train_split=args.train_split)
 
     def body() -> None:
         writer = SyntheticRunWriter(args.run_dir, **options)

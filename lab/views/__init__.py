@@ -3,6 +3,7 @@
 from lab.views.bands import FrequencyBandsView
 from lab.views.compare import TwoRunComparison
 from lab.views.curves import CurvesView
+from lab.views.ladder import LadderView
 from lab.views.launch import LaunchForm
 from lab.views.learned import LearnedFractionView
 from lab.views.reconstructions import ReconstructionsView
@@ -12,6 +13,7 @@ from lab.views.scales import PerScaleView
 __all__ = [
     "CurvesView",
     "FrequencyBandsView",
+    "LadderView",
     "LaunchForm",
     "LearnedFractionView",
     "PerScaleView",

@@ -5,7 +5,10 @@ the low- and high-frequency MSE and the high-frequency error ratio high / (low +
 (docs/metrics.md), all but the ratio on log axes; the resolved bandwidth (the largest |n| up to
 which the learned fraction 1 − E/T stays ≥ 0.5, :mod:`fae_lab.bands`) and the generalisation
 gap (test minus training-split relative MSE, for runs whose store has ``eval_train_rel_mse``);
-all sharing the step axis.
+all sharing the step axis. The evaluation panels (all but the gap) show the test split or,
+with the split choice, the training split (``eval_train_<name>``; a run whose store lacks it
+draws nothing there); a run of a ladder rung without an encoder has no test numbers and is
+always drawn on its training split, as its legend entry says.
 
 Each drawn run has two Bokeh ``ColumnDataSource``: its training-log rows and its evaluation
 rows, shared by the panels. A poll *streams* only the new rows into them, so nothing is
@@ -36,9 +39,17 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
-from fae_lab.store import PollResult, RunReader
+from fae_lab.store import EVAL_CURVES, PollResult, RunReader
 from lab.state import LabState
-from lab.transforms import evaluation_frame, training_frame
+from lab.transforms import (
+    SPLIT_OPTIONS,
+    TEST_SPLIT,
+    TRAINING_SPLIT,
+    evaluation_frame,
+    run_split,
+    split_variable,
+    training_frame,
+)
 from lab.views.base import LiveView
 
 # One dash pattern per loss term, the same in every run (docs/run-store.md names the terms).
@@ -96,6 +107,9 @@ class CurvesView(LiveView):
     """The curves of every drawn run, streamed in place as rows arrive."""
 
     height = param.Integer(default=250, bounds=(120, 1000), doc="Height of each plot, pixels.")
+    split = param.Selector(default=TEST_SPLIT, objects=SPLIT_OPTIONS, doc="""
+        The evaluated split of the evaluation panels: test, or the training split (rungs
+        without an encoder always).""")
 
     def __init__(self, state: LabState, **params):
         super().__init__(state, **params)
@@ -105,7 +119,10 @@ class CurvesView(LiveView):
         self._grid = pn.GridBox(ncols=2, sizing_mode="stretch_width")
         self._empty = pn.pane.Alert("No run matches the filter.", alert_type="light",
                                     visible=False)
-        self._layout = pn.Column(self._empty, self._grid, sizing_mode="stretch_width")
+        self.split_choice = pn.widgets.Select.from_param(
+            self.param.split, name="Evaluation panels: split", width=220)
+        self._layout = pn.Column(self.split_choice, self._empty, self._grid,
+                                 sizing_mode="stretch_width")
         self.start()
 
     def __panel__(self):
@@ -117,10 +134,16 @@ class CurvesView(LiveView):
     def _training(reader: RunReader, rows: slice | None = None) -> dict[str, np.ndarray]:
         return _columns(training_frame(reader.training(rows), reader.loss_terms))
 
-    @staticmethod
-    def _evaluations(reader: RunReader, rows: slice | None = None) -> dict[str, np.ndarray]:
-        reader.require(*DERIVED_INPUTS)
-        return _columns(evaluation_frame(reader.evaluations(rows), reader.k_upper))
+    def run_split(self, run: str) -> str:
+        """The split ``run``'s evaluation curves show: the chosen one, or the training split
+        for a rung without an encoder."""
+        return run_split(self.state.source[run].rung, self.split)
+
+    def _evaluations(self, reader: RunReader, rows: slice | None = None) -> dict[str, np.ndarray]:
+        split = self.run_split(reader.name)
+        reader.require(*DERIVED_INPUTS, *(split_variable(name, split) for name in
+                                          (*EVAL_CURVES, *DERIVED_INPUTS[:2])))
+        return _columns(evaluation_frame(reader.evaluations(rows), reader.k_upper, split))
 
     def ingest(self, result: PollResult) -> None:
         """Stream each drawn run's new rows into its sources (a reset run is redrawn)."""
@@ -160,8 +183,21 @@ class CurvesView(LiveView):
         self._grid.objects = [pn.pane.Bokeh(fig, sizing_mode="stretch_width")
                               for fig in self.figures.values()] if self.train_sources else []
 
+    @param.depends("split", watch=True)
+    def _resplit(self) -> None:
+        if self.shown:
+            self._refresh_now()
+        else:
+            self._stale = True
+
+    def _title(self, spec: CurvePanel) -> str:
+        if self.split != TRAINING_SPLIT or spec.source != "eval" or spec.variable == "generalisation_gap":
+            return spec.title
+        return spec.title.replace("Test ", "Training-split ") if spec.title.startswith("Test ") \
+            else f"{spec.title}  (training split)"
+
     def _figure(self, spec: CurvePanel, x_range: DataRange1d) -> figure:
-        fig = figure(title=spec.title, height=self.height, sizing_mode="stretch_width",
+        fig = figure(title=self._title(spec), height=self.height, sizing_mode="stretch_width",
                      x_range=x_range, y_range=DataRange1d(only_visible=True),
                      y_axis_type="log" if spec.log else "linear",
                      tools="pan,wheel_zoom,box_zoom,reset,save", x_axis_label="step")
@@ -178,6 +214,8 @@ class CurvesView(LiveView):
                     legend.setdefault(f"term {term}", []).append(line)
                 continue
             source = train if spec.source == "train" else self.eval_sources[run]
+            if self.run_split(run) != self.split:  # a rung without an encoder: say so
+                key = f"{key} (training split: no encoder)"
             line = _line(fig, source, spec.variable, colour, run)
             legend.setdefault(key, []).append(line)
         fig.add_tools(HoverTool(tooltips=[("run", "$name"), ("step", "$snap_x{0}"),

@@ -10,9 +10,12 @@ step, per run: the largest |n| up to which L stays ≥ 0.5 (the upper edge of th
 the initial run of bins at or above 0.5).
 
 Over the training scales (E and T averaged over them, ``eval_spectral_mse`` /
-``eval_spectral_target``) or for one scale (``eval_scale_spectral_*``). Bokeh sources, one
-pair per drawn run: a poll streams new evaluations into the bandwidth curves and replaces the
-few numbers of each fraction line.
+``eval_spectral_target``) or for one scale (``eval_scale_spectral_*``); on the test split
+(default) or the training split (``eval_train_spectral_*``: a run whose store lacks it draws
+nothing). A run of a ladder rung without an encoder (``auto_decoder``, ``decoder_alone``) has
+no test numbers and is always drawn on its training split, as its legend entry says. Bokeh
+sources, one pair per drawn run: a poll streams new evaluations into the bandwidth curves and
+replaces the few numbers of each fraction line.
 """
 
 from __future__ import annotations
@@ -39,9 +42,14 @@ from lab.source import SPECTRAL_VARIABLES, PollResult
 from lab.state import LabState
 from lab.transforms import (
     ALL_TRAINING_SCALES,
+    SPLIT_OPTIONS,
+    TEST_SPLIT,
+    TRAINING_SPLIT,
     bandwidth_over_training,
     evaluation_at_step,
     learned_fraction_by_k,
+    run_split,
+    split_variable,
 )
 from lab.views.base import LiveView
 from lab.views.choices import scale_options
@@ -69,6 +77,8 @@ class LearnedFractionView(LiveView):
 
     scale = param.Selector(default=ALL_TRAINING_SCALES,
                            objects={"training scales (mean)": ALL_TRAINING_SCALES})
+    split = param.Selector(default=TEST_SPLIT, objects=SPLIT_OPTIONS, doc="""
+        The evaluated split: test, or the training split (rungs without an encoder always).""")
     step = param.Integer(default=0, bounds=(0, 1), doc="Training step of the evaluation shown.")
     follow = param.Boolean(default=True, doc="Move to the newest evaluation as it is written.")
 
@@ -86,6 +96,7 @@ class LearnedFractionView(LiveView):
                                                       sizing_mode="stretch_width")
         self.widgets = pn.Row(
             pn.widgets.Select.from_param(self.param.scale, name="Scale"),
+            pn.widgets.Select.from_param(self.param.split, name="Split"),
             pn.widgets.Checkbox.from_param(self.param.follow, name="Follow newest evaluation",
                                            align="end"))
         self.start()
@@ -113,8 +124,9 @@ class LearnedFractionView(LiveView):
                 self.scale = ALL_TRAINING_SCALES
         self.fractions, self.fraction_sources, self.bandwidth_sources = {}, {}, {}
         for run, reader in readers.items():
-            reader.require(*SPECTRAL_VARIABLES)
-            self.fractions[run] = self._fraction(reader.evaluations())
+            split = self.run_split(run)
+            reader.require(*(split_variable(name, split) for name in SPECTRAL_VARIABLES))
+            self.fractions[run] = self._fraction(run, reader.evaluations())
             self.bandwidth_sources[run] = ColumnDataSource(
                 self._bandwidth(run, self.fractions[run]), name=f"bandwidth:{run}")
             self.fraction_sources[run] = ColumnDataSource(
@@ -126,13 +138,18 @@ class LearnedFractionView(LiveView):
         self._update_steps()
         self._draw_fractions()
 
-    def _fraction(self, evaluations: xr.Dataset) -> xr.DataArray:
+    def run_split(self, run: str) -> str:
+        """The split ``run`` is drawn on: the chosen one, or the training split for a rung
+        without an encoder."""
+        return run_split(self.state.source[run].rung, self.split)
+
+    def _fraction(self, run: str, evaluations: xr.Dataset) -> xr.DataArray:
         if self.scale != ALL_TRAINING_SCALES and self.scale not in evaluations["scale"].values:
             empty = np.full((evaluations.sizes.get("eval_step", 0), evaluations.sizes["k"]), np.nan)
             return xr.DataArray(empty, dims=("eval_step", "k"),
                                 coords={"eval_step": evaluations["eval_step"].values,
                                         "k": evaluations["k"].values})
-        return learned_fraction_by_k(evaluations, self.scale)
+        return learned_fraction_by_k(evaluations, self.scale, self.run_split(run))
 
     def _bandwidth(self, run: str, fraction: xr.DataArray) -> dict[str, np.ndarray]:
         k_upper = self.state.source[run].k_upper
@@ -141,12 +158,13 @@ class LearnedFractionView(LiveView):
 
     def _figures(self) -> tuple[figure, figure]:
         tools = "pan,wheel_zoom,box_zoom,reset,save"
-        left = figure(title="Learned fraction 1 − E/T per |n| band", height=360,
+        split = "training split" if self.split == TRAINING_SPLIT else "test split"
+        left = figure(title=f"Learned fraction 1 − E/T per |n| band ({split})", height=360,
                       x_axis_label="|n| (cycles per unit length)", y_axis_label="learned fraction",
                       x_range=DataRange1d(only_visible=True), y_range=Range1d(-1.0, 1.05),
                       sizing_mode="stretch_width", tools=tools)
         right = figure(title=f"Resolved bandwidth: largest |n| with learned fraction ≥ "
-                             f"{LEARNED_THRESHOLD:g}", height=360, x_axis_label="step",
+                             f"{LEARNED_THRESHOLD:g} ({split})", height=360, x_axis_label="step",
                        y_axis_label="|n| (cycles per unit length)",
                        x_range=DataRange1d(only_visible=True),
                        y_range=DataRange1d(only_visible=True, start=0),
@@ -158,6 +176,8 @@ class LearnedFractionView(LiveView):
         legend: dict[str, list] = {}
         for run in self.fraction_sources:
             key, colour = self.state.colour_key(run), self.state.colour(run)
+            if self.run_split(run) != self.split:  # a rung without an encoder: say so
+                key = f"{key} (training split: no encoder)"
             line = _line(left, self.fraction_sources[run], "k", "learned_fraction", colour, run)
             _line(right, self.bandwidth_sources[run], "step", "resolved_bandwidth", colour, run)
             legend.setdefault(key, []).append(line)
@@ -202,7 +222,7 @@ class LearnedFractionView(LiveView):
             self._update_steps()
             self._draw_fractions()
 
-    @param.depends("scale", watch=True)
+    @param.depends("scale", "split", watch=True)
     def _rescale(self) -> None:
         if not self._holding:
             self.refresh()
@@ -223,7 +243,7 @@ class LearnedFractionView(LiveView):
             have = self.fractions[delta.name].sizes["eval_step"]
             if reader.n_eval <= have:  # a refresh this poll already read them
                 continue
-            new = self._fraction(reader.evaluations(slice(have, reader.n_eval)))
+            new = self._fraction(delta.name, reader.evaluations(slice(have, reader.n_eval)))
             self.fractions[delta.name] = xr.concat([self.fractions[delta.name], new], "eval_step")
             self.bandwidth_sources[delta.name].stream(self._bandwidth(delta.name, new))
             changed = True

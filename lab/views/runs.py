@@ -47,7 +47,7 @@ class RunFilter(pn.viewable.Viewer):
                 state.param[tag], name=TAG_LABELS[tag], button_type="primary",
                 button_style="outline", sizing_mode="stretch_width", orientation="vertical"
                 if tag == "loss_type" else "horizontal")
-            for tag in ("loss_type", "decoder_type", "training_mode", "pooling_type")
+            for tag in ("loss_type", "decoder_type", "training_mode", "pooling_type", "rung")
         }
         self.colour_by = pn.widgets.Select.from_param(state.param.colour_by, name="Colour by",
                                                       sizing_mode="stretch_width")

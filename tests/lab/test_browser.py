@@ -213,9 +213,13 @@ def test_page_loads_with_every_run_and_no_errors(served, page, artifacts):
     runs, url = served
     watch = open_app(page, url)
     assert page.evaluate(DRAWN_RUNS) == expected_runs(runs)
-    for tab in ("Runs", "Frequency bands", "Reconstructions", "Per scale", "Compare two runs",
-                "Launch", "Curves"):
-        show_tab(page, tab, artifacts / f"tab-{tab.lower()}.png" if tab in ("Runs", "Reconstructions") else None)
+    for tab in ("Runs", "Frequency bands", "Learned fraction", "Ladder", "Reconstructions",
+                "Per scale", "Compare two runs", "Launch", "Curves"):
+        if tab == "Ladder":  # drawn when first shown: wait for its table's rows
+            click_tab(page, tab)
+            wait_for(lambda: all(name in text_of(page, "ladder-table") for name in expected_runs(runs)),
+                     20, what="the ladder table's rows")
+        show_tab(page, tab, artifacts / f"tab-{tab.lower()}.png" if tab in ("Runs", "Reconstructions", "Ladder") else None)
     next_render(page)
     page.screenshot(path=artifacts / "loaded.png", full_page=True)
     assert_clean(page, watch)

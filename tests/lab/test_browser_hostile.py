@@ -48,7 +48,7 @@ MESSAGE = '<img src=x onerror="window.__xss=3"> failed <b>bold</b>'  # the faile
 TAG = '<img src=x onerror="window.__xss=4">'  # a pooling tag value the CLI does not know
 TYPED = '<img src=x onerror="window.__xss=5">'  # typed into the launch form
 TAB_NAMES = ("Runs", "Frequency bands", "Reconstructions", "Per scale", "Compare two runs",
-             "Launch", "Curves")
+             "Launch", "Curves", "Learned fraction", "Ladder")
 
 INJECTED = """() => {
     // Elements the payloads would create, through every shadow root.
@@ -148,6 +148,9 @@ def test_hostile_names_are_text_in_every_tab(hostile, page, artifacts):
                 text_of(page, "runs-table")), 10, what="the runs table's rows")
             for text in (*NAMES, MESSAGE, TAG):
                 assert text in table, (text, table)
+        if tab == "Ladder":  # its table names every run, as text
+            wait_for(lambda: all(name in text_of(page, "ladder-table") for name in NAMES), 20,
+                     what="the ladder table's rows")
     # The run pickers list the names as their text: the sidebar's in every tab, one more in
     # Frequency bands and Reconstructions, two (A and B) in Compare.
     for tab, pickers in (("Runs", 1), ("Frequency bands", 2), ("Reconstructions", 2),
