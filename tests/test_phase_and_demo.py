@@ -9,8 +9,8 @@ import pytest
 
 from fae_lab.config import to_json_dict
 from fae_lab.experiments import PHASES, SEED_COMMANDS, phase_experiments
+from fae_lab.phase import PHASE_GENERATED_SAMPLES, plan, select
 from fae_lab.phase import main as phase_main
-from fae_lab.phase import plan
 from fae_lab.train.args import parse_run_config
 from tests.train_helpers import assert_one_line_refusal, read_json, run_cli, write_tiny_data
 
@@ -105,3 +105,59 @@ def test_the_phase_table_reads_final_json_through_the_store_reader(tmp_path):
     with pytest.raises(UsageError, match="n_eval = 99 is outside") as refused:
         read_final(done)
     assert "\n" not in str(refused.value)
+
+
+def test_only_keeps_the_baseline_and_refuses_an_unknown_name(tmp_path, capsys):
+    experiments = phase_experiments("b")
+    chosen = select(experiments, ("phase_b_h1_lambda0.5",))
+    assert [e.name for e in chosen] == ["baseline_multi_scale", "phase_b_h1_lambda0.5"]
+    assert [e.name for e in select(experiments, None)] == [e.name for e in experiments]
+    assert phase_main(["b", "--runs", str(tmp_path / "r"), "--only", "phase_b_nothing"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--only" in err and "phase_b_nothing" in err and "phase_b_h1_lambda0.5" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_phase_on_generated_data_uses_the_phase_sample_count(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_series(experiments, runs, **kwargs):
+        seen.update(kwargs, names=[e.name for e in experiments])
+        return []
+
+    monkeypatch.setattr("fae_lab.phase.run_series", fake_series)
+    monkeypatch.setattr("fae_lab.phase.print_ranking", lambda rows, runs: None)
+    assert phase_main(["c", "--runs", str(tmp_path / "r"), "--only", "phase_c_rff512_both",
+                       "--", "--generate-n-samples", "64"]) == 0
+    assert seen["names"] == ["baseline_multi_scale", "phase_c_rff512_both"]
+    extra = seen["extra"]
+    assert extra[:2] == ["--generate-n-samples", str(PHASE_GENERATED_SAMPLES)] == ["--generate-n-samples", "4096"]
+    # a later flag wins: the user's 64
+    assert parse_run_config([*extra, "--output-dir", str(tmp_path / "x")]).data.generate_n_samples == 64
+    seen.clear()
+    data = write_tiny_data(tmp_path / "d.npz")
+    assert phase_main(["c", "--runs", str(tmp_path / "r2"), "--data-path", str(data)]) == 0
+    assert "--generate-n-samples" not in seen["extra"]
+
+
+@pytest.mark.slow
+def test_a_rerun_phase_continues_its_stopped_runs(tmp_path):
+    data = write_tiny_data(tmp_path / "d.npz")
+    runs = tmp_path / "runs"
+    argv = ["a", "--runs", str(runs), "--data-path", str(data), "--max-steps", "6", "--quiet",
+            "--only", "phase_a_ladder_auto_decoder",
+            "--", "--batch-size", "4", "--eval-every", "3", "--steps-per-call", "3"]
+    assert phase_main(argv) == 0
+    stopped = runs / "phase_a_ladder_auto_decoder"
+    finished_baseline = (runs / "baseline_multi_scale" / "final.json").read_bytes()
+    # As a run stopped by a signal before its end leaves it: failed, no final.json.
+    (stopped / "final.json").unlink()
+    progress = read_json(stopped / "progress.json")
+    (stopped / "progress.json").write_text(json.dumps(dict(progress, status="failed")))
+    assert phase_main(argv) == 0
+    assert read_json(stopped / "progress.json")["status"] == "finished"
+    assert read_json(stopped / "final.json")["final/step"] == 6
+    assert (runs / "baseline_multi_scale" / "final.json").read_bytes() == finished_baseline  # reused
+    with open(runs / "ladder.csv") as f:
+        assert [r["rung"] for r in csv.DictReader(f)] == ["auto_decoder", "fae"]

@@ -1,0 +1,146 @@
+"""The tables of docs/findings.md, recomputed from the kept run stores.
+
+    python benchmarks/findings_tables.py [--results benchmarks/results/findings]
+
+Unpacks the tarballs that ``benchmarks/findings_gpu.sh`` wrote (each run's config, progress,
+final.json and metrics.zarr; no checkpoints or reconstructions) into a temporary folder and
+prints, from the stores alone:
+
+1. the bottleneck ladder: per rung, the training-split learned fraction 1 - E/T per |n| bin
+   at the last evaluation (mean over the runs of the rung), the training-split relative MSE
+   and the resolved bandwidth (mean ± sample std over runs);
+2. every experiment of phases b and c next to the baseline: test relative MSE and high-band
+   MSE (mean ± std over 3 seeds) and whether each differs from the baseline by more than the
+   two seed spreads together (fae_lab.ranking.significance);
+3. the latent-size sweep of the auto-decoder and the FAE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tarfile
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from fae_lab.bands import learned_fraction, resolved_bandwidth
+from fae_lab.ranking import mean_and_spread, significance
+from fae_lab.store import open_run
+
+HERE = Path(__file__).resolve().parent
+
+
+def last_row(run_dir: Path, split: str) -> dict:
+    metrics = open_run(run_dir).metrics()
+    last = metrics.isel(eval_step=-1)
+    prefix = "eval_train_" if split == "train" else "eval_"
+    fraction = learned_fraction(last[f"{prefix}spectral_mse"].values, last[f"{prefix}spectral_target"].values)
+    return {
+        "step": int(metrics["eval_step"].values[-1]),
+        "fraction": fraction,
+        "k_upper": metrics["k_upper"].values,
+        "rel_mse": float(last[f"{prefix}rel_mse"]),
+        "high": float(last[f"{prefix}high_freq_mse"]),
+        "bandwidth": float(resolved_bandwidth(fraction, metrics["k_upper"].values)),
+    }
+
+
+def experiment_of(run: Path) -> str:
+    name = run.name
+    return name.rsplit("_s", 1)[0] if name.rsplit("_s", 1)[-1].isdigit() else name
+
+
+def stat(values) -> str:
+    mean, spread = mean_and_spread(values)
+    return f"{mean:.4g} ± {spread:.2g}" if spread is not None else f"{mean:.4g}"
+
+
+def runs_under(root: Path) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for run in sorted(p.parent for p in root.glob("*/final.json")):
+        groups[experiment_of(run)].append(run)
+    return groups
+
+
+def ladder(root: Path) -> None:
+    rungs = {"decoder alone (1 sample, fixed latent)": [], "auto-decoder (latent 64)": [], "FAE (baseline)": []}
+    for exp, runs in runs_under(root / "phase_a").items():
+        key = ("decoder alone (1 sample, fixed latent)" if "decoder_alone" in exp else
+               "auto-decoder (latent 64)" if "auto_decoder" in exp else "FAE (baseline)")
+        rungs[key] += [last_row(r, "train") for r in runs]
+    k_upper = next(iter(rungs.values()))[0]["k_upper"]
+    print("## Ladder (training split, last evaluation)\n")
+    print("| rung | runs | train rel MSE | resolved |n| | learned fraction per bin, upper edges "
+          + ", ".join(f"{k:.1f}" for k in k_upper[:8]) + " |")
+    print("|---|---|---|---|---|")
+    for rung, rows in rungs.items():
+        mean_fraction = np.nanmean([r["fraction"] for r in rows], axis=0)
+        print(f"| {rung} | {len(rows)} | {stat([r['rel_mse'] for r in rows])} | "
+              f"{stat([r['bandwidth'] for r in rows])} | "
+              + " ".join(f"{f:.2f}" for f in mean_fraction[:8]) + " |")
+    print()
+
+
+def compared(root: Path, folders: list[str], title: str) -> None:
+    baseline = [last_row(r, "test") for r in runs_under(root / "phase_a")["baseline_multi_scale"]]
+    print(f"## {title} (test split, last evaluation; baseline = phase a's)\n")
+    print("| experiment | test rel MSE | vs baseline | high-band MSE | vs baseline | resolved |n| |")
+    print("|---|---|---|---|---|---|")
+
+    def row(name, rows):
+        summary = {}
+        for key in ("rel_mse", "high"):
+            mean, spread = mean_and_spread([r[key] for r in rows])
+            summary[key], summary[f"{key}_spread"] = mean, spread
+        return summary
+
+    base = row("baseline", baseline)
+    print(f"| baseline_multi_scale | {stat([r['rel_mse'] for r in baseline])} | - | "
+          f"{stat([r['high'] for r in baseline])} | - | {stat([r['bandwidth'] for r in baseline])} |")
+    for folder in folders:
+        for exp, runs in sorted(runs_under(root / folder).items()):
+            if exp == "baseline_multi_scale":
+                continue
+            rows = [last_row(r, "test") for r in runs]
+            this = row(exp, rows)
+            print(f"| {exp} | {stat([r['rel_mse'] for r in rows])} | {significance(this, base, 'rel_mse')} | "
+                  f"{stat([r['high'] for r in rows])} | {significance(this, base, 'high')} | "
+                  f"{stat([r['bandwidth'] for r in rows])} |")
+    print()
+
+
+def latent(root: Path) -> None:
+    print("## Latent size (20,000 steps, 3 seeds; the auto-decoder on its training split, the FAE on test)\n")
+    print("| model | latent | rel MSE | resolved |n| | high-band MSE |")
+    print("|---|---|---|---|---|")
+    for model, folder, split in (("auto-decoder", "latent_auto_decoder", "train"), ("FAE", "latent_fae", "test")):
+        base = [last_row(r, split) for r in runs_under(root / "phase_a")[
+            "phase_a_ladder_auto_decoder" if split == "train" else "baseline_multi_scale"]]
+        print(f"| {model} | 64 | {stat([r['rel_mse'] for r in base])} | {stat([r['bandwidth'] for r in base])} | "
+              f"{stat([r['high'] for r in base])} |")
+        for exp, runs in sorted(runs_under(root / folder).items(), key=lambda kv: int(kv[0].split("=")[1])):
+            rows = [last_row(r, split) for r in runs]
+            print(f"| {model} | {exp.split('=')[1]} | {stat([r['rel_mse'] for r in rows])} | "
+                  f"{stat([r['bandwidth'] for r in rows])} | {stat([r['high'] for r in rows])} |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=HERE / "results" / "findings")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for name in ("findings_call1_ladder_b.tar.xz", "findings_call2_rest.tar.xz", "findings_call3_latent.tar.xz"):
+            with tarfile.open(args.results / name) as archive:
+                archive.extractall(root, filter="data")
+        ladder(root)
+        compared(root, ["phase_b"], "Phase B: losses")
+        compared(root, ["phase_c_a", "phase_c_b"], "Phase C: decoders")
+        latent(root)
+
+
+if __name__ == "__main__":
+    main()
