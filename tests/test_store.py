@@ -536,7 +536,7 @@ def test_synthetic_command_line_refuses_bad_input_with_one_line(tmp_path, capsys
 @pytest.mark.slow
 def test_store_package_does_not_import_jax():
     code = ("import sys, fae_lab, fae_lab.config, fae_lab.store, fae_lab.testing.fake_runs, "
-            "fae_lab.store.reader, fae_lab.store.runs, lab.source; "
+            "fae_lab.store.reader, fae_lab.store.runs; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', "
             "'flax', 'optax')))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX")}

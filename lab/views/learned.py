@@ -38,7 +38,7 @@ from bokeh.models import (
 from bokeh.plotting import figure
 
 from fae_lab.bands import LEARNED_THRESHOLD
-from lab.source import SPECTRAL_VARIABLES, PollResult
+from fae_lab.store import SPECTRAL_VARIABLES, PollResult
 from lab.state import LabState
 from lab.transforms import (
     ALL_TRAINING_SCALES,

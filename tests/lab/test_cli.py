@@ -135,7 +135,7 @@ def test_the_dashboards_never_import_jax(runs_dir):
     runs the trainer's own parser) leave JAX unimported."""
     code = textwrap.dedent(f"""
         import sys
-        import lab, lab.app, lab.cli, lab.launcher, lab.source, lab.state, lab.transforms
+        import lab, lab.app, lab.cli, lab.launcher, lab.state, lab.transforms
         import lab.views
         from bokeh.document import Document
         from lab.app import LabApp
