@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lab.cli", "serve the live dashboards over a directory of runs"),
 }
 
+# Commands that train: a SIGINT/SIGTERM is recorded from the start and honoured at the first
+# point where the run can stop cleanly (fae_lab.train.interrupt).
+TRAINING_COMMANDS = ("train", "phase", "sweep")
+
 USAGE = "usage: fae-lab {" + ",".join(SUBCOMMANDS) + "} ...\n"
 
 
@@ -44,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fae-lab {__version__}")
         return 0
     name = args[0]
+    if name in TRAINING_COMMANDS:  # before the imports below, which take seconds
+        from fae_lab.train import interrupt
+
+        interrupt.record_from_start()
     if name not in SUBCOMMANDS:
         choices = ", ".join(SUBCOMMANDS)
         print(f"fae-lab: error: unknown command {name!r} (choose from {choices})", file=sys.stderr)

@@ -43,12 +43,26 @@ def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
+def _wanted() -> list[int]:
+    names = ["SIGINT"] + (["SIGTERM"] if sys.platform != "win32" else [])
+    return [getattr(signal, n) for n in names]
+
+
+def record_from_start() -> None:
+    """Record SIGINT and SIGTERM from now on, before the heavy imports of a training command
+    (NumPy, JAX: seconds), so that a signal during them is honoured like any other. The
+    :func:`stop_on_signals` block entered later keeps what was recorded."""
+    _received.clear()
+    for s in _wanted():
+        signal.signal(s, _record)
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Record SIGINT and SIGTERM instead of acting on them; restore the old handlers after."""
-    names = ["SIGINT"] + (["SIGTERM"] if sys.platform != "win32" else [])
-    wanted = [getattr(signal, n) for n in names]
-    _received.clear()
+    wanted = _wanted()
+    if not all(signal.getsignal(s) is _record for s in wanted):
+        _received.clear()  # a fresh block; after record_from_start the early signals count
     old = {s: signal.signal(s, _record) for s in wanted}
     try:
         yield
