@@ -88,6 +88,7 @@ def tiny_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_learned_fraction_and_bandwidth_of_a_real_run_match_numpy(tiny_run):
     progress = read_json(tiny_run / "progress.json")
     metrics = xr.open_zarr(tiny_run / "metrics.zarr").isel(

@@ -118,6 +118,7 @@ def test_data_commands_never_import_jax(tmp_path):
     (["--radius-range", "0.3,0.1"], "--radius-range"),
     (["--radius-range", "0.1"], "--radius-range"),
 ])
+@pytest.mark.slow
 def test_bad_generate_flag_is_one_line_naming_it(tmp_path, arguments, named):
     path = tmp_path / "d.npz"
     refused = fae_lab_data("generate", "--out", str(path), *arguments)

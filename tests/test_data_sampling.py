@@ -12,6 +12,7 @@ R = 8
 N_TOTAL = R * R
 
 
+@pytest.mark.slow
 def test_each_row_is_a_set_of_distinct_indices_in_range():
     indices = np.asarray(sample_point_indices(jax.random.key(0), 64, N_TOTAL, 20))
     assert indices.shape == (64, 20) and indices.dtype == np.int32

@@ -69,6 +69,7 @@ def decoder_alone_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_decoder_alone_resolves_both_modes_of_a_two_mode_field(decoder_alone_run):
     recon = xr.open_zarr(decoder_alone_run / "reconstructions.zarr")
     truth = recon.truth.values[0, 0].astype(np.float64)
@@ -109,6 +110,7 @@ def test_decoder_alone_store_is_a_training_split_run(decoder_alone_run):
 # ----------------------------------------------------------------------------- auto-decoder
 
 
+@pytest.mark.slow
 def test_auto_decoder_with_a_latent_per_sample_memorises_a_tiny_training_set(tmp_path):
     Y, X = _grid()
     rng = np.random.default_rng(0)
@@ -142,6 +144,7 @@ def test_auto_decoder_with_a_latent_per_sample_memorises_a_tiny_training_set(tmp
 # ----------------------------------------------------------------------------- the FAE's training split
 
 
+@pytest.mark.slow
 def test_fae_train_split_variables_are_the_test_metrics_of_the_same_samples(tmp_path):
     """A data file whose two test samples are copies of the first two training samples: the
     training split's variables must then equal the test split's, and NumPy's from the recon."""
@@ -197,6 +200,7 @@ def test_phase_a_plans_the_ladder_on_the_baselines_settings(tmp_path):
             assert settings(cfg) == baseline, name
 
 
+@pytest.mark.slow
 def test_phase_a_help_names_the_ladder():
     result = run_cli("phase", "a", "--help")
     assert result.returncode == 0
@@ -211,12 +215,14 @@ def test_phase_a_help_names_the_ladder():
     (["--eval-train-samples", "0"], "--eval-train-samples"),
     (["--eval-train-samples", "many"], "--eval-train-samples"),
 ])
+@pytest.mark.slow
 def test_bad_ladder_flags_exit_2_with_one_line(flags, named, tmp_path):
     result = run_cli("train", "--output-dir", str(tmp_path / "run"), *flags)
     assert_one_line_refusal(result, named)
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_rung_sample_outside_the_training_split_is_refused_before_writing(tmp_path):
     _, X = _grid()
     data = _save(tmp_path / "d.npz", np.stack([np.cos(2 * np.pi * X)] * 3))

@@ -64,6 +64,7 @@ def terms_of(pred, target, **kwargs):
     return {k: float(v) for k, v in out.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss_type", ["l2", "h1", "fourier_weighted", "combined"])
 def test_term_names(loss_type):
     pred, target = fields(0)
@@ -81,6 +82,7 @@ def test_term_names(loss_type):
     assert requires_full_grid(loss_type) == (loss_type != "l2")
 
 
+@pytest.mark.slow
 def test_l2_and_finite_difference_h1(x64):
     pred, target = fields(1)
     e = pred - target

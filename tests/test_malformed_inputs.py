@@ -321,6 +321,7 @@ SUBPROCESS_CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_refusals_from_a_real_process(scene):
     huge_header(scene / "huge.npz")
     before = snapshot(scene)

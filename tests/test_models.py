@@ -169,6 +169,7 @@ def test_periodic_features_with_a_vanishing_sigma_are_refused():
         CoordinateFeatures("periodic", 16, 0.01, 64, rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_hidden_fourier_features_follow_the_formula():
     features = HiddenFourierFeatures(5, 6, (1.0, 2.0), rngs=nnx.Rngs(4))
     freqs = np.asarray(features.frequencies.get_value(), np.float64)  # (2, 3, 5)
@@ -363,6 +364,7 @@ def test_bf16_compute_keeps_float32_parameters_and_results(pooling, decoder_type
     ({"decoder_hidden": ()}, "--decoder-hidden"),
     ({"coordinate_features": "fourier"}, "coordinate features"),
 ])
+@pytest.mark.slow
 def test_bad_model_settings_are_one_line_usage_errors(change, flag):
     with pytest.raises(UsageError, match=flag) as info:
         build_model(dataclasses.replace(SMALL, **change), 16)

@@ -69,6 +69,7 @@ def test_phase_combined_trains_ranks_and_writes_csv(tmp_path, capsys):
     assert (runs / "combined_best" / "final.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_phase_rejects_a_bad_phase_with_one_line():
     result = run_cli("phase", "d")
     assert_one_line_refusal(result, "phase")
@@ -86,6 +87,7 @@ def test_demo_trains_three_runs_and_says_where_they_are(tmp_path):
     assert "fae-lab serve --runs" in result.stdout and str(runs) in result.stdout
 
 
+@pytest.mark.slow
 def test_the_phase_table_reads_final_json_through_the_store_reader(tmp_path):
     """read_final: None without a run or before the run ends, final.json once it has, and a
     one-line UsageError (not a traceback) for a run whose progress.json the store cannot honour."""

@@ -44,6 +44,7 @@ def _final_errors(root, runs):
     return np.array([read_json(root / r / "final.json")["final/test_rel_mse"] for r in runs])
 
 
+@pytest.mark.slow
 def test_mean_and_spread_over_seeds_and_the_significance_rule(tmp_path):
     # The same settings twice (different seeds), and runs that stopped learning early.
     same_a, _ = _experiment(tmp_path, "same_a", [0, 1, 2], n_evals=12)
@@ -73,6 +74,7 @@ def test_mean_and_spread_over_seeds_and_the_significance_rule(tmp_path):
     assert "n.s." in table and "±" in table and len(table.splitlines()) == 4
 
 
+@pytest.mark.slow
 def test_one_seed_has_no_spread_and_no_verdict(tmp_path):
     one, _ = _experiment(tmp_path, "one", [0], n_evals=4)
     other, _ = _experiment(tmp_path, "other", [1, 2], n_evals=4)
@@ -81,6 +83,7 @@ def test_one_seed_has_no_spread_and_no_verdict(tmp_path):
     assert {r["experiment"]: r["vs_baseline"] for r in ranked}["one"] == "-"
 
 
+@pytest.mark.slow
 def test_resolved_bandwidth_and_rose_from_best_of_a_run(tmp_path):
     # A run whose last evaluation falls back to an early reconstruction: its error rose.
     writer = SyntheticRunWriter(tmp_path / "rose", n_evals=6, seed=3, **SMALL)
@@ -106,6 +109,7 @@ def test_resolved_bandwidth_and_rose_from_best_of_a_run(tmp_path):
     assert row["rose_from_best"] == 1
 
 
+@pytest.mark.slow
 def test_the_gap_is_test_minus_training_split_error_when_the_store_has_it(tmp_path):
     run = write_synthetic_run(tmp_path / "run", n_evals=5, **SMALL)
     with xr.open_zarr(run / "metrics.zarr") as ds:
@@ -122,6 +126,7 @@ def tiny_data(tmp_path_factory):
     return write_tiny_data(tmp_path_factory.mktemp("data") / "tiny.npz")
 
 
+@pytest.mark.slow
 def test_sweep_of_two_identical_settings_with_seeds_is_not_significant(tiny_data, tmp_path, capsys):
     runs = tmp_path / "runs"
     # Two grid points with the same setting spelled twice: identical configurations.
@@ -147,6 +152,7 @@ def test_sweep_of_two_identical_settings_with_seeds_is_not_significant(tiny_data
     assert rows[1]["vs_above"] == "n.s."
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, value", [("phase", "0"), ("phase", "two"), ("sweep", "-2")])
 def test_bad_seeds_are_refused_in_one_line(command, value, tmp_path):
     args = ["combined"] if command == "phase" else ["--grid", "beta=1e-4"]
@@ -155,6 +161,7 @@ def test_bad_seeds_are_refused_in_one_line(command, value, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_sweep_refuses_seeds_with_a_seed_grid(tmp_path):
     result = run_cli("sweep", "--runs", str(tmp_path / "r"), "--grid", "seed=0,1", "--seeds", "2")
     assert_one_line_refusal(result, "--seeds")

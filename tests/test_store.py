@@ -181,6 +181,7 @@ def test_created_store_has_the_documented_schema(tmp_path):
     assert datetime.fromisoformat(document["created"]).utcoffset().total_seconds() == 0
 
 
+@pytest.mark.slow
 def test_region_writes_land_in_their_rows_and_progress_counts_the_prefix(tmp_path):
     store = create(tmp_path)
     run = tmp_path / "run"
@@ -241,6 +242,7 @@ def test_bad_rows_are_refused_before_anything_is_written(tmp_path):
     assert snapshot(tmp_path / "run") == before
 
 
+@pytest.mark.slow
 def test_progress_json_is_replaced_atomically_and_never_ahead_of_the_arrays(tmp_path):
     store = create(tmp_path)
     run = tmp_path / "run"
@@ -275,6 +277,7 @@ def test_write_json_atomic_turns_nan_into_null_and_keeps_the_old_file_on_failure
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final.json"]
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_refused_byte_for_byte_and_overwrite_removes_only_its_files(tmp_path):
     store = create(tmp_path)
     store.write_train_rows(0, {"train_loss": [1.0, 2.0]})

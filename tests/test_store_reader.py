@@ -159,6 +159,7 @@ def test_a_damaged_config_lists_the_run_as_unreadable_and_retries_it(root, confi
     assert source.unreadable == {} and source["bad"].n_eval == 3
 
 
+@pytest.mark.slow
 def test_a_run_that_goes_bad_keeps_its_rows_and_reads_on_once_healed(root):
     writer = _write(root / "later", 2)
     source = RunsDirectory(root)
@@ -197,6 +198,7 @@ def test_open_run_reads_what_xarray_reads(root):
     assert isinstance(run, RunReader)
 
 
+@pytest.mark.slow
 def test_rows_read_before_a_failure_are_still_delivered(root):
     """A damaged final.json is found after the new rows are read: the run is unreadable, and
     the delta still names those rows, so a view that streams deltas misses none."""

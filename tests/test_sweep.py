@@ -63,6 +63,7 @@ def test_shape_changing_values_train_as_separate_groups(tmp_path, capsys):
                                          (["--grid", "seed"], "--grid"),
                                          (["--grid", "output_dir=a,b"], "output-dir"),
                                          (["--grid", "beta=-1,2"], "--beta")])
+@pytest.mark.slow
 def test_bad_grid_gets_one_line_and_status_2(grid, named, tmp_path):
     result = run_cli("sweep", "--runs", str(tmp_path / "r"), *grid, "--", "--max-steps", "2")
     assert_one_line_refusal(result, named)

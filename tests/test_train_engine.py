@@ -84,6 +84,7 @@ def test_existing_run_is_refused_and_left_untouched(tiny_data, tmp_path):
     pytest.param(["--single-scale-index", "7", "--training-mode", "single_scale"], "--single-scale-index",
                  marks=pytest.mark.slow),
 ])
+@pytest.mark.slow
 def test_bad_flag_values_get_one_line_and_status_2(flags, named, tiny_data, tmp_path):
     out = tmp_path / "never"
     result = run_cli("train", "--data-path", str(tiny_data), "--output-dir", str(out), *flags)

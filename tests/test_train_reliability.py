@@ -87,6 +87,7 @@ def _eval_rows(run_dir: Path, n: int) -> np.ndarray:
 @pytest.mark.parametrize("case", [
     pytest.param("step one", marks=pytest.mark.filterwarnings("ignore:overflow encountered in cast")),
     "mid-run"])
+@pytest.mark.slow
 def test_divergence_checkpoints_the_last_finite_step_and_resume_repeats_it(tiny_data, tmp_path, case):
     from fae_lab.train.run import train
 
@@ -130,6 +131,7 @@ def test_divergence_checkpoints_the_last_finite_step_and_resume_repeats_it(tiny_
     assert read_json(out / "progress.json")["n_eval"] == progress["n_eval"]
 
 
+@pytest.mark.slow
 def test_one_diverging_member_leaves_the_other_members_exactly_as_they_would_be(tiny_data, tmp_path):
     from fae_lab.train.run import train_group
 
@@ -154,6 +156,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     argv = _argv(tiny_data, out, "--max-steps", "10", "--eval-every", "5", "--steps-per-call", "5")
@@ -203,6 +206,7 @@ def _check_store_agrees(out: Path) -> dict:
 
 @pytest.mark.parametrize("sig, code, moment", [(signal.SIGTERM, 143, "after the first evaluation"),
                                               (signal.SIGINT, 130, "during compilation")])
+@pytest.mark.slow
 def test_a_signal_ends_the_run_failed_at_a_checkpoint_of_its_last_step(tiny_data, tmp_path, sig, code, moment):
     out = tmp_path / "run"
     proc = _start(tiny_data, out)
@@ -226,6 +230,7 @@ def test_a_signal_ends_the_run_failed_at_a_checkpoint_of_its_last_step(tiny_data
     assert finite and held == saved and record["n_eval"] == progress["n_eval"]
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_first_evaluation_resumes_and_keeps_its_evaluations(tiny_data, tmp_path):
     out = tmp_path / "run"
     proc = _start(tiny_data, out, "--seed", "2", "--checkpoint-every", "40")
@@ -247,6 +252,7 @@ def test_a_run_killed_after_its_first_evaluation_resumes_and_keeps_its_evaluatio
     np.testing.assert_array_equal(_eval_rows(out, record["n_eval"]), kept)
 
 
+@pytest.mark.slow
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     argv = _argv(tiny_data, out, "--max-steps", "10", "--eval-every", "5", "--steps-per-call", "5")

@@ -110,6 +110,7 @@ def test_the_architecture_page_shows_the_tables_as_they_are():
     assert variants.markdown_table() in ARCHITECTURE.read_text()
 
 
+@pytest.mark.slow
 def test_adding_a_loss_touches_its_module_and_the_table(scratch_tables, tmp_path):
     add_fourier_l2()
     # The command line offers it, and refuses decoder point subsets (it needs the full grid).
@@ -140,6 +141,7 @@ def test_adding_a_loss_touches_its_module_and_the_table(scratch_tables, tmp_path
     assert validate_train_argv(train_argv(values, tmp_path / "launched")).loss.loss_type == "fourier_l2"
 
 
+@pytest.mark.slow
 def test_adding_a_decoder_variant_touches_its_module_and_the_table(scratch_tables, tmp_path):
     add_periodic_input()
     config = parse_run_config(["--decoder-type", "periodic_input", "--output-dir", str(tmp_path)])
@@ -163,6 +165,7 @@ def test_adding_a_decoder_variant_touches_its_module_and_the_table(scratch_table
     assert xr.open_zarr(run / "metrics.zarr").attrs["tags"][2] == "periodic_input"
 
 
+@pytest.mark.slow
 def test_a_fake_run_of_a_loss_with_a_term_of_its_own_has_no_key_error(scratch_tables, tmp_path):
     register_loss(LossVariant("toy", ("l2", "toy"), full_grid=True))
     run = write_synthetic_run(tmp_path / "toy", loss_type="toy", n_evals=4)
@@ -171,6 +174,7 @@ def test_a_fake_run_of_a_loss_with_a_term_of_its_own_has_no_key_error(scratch_ta
     assert np.isfinite(ds.train_loss_toy.values).all()
 
 
+@pytest.mark.slow
 def test_the_store_needs_neither_jax_nor_the_data_package():
     code = ("import sys, fae_lab.store, fae_lab.store.writer, fae_lab.store.layout; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax') "

@@ -120,6 +120,7 @@ def test_data_dir_defaults_to_the_runs_and_must_be_a_directory(tmp_path, monkeyp
         assert f"--data-dir {bad}: not a directory" in one_line(capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_the_data_directory_reaches_the_launch_form(runs_dir, tmp_path):
     from lab.app import LabApp
 

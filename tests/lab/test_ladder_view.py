@@ -68,6 +68,7 @@ def k_coords(run_dir: Path):
         return ds["eval_step"].values, ds["k"].values, ds["k_upper"].values
 
 
+@pytest.mark.slow
 def test_fake_runs_write_the_rung_and_a_training_split_that_fits_better(ladder_dir):
     for name, rung, train_split in LADDER:
         run_dir = ladder_dir / name
@@ -92,6 +93,7 @@ def test_fake_runs_write_the_rung_and_a_training_split_that_fits_better(ladder_d
                                scale_mse[trained].sum() / energy[trained].sum(), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_the_reader_takes_the_rung_from_config_json_or_the_fifth_tag(ladder_dir, tmp_path):
     state = LabState(ladder_dir)
     assert {run: state.source[run].rung for run in state.runs} == {
@@ -107,6 +109,7 @@ def test_the_reader_takes_the_rung_from_config_json_or_the_fifth_tag(ladder_dir,
     assert LabState(tmp_path).source["run"].rung == "fae"
 
 
+@pytest.mark.slow
 def test_the_ladder_draws_every_rung_on_its_training_split(ladder_dir):
     view = LadderView(LabState(ladder_dir))
     names = [name for name, *_ in LADDER]
@@ -156,6 +159,7 @@ def test_the_ladder_draws_every_rung_on_its_training_split(ladder_dir):
             assert row["resolved_bandwidth"] == width
 
 
+@pytest.mark.slow
 def test_the_ladder_follows_the_filter_and_streams_new_evaluations(ladder_dir, tmp_path):
     writer = SyntheticRunWriter(tmp_path / "live_auto_decoder", rung="auto_decoder",
                                 train_split=True, seed=11, **{**SMALL, "n_evals": 8})
@@ -188,6 +192,7 @@ def test_the_ladder_follows_the_filter_and_streams_new_evaluations(ladder_dir, t
     assert list(ladder.fraction_figures) == ["decoder_alone", "fae"]
 
 
+@pytest.mark.slow
 def test_learned_fraction_split_choice_and_rungs_without_an_encoder(ladder_dir):
     view = LearnedFractionView(LabState(ladder_dir))
     assert view.split == "test"
@@ -222,6 +227,7 @@ def test_learned_fraction_split_choice_and_rungs_without_an_encoder(ladder_dir):
                                1 - error / target, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_curves_split_choice(ladder_dir):
     view = CurvesView(LabState(ladder_dir))
     for name, rung, _ in LADDER:
@@ -246,6 +252,7 @@ def test_curves_split_choice(ladder_dir):
                                       widths if train_split else np.full(len(widths), np.nan))
 
 
+@pytest.mark.slow
 def test_the_sidebar_filters_and_colours_by_rung(ladder_dir):
     state = LabState(ladder_dir)
     controls = RunFilter(state)
@@ -267,6 +274,7 @@ def test_the_sidebar_filters_and_colours_by_rung(ladder_dir):
     assert state.colour_key("ladder/decoder_alone_s1") == "decoder_alone"
 
 
+@pytest.mark.slow
 def test_the_app_has_the_ladder_tab(ladder_dir):
     app = LabApp(ladder_dir)
     assert isinstance(app.views["Ladder"], LadderView)

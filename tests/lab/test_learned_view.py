@@ -6,6 +6,7 @@ a bin-by-bin loop; new evaluations stream into the same sources."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import xarray as xr
 from bokeh.document import Document
 
@@ -42,6 +43,7 @@ def coords(run_dir):
         return ds["eval_step"].values, ds["k"].values, ds["k_upper"].values
 
 
+@pytest.mark.slow
 def test_lines_and_bandwidths_are_the_stored_spectra_of_every_run(runs_dir):
     view = LearnedFractionView(LabState(runs_dir))
     assert sorted(view.fraction_sources) == sorted(name for name, *_ in RUNS)
@@ -63,6 +65,7 @@ def test_lines_and_bandwidths_are_the_stored_spectra_of_every_run(runs_dir):
     assert widths[-1] > widths[0]  # the fabricated runs learn bands over training
 
 
+@pytest.mark.slow
 def test_the_slider_and_the_scale_choose_what_is_drawn(runs_dir):
     view = LearnedFractionView(LabState(runs_dir))
     steps, *_ = coords(runs_dir / "h1")
@@ -82,6 +85,7 @@ def test_the_slider_and_the_scale_choose_what_is_drawn(runs_dir):
     assert view.step == max(view.bandwidth_sources[r].data["step"][-1] for r in view.bandwidth_sources)
 
 
+@pytest.mark.slow
 def test_new_evaluations_stream_into_the_same_sources(fresh_runs):
     writer = live_run(fresh_runs)
     writer.advance(2)
@@ -101,11 +105,13 @@ def test_new_evaluations_stream_into_the_same_sources(fresh_runs):
     np.testing.assert_allclose(line.data["learned_fraction"], fraction[-1], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_the_app_has_the_learned_fraction_tab(runs_dir):
     app = LabApp(runs_dir)
     assert isinstance(app.views["Learned fraction"], LearnedFractionView)
 
 
+@pytest.mark.slow
 def test_the_curves_page_draws_resolved_bandwidth_and_the_gap_where_stored(runs_dir):
     view = CurvesView(LabState(runs_dir))
     for name, *_ in RUNS:

@@ -15,6 +15,7 @@ from tests.lab.conftest import RUNS, live_run, on_disk, tags_on_disk
 from tests.train_helpers import read_json
 
 
+@pytest.mark.slow
 def test_every_run_is_found_with_its_tags_and_status(runs_dir):
     source = RunsDirectory(runs_dir)
     result = source.poll()
@@ -82,6 +83,7 @@ def test_rows_past_the_valid_count_are_never_read(tmp_path):
     assert np.isfinite(reader.latest("eval_high_freq_mse"))
 
 
+@pytest.mark.slow
 def test_a_truncated_run_resets_and_rereads(tmp_path):
     run_dir = tmp_path / "resumed"
     writer = live_run(tmp_path, "resumed", n_evals=8, eval_every=10)

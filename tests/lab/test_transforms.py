@@ -36,6 +36,7 @@ def source(runs_dir):
     return source
 
 
+@pytest.mark.slow
 def test_spectral_error_bins_sum_to_the_mse(source, runs_dir):
     """docs/metrics.md: the bins of E(s, k) sum to eval_mse; per scale, to eval_scale_mse."""
     reader = source["h1"]

@@ -98,6 +98,7 @@ def test_the_tag_toggles_decide_which_runs_are_drawn(runs_dir):
     assert "rff" in view.train_sources
 
 
+@pytest.mark.slow
 def test_colours_follow_the_chosen_tag(runs_dir):
     state = LabState(runs_dir, colour_by="decoder_type")
     view = CurvesView(state)
@@ -326,6 +327,7 @@ def test_a_poll_that_finds_a_new_run_draws_each_view_once(fresh_runs):
     assert calls == ["refresh", "refresh"]
 
 
+@pytest.mark.slow
 def test_a_run_whose_progress_counts_rows_the_store_lacks_is_listed_not_drawn(fresh_runs):
     """One bad run (n_eval beyond the store's rows; another with a garbled config.json) leaves
     every view working: the good runs draw their stored rows, the runs table marks the bad run
