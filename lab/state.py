@@ -107,6 +107,13 @@ class LabState(param.Parameterized):
                 self.param[tag].objects = known + extra
                 setattr(self, tag, [*getattr(self, tag), *extra])
 
+    def ready_readers(self):
+        """``(run, reader)`` for each drawn run whose store has rows to read."""
+        for run in self.visible:
+            reader = self.source[run]
+            if reader.ready:
+                yield run, reader
+
     @param.depends("runs", "chosen", *FILTER_TAGS, watch=True, on_init=True)
     def _update_visible(self) -> None:
         allowed = {tag: getattr(self, tag) for tag in FILTER_TAGS}

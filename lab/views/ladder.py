@@ -99,10 +99,7 @@ class LadderView(LiveView):
     # -- data ----------------------------------------------------------------------------------
 
     def _readers(self):
-        for run in self.state.visible:
-            reader = self.state.source[run]
-            if reader.ready and reader.rung in RUNG_ORDER:
-                yield run, reader
+        return ((run, r) for run, r in self.state.ready_readers() if r.rung in RUNG_ORDER)
 
     @staticmethod
     def _fraction(evaluations: xr.Dataset) -> xr.DataArray:

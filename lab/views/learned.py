@@ -106,10 +106,7 @@ class LearnedFractionView(LiveView):
                          sizing_mode="stretch_width")
 
     def _readers(self):
-        for run in self.state.visible:
-            reader = self.state.source[run]
-            if reader.ready:
-                yield run, reader
+        return self.state.ready_readers()
 
     # -- drawing -----------------------------------------------------------------------------
 

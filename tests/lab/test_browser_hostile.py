@@ -12,23 +12,19 @@ no element came from the names, and that each name is on the page as its literal
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fae_lab.testing.fake_runs import SyntheticRunWriter, write_synthetic_run
-from lab.cli import free_port
 from tests.lab.test_browser import (
     DEEP_TEXT,
     DRAWN_RUNS,
     click_tab,
     next_render,
     open_app,
+    serve,
     show_tab,
-    stop,
     text_of,
     wait_for,
 )
@@ -104,23 +100,7 @@ def hostile(tmp_path_factory):
     runs = write_hostile_runs(tmp_path_factory.mktemp("hostile") / "runs")
     found = sorted(p.parent.relative_to(runs).as_posix() for p in runs.rglob("config.json"))
     assert found == sorted(NAMES)  # the file system kept every name
-    port = free_port("127.0.0.1")
-    log = open(runs.parent / "server.log", "w+")  # closed in the finally below
-    server = subprocess.Popen(
-        [sys.executable, "-m", "fae_lab", "serve", "--runs", str(runs), "--port", str(port),
-         "--poll-interval", "0.5"], stdout=log, stderr=subprocess.STDOUT)
-
-    def listening():
-        assert server.poll() is None, f"server exited: {Path(log.name).read_text()}"
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
-
-    try:
-        wait_for(listening, 90, what="the server")
-        yield runs, f"http://127.0.0.1:{port}/"
-    finally:
-        stop(server)
-        log.close()
+    yield from serve(runs)
 
 
 def assert_nothing_ran(page) -> None:
