@@ -11,13 +11,18 @@
 # SECONDS (default 500) after the start is stopped with SIGTERM (a stopped run keeps a checkpoint
 # and says so; rerunning reuses every finished run). The runs' small files (config, progress,
 # final, metrics.zarr, ranking.csv, ladder.csv) are packed into OUT/<PART>_runs.tar.xz.
-# Set FAE_LAB_RUNS_FROM to a tarball from an earlier part to reuse its finished baselines.
+# long1, long2, long3: the seed's 50,000 steps (STEPS=50000) for the ladder's FAE and
+# auto-decoder, a wider decoder, phase c's penultimate and multi-band RFF and phase b's H1, in
+# three calls of at most 10 minutes, each resuming what the one before left
+# (FAE_LAB_RUNS_FROM="long1_runs.tar.xz long1_checkpoints.tar.xz").
 set -uo pipefail
 part=${1:?PART}; out=${2:?OUT}; steps=${3:-20000}; seconds=${4:-500}
 mkdir -p "$out/runs"
 common=(--seeds 3 --max-steps "$steps")
 train=(-- --eval-every 1000 --log-every 100 --n-reconstruction-samples 4)
-if [ -n "${FAE_LAB_RUNS_FROM:-}" ]; then tar -xJf "$FAE_LAB_RUNS_FROM" -C "$out/runs"; fi
+# FAE_LAB_RUNS_FROM: tarballs (space separated) of earlier parts, unpacked first: finished runs
+# are reused, stopped ones resume from their checkpoints.
+for t in ${FAE_LAB_RUNS_FROM:-}; do tar -xJf "$t" -C "$out/runs"; done
 
 phase() {  # GPU NAME ARGS...
   local gpu=$1 name=$2; shift 2
@@ -26,6 +31,26 @@ phase() {  # GPU NAME ARGS...
   CUDA_VISIBLE_DEVICES=$gpu timeout -s TERM "$left" python3 -m fae_lab phase "$@" \
     "${common[@]}" "${train[@]}" >"$out/$name.log" 2>&1
   echo "$name: exit $? after $SECONDS s" | tee -a "$out/summary.txt"
+}
+
+wide() {  # GPU: the baseline's settings with a 5 x 256 decoder, 3 seeds (a sweep of one value)
+  local left=$((seconds - SECONDS))
+  [ "$left" -gt 30 ] || { echo "wide: not started (no time left)" | tee -a "$out/summary.txt"; return; }
+  CUDA_VISIBLE_DEVICES=$1 timeout -s TERM "$left" python3 -m fae_lab sweep --runs "$out/runs/wide_decoder" \
+    --grid "decoder-hidden=256,256,256,256,256" --seeds 3 -- --training-mode multi_scale --loss-type l2 \
+    --decoder-type standard --track-spectral-metrics --generate-n-samples 4096 --max-steps "$steps" \
+    --eval-every 1000 --log-every 100 --n-reconstruction-samples 4 >"$out/wide.log" 2>&1
+  echo "wide: exit $? after $SECONDS s" | tee -a "$out/summary.txt"
+}
+
+share_baseline() {  # copy phase a's finished baselines into the other phases (same settings)
+  for d in "$@"; do
+    mkdir -p "$out/runs/$d"
+    for b in "$out"/runs/phase_a/baseline_multi_scale_s*; do
+      [ -d "$b" ] && grep -q '"status": "finished"' "$b/progress.json" && [ ! -e "$out/runs/$d/${b##*/}" ] \
+        && cp -r "$b" "$out/runs/$d/"
+    done
+  done
 }
 
 case $part in
@@ -58,10 +83,31 @@ case $part in
        echo "latent_$rung: exit $? after $SECONDS s" | tee -a "$out/summary.txt") &
     done
     ;;
+  long1)  # the seed's 50,000 steps: GPU 0 the ladder's FAE (the baseline) and auto-decoder;
+          # GPU 1 a wider decoder (5 x 256, the ladder's next question), as a 3-seed sweep
+    phase 0 ladder a --runs "$out/runs/phase_a" --only phase_a_ladder_auto_decoder &
+    wide 1 &
+    ;;
+  long2)  # GPU 0 phase c's penultimate RFF (the seed's claim); GPU 1 what long1 left, then H1
+    share_baseline phase_c phase_b
+    phase 0 phase_c c --runs "$out/runs/phase_c" --only phase_c_rff512_penultimate &
+    (wide 1; phase 1 ladder a --runs "$out/runs/phase_a" --only phase_a_ladder_auto_decoder
+     phase 1 phase_b b --runs "$out/runs/phase_b" --only phase_b_h1_lambda0.5) &
+    ;;
+  long3)  # what long2 left, then phase c's multi-band decoder
+    share_baseline phase_c phase_b
+    (phase 0 phase_c c --runs "$out/runs/phase_c" --only phase_c_rff512_penultimate
+     phase 0 phase_c c --runs "$out/runs/phase_c" --only phase_c_multiband_4scales) &
+    (wide 1; phase 1 phase_b b --runs "$out/runs/phase_b" --only phase_b_h1_lambda0.5) &
+    ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 wait
+# Small files of every run; the checkpoints too of runs not finished, so that a later call resumes them.
 (cd "$out/runs" && find . \( -name checkpoints -o -name reconstructions.zarr \) -prune -o -type f -print \
   | tar -cJf "$out/${part}_runs.tar.xz" -T -)
+(cd "$out/runs" && for p in */*/progress.json; do
+   [ -f "$p" ] && ! grep -q '"status": "finished"' "$p" && [ -d "${p%/progress.json}/checkpoints" ] && echo "${p%/progress.json}/checkpoints"
+ done | tar -cJf "$out/${part}_checkpoints.tar.xz" -T -)
 for f in "$out"/runs/*/ranking.csv "$out"/runs/*/ladder.csv; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
 tail -n 30 "$out"/*.log
