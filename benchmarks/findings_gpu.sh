@@ -37,7 +37,7 @@ wide() {  # GPU: the baseline's settings with a 5 x 256 decoder, 3 seeds (a swee
   local left=$((seconds - SECONDS))
   [ "$left" -gt 30 ] || { echo "wide: not started (no time left)" | tee -a "$out/summary.txt"; return; }
   CUDA_VISIBLE_DEVICES=$1 timeout -s TERM "$left" python3 -m fae_lab sweep --runs "$out/runs/wide_decoder" \
-    --grid "decoder-hidden=256,256,256,256,256" --seeds 3 -- --training-mode multi_scale --loss-type l2 \
+    --grid "decoder-hidden=256,256,256,256,256;" --seeds 3 -- --training-mode multi_scale --loss-type l2 \
     --decoder-type standard --track-spectral-metrics --generate-n-samples 4096 --max-steps "$steps" \
     --eval-every 1000 --log-every 100 --n-reconstruction-samples 4 >"$out/wide.log" 2>&1
   echo "wide: exit $? after $SECONDS s" | tee -a "$out/summary.txt"
@@ -88,11 +88,11 @@ case $part in
     phase 0 ladder a --runs "$out/runs/phase_a" --only phase_a_ladder_auto_decoder &
     wide 1 &
     ;;
-  long2)  # GPU 0 phase c's penultimate RFF (the seed's claim); GPU 1 what long1 left, then H1
+  long2)  # GPU 0 phase c's penultimate RFF (the seed's claim); GPU 1 phase b's H1, then
+          # the wider decoder (";" keeps the comma-separated sizes one grid value)
     share_baseline phase_c phase_b
     phase 0 phase_c c --runs "$out/runs/phase_c" --only phase_c_rff512_penultimate &
-    (wide 1; phase 1 ladder a --runs "$out/runs/phase_a" --only phase_a_ladder_auto_decoder
-     phase 1 phase_b b --runs "$out/runs/phase_b" --only phase_b_h1_lambda0.5) &
+    (phase 1 phase_b b --runs "$out/runs/phase_b" --only phase_b_h1_lambda0.5; wide 1) &
     ;;
   long3)  # what long2 left, then phase c's multi-band decoder
     share_baseline phase_c phase_b
