@@ -86,6 +86,7 @@ def test_decoder_alone_resolves_both_modes_of_a_two_mode_field(decoder_alone_run
         assert 1 - E[index == b].sum() / T[index == b].sum() >= 0.9
 
 
+@pytest.mark.slow  # its fixture trains a run
 def test_decoder_alone_store_is_a_training_split_run(decoder_alone_run):
     config = read_json(decoder_alone_run / "config.json")
     assert config["rung"] == "decoder_alone" and config["config"]["model"]["rung"] == "decoder_alone"

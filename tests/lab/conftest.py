@@ -61,9 +61,10 @@ def write_runs(root: Path, n_evals: int = 8) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs_dir(tmp_path_factory) -> Path:
-    """Four runs (read-only for the tests that use it): l2 / h1 / l2 with the RFF-output
+    """Four runs, written once per test process (read-only for the tests that use it; a test
+    that changes runs takes ``fresh_runs``): l2 / h1 / l2 with the RFF-output
     decoder, finished, and a combined-loss RFF run stopped half way (status running)."""
     return write_runs(tmp_path_factory.mktemp("runs"))
 
