@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from fae_lab.destination import check_can_create
 from fae_lab.errors import UsageError
 from fae_lab.store import RunReader, RunsDirectory, open_run
 from fae_lab.store.layout import CONFIG_FILE
@@ -73,11 +74,10 @@ def check_destination(out: str | os.PathLike, overwrite: bool) -> Path:
         raise UsageError(f"--out {out}: is a directory; give a file name such as {out / 'report.html'}")
     if out.exists() and not overwrite:
         raise UsageError(f"--out {out}: exists; add --overwrite to replace it")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"--out {out}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: cannot write in {parent}")
+    if not out.parent.is_dir():
+        what = "is a file, not a folder" if out.parent.exists() else "does not exist"
+        raise UsageError(f"--out {out}: {out.parent} {what}")
+    check_can_create(out, "--out", kind="file")  # a probe: permission bits do not bind root
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bokeh.embed import components
@@ -47,8 +47,6 @@ class Section:
     note: str = ""
     html: str = ""
     plot: Model | None = None
-    anchor: str = ""
-    extra: list[str] = field(default_factory=list)  # more markup, after the plot
 
 
 def number_text(value: float, spread: float | None = None, digits: int = 4) -> str:
@@ -76,19 +74,19 @@ def cell(value: Any, spread: float | None = None) -> str:
     return f"<td>{html_text(value)}</td>"
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]], css_class: str = "",
+def table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]], css_class: str = "",
           spreads: Sequence[Sequence[float | None]] | None = None) -> str:
-    """An HTML table of ``rows`` under ``header`` (both escaped; :func:`cell` per value);
-    ``spreads[i][j]`` adds ``± spread`` to row i's cell j."""
-    head = "".join(f"<th>{html_text(h)}</th>" for h in header)
+    """An HTML table of ``rows`` under ``header`` (both escaped; :func:`cell` per value; no
+    header row when ``header`` is None); ``spreads[i][j]`` adds ``± spread`` to row i's cell j."""
+    head = "" if header is None else (
+        "<thead><tr>" + "".join(f"<th>{html_text(h)}</th>" for h in header) + "</tr></thead>")
     body = []
     for i, row in enumerate(rows):
         row_spreads = spreads[i] if spreads is not None else [None] * len(row)
         body.append("<tr>" + "".join(cell(v, s) for v, s in zip(row, row_spreads, strict=True))
                     + "</tr>")
     classes = html_text(f"report {css_class}".strip())
-    return (f'<table class="{classes}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return f'<table class="{classes}">{head}<tbody>{"".join(body)}</tbody></table>'
 
 
 def render(title: str, header: Sequence[tuple[str, Any]], sections: Sequence[Section]) -> str:
@@ -96,8 +94,7 @@ def render(title: str, header: Sequence[tuple[str, Any]], sections: Sequence[Sec
     roots = {f"plot{i}": s.plot for i, s in enumerate(sections) if s.plot is not None}
     script, divs = components(roots) if roots else ("", {})
     body = [f"<h1>{html_text(title)}</h1>",
-            table(("", ""), [(k, v) for k, v in header], "header").replace(
-                "<thead><tr><th></th><th></th></tr></thead>", "")]
+            table(None, [(k, v) for k, v in header], "header")]
     contents = "".join(f'<li><a href="#s{i}">{html_text(s.title)}</a></li>'
                        for i, s in enumerate(sections))
     body.append(f"<ul class='contents'>{contents}</ul>")
@@ -108,7 +105,6 @@ def render(title: str, header: Sequence[tuple[str, Any]], sections: Sequence[Sec
         body.append(section.html)
         if section.plot is not None:
             body.append(divs[f"plot{i}"])
-        body.extend(section.extra)
         body.append("</section>")
     return ("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
             f"<title>{html_text(title)}</title>\n<style>{STYLE}</style>\n"
