@@ -223,3 +223,20 @@ def test_fae_lab_report_runs_without_jax_or_panel(report_runs, tmp_path):
 def test_flatten_names_nested_settings_with_dots():
     assert flatten({"a": 1, "m": {"b": None, "c": [1, 2], "d": {"e": "x"}}}) == [
         ("a", 1), ("m.b", "null"), ("m.c", "[1, 2]"), ("m.d.e", "x")]
+
+
+@pytest.mark.slow
+def test_the_dashboards_download_button_gives_the_drawn_runs_report(report_runs):
+    from lab.app import LabApp
+
+    app = LabApp(report_runs)
+    assert any(item is app.download.button for item in app.template.sidebar)
+    page = app.download.button.callback().getvalue().decode()
+    ranked = [r[1][0] for r in Tables(page).named("ranking")[1:]]
+    assert sorted(ranked) == sorted(["baseline", "h1", HOSTILE, "ladder_auto_decoder"])
+    assert_no_markup_from_names(page)
+    app.state.chosen = ["h1_s1"]  # one run drawn: its own report
+    page = app.download.button.callback().getvalue().decode()
+    assert "<h1>fae-lab report: h1_s1</h1>" in page and "band-spectrum" in page
+    app.state.loss_type = []  # nothing drawn: nothing to download
+    assert app.download.button.disabled

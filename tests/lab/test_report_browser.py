@@ -13,7 +13,7 @@ import pytest
 from lab.report import write_report
 from tests.lab.conftest import on_disk
 from tests.lab.report_pages import HOSTILE, write_report_runs
-from tests.lab.test_browser import next_render
+from tests.lab.test_browser import next_render, open_app, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -140,3 +140,24 @@ def test_the_comparison_draws_offline_shows_names_as_text_and_its_slider_moves(r
     np.testing.assert_allclose(np.array(newest, dtype=np.float64), expected[-1], rtol=1e-6)
     page.screenshot(path=artifacts / "report-comparison.png", full_page=True)
     view.assert_clean(page)
+
+
+@pytest.fixture(scope="module")
+def served_report_runs(reports):
+    runs, _, _ = reports
+    yield from serve(runs)
+
+
+def test_the_dashboards_button_downloads_the_report(served_report_runs, page, tmp_path):
+    _, url = served_report_runs
+    watch = open_app(page, url)
+    with page.expect_download(timeout=120_000) as download:
+        page.locator(".report-download").locator("button, a").first.click()
+    saved = tmp_path / "downloaded.html"
+    download.value.save_as(saved)
+    html = saved.read_text()
+    assert download.value.suggested_filename == "fae-lab-report.html"
+    assert html.startswith("<!DOCTYPE html>") and "<h2>Ranking</h2>" in html
+    for run in ("baseline", "h1_s0", "h1_s1", "ladder_auto_decoder"):
+        assert f"compare-loss:{run}" in html
+    assert watch.errors == [] and watch.external == []
