@@ -78,7 +78,7 @@ def field_rows(truth: np.ndarray, rows: Sequence[tuple[int, np.ndarray, np.ndarr
         bound = float(np.abs(error).max()) or 1.0
         for j, (image, mapper) in enumerate(((truth, fields), (recon, fields),
                                              (error / bound, errors))):
-            fig.image(image=[np.asarray(image, dtype=np.float64)], x=j * (1 + gap), y=y, dw=1, dh=1,
+            fig.image(image=[np.asarray(image, dtype=np.float32)], x=j * (1 + gap), y=y, dw=1, dh=1,
                       color_mapper=mapper)
         mse = float(np.mean(np.asarray(error, dtype=np.float64) ** 2))
         for j, text in enumerate(("truth u", f"g(f(u)), step {step}",

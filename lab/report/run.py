@@ -162,9 +162,10 @@ def curves_section(reader: RunReader) -> Section:
         finish_legend(fig)
         figures.append(fig)
     finish_legend(loss)
+    drawn = [fig for fig in figures if fig.renderers]  # a curve with no finite value is left out
     return Section("Curves", "Training loss (terms dashed) and the evaluation curves of the test "
                    "split and, where the store has it, the training split (eval_train_*).",
-                   plot=gridplot(figures, ncols=3))
+                   plot=gridplot(drawn, ncols=3) if drawn else None)
 
 
 def _choices(reader: RunReader) -> list[tuple[int, str]]:
