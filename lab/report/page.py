@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bokeh.core.templates import JS_RESOURCES
 from bokeh.embed import components
 from bokeh.model import Model
 from bokeh.resources import INLINE
@@ -23,6 +24,14 @@ from lab.text import html_text
 
 # BokehJS core and widgets (the step selector); no tables, GL or MathJax: a page of ~2 MB.
 RESOURCES = INLINE.clone(components=["bokeh", "bokeh-widgets"])
+
+
+def inline_bokehjs() -> str:
+    """BokehJS's own code in ``<script>`` elements, and nothing else. Not
+    ``RESOURCES.render_js()``: that also links every file a registered extension asks for
+    (once Panel is imported, its bundles, by URLs relative to a server), which a file opened
+    offline cannot load."""
+    return JS_RESOURCES.render(js_raw=RESOURCES.js_raw, js_files=[], hashes={})
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto;
@@ -108,5 +117,5 @@ def render(title: str, header: Sequence[tuple[str, Any]], sections: Sequence[Sec
         body.append("</section>")
     return ("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
             f"<title>{html_text(title)}</title>\n<style>{STYLE}</style>\n"
-            f"{RESOURCES.render_js()}\n{RESOURCES.render_css()}\n</head>\n<body>\n"
+            f"{inline_bokehjs()}\n</head>\n<body>\n"
             + "\n".join(body) + f"\n{script}\n</body>\n</html>\n")

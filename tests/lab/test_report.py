@@ -19,7 +19,7 @@ import pytest
 from fae_lab.ranking import experiment_row, rank, run_summary
 from lab.report import main as report_main
 from lab.report import report_html, write_report
-from lab.report.page import RESOURCES
+from lab.report.page import inline_bokehjs
 from lab.report.run import flatten
 from tests.lab.report_pages import HOSTILE, Tables, write_report_runs
 from tests.train_helpers import read_json
@@ -44,7 +44,7 @@ def assert_no_markup_from_names(page: str) -> None:
     """The hostile name is in the page as escaped text only (the Bokeh document's JSON is
     HTML-escaped too), never as a tag."""
     assert "&lt;img src=x onerror=" in page
-    ours = page.replace(RESOURCES.render_js(), "")  # BokehJS itself has an "<img" in its code
+    ours = page.replace(inline_bokehjs(), "")  # BokehJS itself has an "<img" in its code
     assert len(ours) < len(page) and "<img" not in ours.lower()
 
 
@@ -235,6 +235,8 @@ def test_the_dashboards_download_button_gives_the_drawn_runs_report(report_runs)
     ranked = [r[1][0] for r in Tables(page).named("ranking")[1:]]
     assert sorted(ranked) == sorted(["baseline", "h1", HOSTILE, "ladder_auto_decoder"])
     assert_no_markup_from_names(page)
+    # Panel is imported here: the page still links no file (its extensions' bundles) at all.
+    assert "<script src=" not in page and "<link" not in page and "static/" not in page
     app.state.chosen = ["h1_s1"]  # one run drawn: its own report
     page = app.download.button.callback().getvalue().decode()
     assert "<h1>fae-lab report: h1_s1</h1>" in page and "band-spectrum" in page

@@ -158,6 +158,7 @@ def test_the_dashboards_button_downloads_the_report(served_report_runs, page, tm
     html = saved.read_text()
     assert download.value.suggested_filename == "fae-lab-report.html"
     assert html.startswith("<!DOCTYPE html>") and "<h2>Ranking</h2>" in html
+    assert "<script src=" not in html  # the server imports Panel: none of its bundles linked
     for run in ("baseline", "h1_s0", "h1_s1", "ladder_auto_decoder"):
         assert f"compare-loss:{run}" in html
     assert watch.errors == [] and watch.external == []
