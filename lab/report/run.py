@@ -34,7 +34,7 @@ from bokeh.palettes import RdBu11
 from bokeh.plotting import figure
 
 from fae_lab.bands import LEARNED_THRESHOLD
-from fae_lab.store import SCALE_VARIABLES, SPECTRAL_VARIABLES, RunReader
+from fae_lab.store import EVAL_CURVES, SCALE_VARIABLES, SPECTRAL_VARIABLES, RunReader
 from lab.report.page import Section, table
 from lab.report.plots import (
     add_line,
@@ -83,9 +83,7 @@ marker.location = step;
 def prepare(reader: RunReader) -> None:
     """Track every variable the report draws (the reader tracks the curves only)."""
     names = [*SPECTRAL_VARIABLES, *SCALE_VARIABLES]
-    reader.require(*names, *(split_variable(n, TRAINING_SPLIT) for n in [*names, "eval_rel_mse",
-                                                                          "eval_low_freq_mse",
-                                                                          "eval_high_freq_mse"]))
+    reader.require(*names, *(split_variable(n, TRAINING_SPLIT) for n in [*names, *EVAL_CURVES]))
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -120,7 +118,10 @@ def header(reader: RunReader) -> list[tuple[str, Any]]:
 
 
 def settings_section(reader: RunReader) -> Section:
-    rows = flatten(reader.config)
+    """config.json's resolved settings (one row per dotted key), its other entries, and the
+    scalars of final.json."""
+    config = reader.config
+    rows = flatten(config) if isinstance(config, dict) else [("config", json.dumps(config))]
     extra = {k: v for k, v in reader.config_json.items()
              if k not in ("config", "command_line", "tags") and not isinstance(v, dict)}
     rows += [(k, json.dumps(v) if isinstance(v, (list, type(None))) else v) for k, v in extra.items()]
