@@ -22,7 +22,7 @@ from bokeh.resources import INLINE
 
 from lab.text import html_text
 
-# BokehJS core and widgets (the step selector); no tables, GL or MathJax: a page of ~2 MB.
+# BokehJS core and widgets (the step selector); no tables, GL or MathJax, which the page never uses.
 RESOURCES = INLINE.clone(components=["bokeh", "bokeh-widgets"])
 
 
