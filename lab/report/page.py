@@ -33,6 +33,7 @@ def inline_bokehjs() -> str:
     offline cannot load."""
     return JS_RESOURCES.render(js_raw=RESOURCES.js_raw, js_files=[], hashes={})
 
+
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto;
        max-width: 1400px; padding: 0 1em; color: #222; }
