@@ -2,9 +2,9 @@
 
 Each subcommand lives in its own module with a ``main(argv) -> int``; this dispatcher
 imports only the one asked for, so ``fae-lab --help`` and ``fae-lab data inspect`` start
-without loading JAX, and ``fae-lab serve`` is the single place where the backend's
+without loading JAX, and ``fae-lab serve`` and ``fae-lab report`` are the only places where the backend's
 command line reaches into the dashboards (``lab``): the backend modules themselves never
-import Panel.
+import Panel or Bokeh.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("fae_lab.sweep", "train a grid of settings as members of one vmapped program"),
     "data": ("fae_lab.data.cli", "generate or inspect multiscale data files (.npz)"),
     "serve": ("lab.cli", "serve the live dashboards over a directory of runs"),
+    "report": ("lab.report", "write a self-contained HTML report of a run or a folder of runs"),
 }
 
 # Commands that train: a SIGINT/SIGTERM is recorded from the start and honoured at the first

@@ -3,7 +3,8 @@
 Trains three runs on generated multiscale microstructures (written to RUNS/data.npz): the
 baseline FAE (l2 loss, standard decoder), the seed's H1 loss (Phase B) and the RFF-output
 decoder (Phase C), ranks them like ``fae-lab phase`` does, and says where the runs are and how to
-look at them. Finished runs are reused when the demo is run again.
+look at them (and writes their HTML report, RUNS/report.html). Finished runs are reused when
+the demo is run again.
 
 Why these settings (the measurements are in benchmarks/archive/demo_science.md): on the
 default generator at 32 x 32 a few hundred CPU steps learn only the mean field in every run,
@@ -27,6 +28,7 @@ from pathlib import Path
 from fae_lab.cli_util import OneLineArgumentParser, main_entry, path_text, positive
 from fae_lab.destination import check_can_create
 from fae_lab.experiments import Experiment
+from fae_lab.runs_report import write_runs_report
 
 # Arguments of fae_lab.data.generate.generate_microstructures: few, large inclusions, so that
 # the coarse shape is learnt within the demo and what is left is the edge (the high band).
@@ -84,6 +86,7 @@ def run(args) -> int:
     print(f"\nruns: {runs.resolve()}  (ranking: {runs / 'ranking.csv'})")
     print(f"look at them live:  fae-lab serve --runs {runs}")
     print(f"or in Python:       xarray.open_zarr('{runs / 'baseline' / 'metrics.zarr'}')")
+    write_runs_report(runs, "fae-lab demo")
     return 0
 
 

@@ -7,7 +7,7 @@ can be extended or re-ranked without retraining. The table (:mod:`fae_lab.rankin
 the experiments by mean test relative MSE over their seeds and shows the spread, whether a
 difference is larger than the seeds' spread, the high-band error, the resolved bandwidth, the
 generalisation gap and the error of the sharpest scale (index 0); it is printed and written
-to ``RUNS/ranking.csv``.
+to ``RUNS/ranking.csv``; the HTML report of the runs goes to ``RUNS/report.html``.
 
 Phase a also runs the bottleneck ladder (:mod:`fae_lab.ladder`): the decoder alone on single
 training samples, an auto-decoder and the FAE (the baseline), on the same data, decoder and
@@ -30,6 +30,7 @@ from fae_lab.errors import UsageError
 from fae_lab.experiments import PHASES, Experiment, phase_experiments
 from fae_lab.ladder import LADDER_PRINTED, ladder_rows, write_ladder_csv
 from fae_lab.ranking import experiment_row, format_table, rank, read_final, run_summary, write_csv
+from fae_lab.runs_report import write_runs_report
 from fae_lab.store.layout import PROGRESS_FILE
 from fae_lab.train import interrupt
 from fae_lab.train.args import parse_run_config
@@ -200,7 +201,7 @@ def ladder_members(experiments: Sequence[Experiment]) -> set[str]:
 
 def print_ranking(rows: list[dict], runs: Path) -> None:
     """The ranked table (and the ladder's, when the series has one), where they were written
-    and how to look at the runs."""
+    and how to look at the runs; then the HTML report of the runs (RUNS/report.html)."""
     print(format_table(rows))
     ladder = ladder_rows([r for r in rows if r.get("ladder")])
     if ladder:
@@ -208,6 +209,7 @@ def print_ranking(rows: list[dict], runs: Path) -> None:
         print(format_table(ladder, LADDER_PRINTED))
         print(f"ladder written to {runs / 'ladder.csv'}")
     print(f"\nranking written to {runs / 'ranking.csv'}; look at the runs with: fae-lab serve --runs {runs}")
+    write_runs_report(runs, "fae-lab phase")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

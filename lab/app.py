@@ -32,6 +32,7 @@ from lab.views import (
     LearnedFractionView,
     PerScaleView,
     ReconstructionsView,
+    ReportDownload,
     RunFilter,
     RunsTable,
     TwoRunComparison,
@@ -55,6 +56,7 @@ class LabApp(pn.viewable.Viewer):
         self.poll_ms = poll_ms
         self.state = LabState(runs_dir)
         self.filter = RunFilter(self.state)
+        self.download = ReportDownload(self.state)  # the drawn runs as one HTML file
         # Only the first tab is drawn now; the others draw when first shown.
         self.views = {
             "Curves": CurvesView(self.state),
@@ -72,7 +74,7 @@ class LabApp(pn.viewable.Viewer):
         self.template = pn.template.BootstrapTemplate(
             title="fae-lab: spectral bias in functional autoencoders", sidebar_width=320,
             sidebar=[pn.pane.HTML(f"<strong>Runs under</strong> <code>{isolated_name(self.state.source.root)}"
-                                  "</code>"), self.filter],
+                                  "</code>"), self.filter, self.download],
             main=[self.tabs])
 
     def __panel__(self):

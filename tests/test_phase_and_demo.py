@@ -62,6 +62,10 @@ def test_phase_combined_trains_ranks_and_writes_csv(tmp_path, capsys):
         assert float(r["test_rel_mse"]) == pytest.approx(final["final/test_rel_mse"])
         assert float(r["high_freq_mse"]) == pytest.approx(final["final/spectral/high_freq_mse"])
     assert "combined_best" in table and "ranking written" in table
+    # ... and the HTML report of the runs, its path printed.
+    assert f"report: {runs / 'report.html'}" in table
+    report = (runs / "report.html").read_text()
+    assert report.startswith("<!DOCTYPE html>") and "compare-loss:combined_best" in report
     # Run again: finished runs are reused, not retrained (their stores are unchanged).
     before = (runs / "combined_best" / "final.json").read_bytes()
     assert phase_main(["combined", "--runs", str(runs), "--data-path", str(data), "--max-steps", "6",
@@ -85,6 +89,9 @@ def test_demo_trains_three_runs_and_says_where_they_are(tmp_path):
     assert read_json(runs / "h1" / "config.json")["tags"][1] == "h1"
     assert read_json(runs / "rff_output" / "config.json")["tags"][2] == "rff_output"
     assert "fae-lab serve --runs" in result.stdout and str(runs) in result.stdout
+    assert f"report: {runs / 'report.html'}" in result.stdout
+    report = (runs / "report.html").read_text()
+    assert all(f"compare-loss:{name}" in report for name in ("baseline", "h1", "rff_output"))
 
 
 @pytest.mark.slow
@@ -163,3 +170,27 @@ def test_a_rerun_phase_continues_its_stopped_runs(tmp_path):
     assert (runs / "baseline_multi_scale" / "final.json").read_bytes() == finished_baseline  # reused
     with open(runs / "ladder.csv") as f:
         assert [r["rung"] for r in csv.DictReader(f)] == ["auto_decoder", "fae"]
+
+
+def test_without_the_lab_extra_the_report_is_one_line_saying_how_to_get_it(tmp_path, monkeypatch,
+                                                                         capsys):
+    import importlib.util
+
+    from fae_lab.runs_report import LAB_EXTRA_HINT, write_runs_report
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bokeh" else real(name, *a))
+    assert write_runs_report(tmp_path, "fae-lab demo") is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and LAB_EXTRA_HINT in out[0] and "fae-lab report" in out[0]
+    assert not (tmp_path / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_a_report_that_cannot_be_written_is_one_line_not_a_failure(tmp_path, capsys):
+    from fae_lab.runs_report import write_runs_report
+
+    assert write_runs_report(tmp_path, "fae-lab phase") is None  # an empty folder: no runs
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("fae-lab phase: no HTML report: ") and "no runs" in out[0]

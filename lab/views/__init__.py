@@ -3,6 +3,7 @@
 from lab.views.bands import FrequencyBandsView
 from lab.views.compare import TwoRunComparison
 from lab.views.curves import CurvesView
+from lab.views.download import ReportDownload
 from lab.views.ladder import LadderView
 from lab.views.launch import LaunchForm
 from lab.views.learned import LearnedFractionView
@@ -18,6 +19,7 @@ __all__ = [
     "LearnedFractionView",
     "PerScaleView",
     "ReconstructionsView",
+    "ReportDownload",
     "RunFilter",
     "RunsTable",
     "TwoRunComparison",
