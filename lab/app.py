@@ -36,6 +36,7 @@ from lab.views import (
     RunsTable,
     TwoRunComparison,
 )
+from lab.views.ntk import NTKView
 
 POLL_MS = round(POLL_INTERVAL * 1000)
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class LabApp(pn.viewable.Viewer):
             "Reconstructions": ReconstructionsView(self.state, shown=False),
             "Per scale": PerScaleView(self.state, shown=False),
             "Compare two runs": TwoRunComparison(self.state, shown=False),
+            "NTK": NTKView(self.state, shown=False),
             "Launch": LaunchForm(self.state, data_dir),
         }
         self.tabs = pn.Tabs(*self.views.items(), dynamic=True, sizing_mode="stretch_width")
