@@ -22,7 +22,7 @@ from fae_lab.errors import UsageError
 from fae_lab.grid import radial_bin_edges
 from fae_lab.models import build_model
 from fae_lab.ntk.model import FAEKernels
-from fae_lab.ntk.store import spectrum_dataset, write_ntk
+from fae_lab.ntk.store import check_joins, spectrum_dataset, write_ntk
 from fae_lab.train.step import TrainState, adam
 
 
@@ -74,7 +74,7 @@ def restore_parameters(run_dir: Path, model, step: int | None) -> int:
     """Load the checkpoint at ``step`` (None: the latest) into ``model``; returns its step.
     Looks in ``checkpoints/latest`` and ``checkpoints/best``."""
     root = run_dir / "checkpoints"
-    managers = [ocp.CheckpointManager(root / name, options=ocp.CheckpointManagerOptions(read_only=True))
+    managers = [ocp.CheckpointManager(root / name, options=ocp.CheckpointManagerOptions(create=False))
                 for name in ("latest", "best") if (root / name).is_dir()]
     try:
         steps = {s: manager for manager in reversed(managers) for s in manager.all_steps()}
@@ -134,7 +134,8 @@ def ntk_of_run(run_dir: str | Path, request: NTKRequest, step: int | None = None
     R = fields.shape[-1]
     if not 0 < request.top < R * R:
         raise UsageError(f"--top: expected 1..{R * R - 1} eigenvalues on a {R}x{R} grid, got {request.top}")
-    store_bins(run_dir, R)  # refuse an unreadable store before the minutes of work
+    centres, _, _ = store_bins(run_dir, R)  # refuse an unreadable store before the minutes of work
+    check_joins(run_dir, samples, scales, request.top, centres)
     model = float32_model(config, R)
     chosen = restore_parameters(run_dir, model, step)
     kernels = FAEKernels(model, R, request.method)

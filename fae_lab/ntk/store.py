@@ -12,6 +12,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import xarray as xr
@@ -83,6 +84,23 @@ def _compatible(old: xr.Dataset, new: xr.Dataset) -> str | None:
                     "eigen": "eigenvalues (--top)", "k": "|n| bins"}[coord]
             return f"it holds other {what}"
     return None
+
+
+def check_joins(run_dir: str | os.PathLike, samples: np.ndarray, scales: np.ndarray, top: int,
+                k_centres: np.ndarray) -> None:
+    """Refuse (:class:`UsageError`) before any work a computation whose result
+    :func:`write_ntk` would refuse: other samples, scales, eigenvalue count or bins than the
+    steps already in ``RUN/ntk.zarr``."""
+    old = read_ntk(run_dir)
+    if old is None:
+        return
+    S, B = len(samples), len(k_centres)
+    blank = SimpleNamespace(rate=np.zeros((3, S, B)), eigenvalue=np.zeros((3, S, top)),
+                            centroid=np.zeros((3, S, top)), trace=np.zeros((3, S)))
+    probe = spectrum_dataset(0, blank, samples, scales, k_centres, k_centres, k_centres, resolution=0, method="")
+    why = _compatible(old, probe)
+    if why is not None:
+        raise UsageError(f"{Path(run_dir) / NTK_STORE}: {why} than this computation; move it away to start a new one")
 
 
 def write_ntk(run_dir: str | os.PathLike, step_dataset: xr.Dataset) -> Path:
