@@ -243,6 +243,7 @@ def step_dataset(step, spectrum, samples=(4, 6)):
                             edges[:-1], edges[1:], resolution=8, method="dense")
 
 
+@pytest.mark.slow
 def test_ntk_store_adds_steps_in_order_replaces_a_step_and_refuses_a_mismatch(tmp_path):
     from fae_lab.errors import UsageError
 
@@ -311,7 +312,10 @@ def test_fae_lab_ntk_recomputes_a_step_matrix_free_and_the_view_reads_it(trained
     ds = read_ntk(run)
     assert list(ds["ntk_step"].values) == [0, 5, 10]
     for name in ("ntk_decoder_eigenvalue", "ntk_encoder_eigenvalue", "ntk_fae_eigenvalue", "ntk_fae_rate"):
-        np.testing.assert_allclose(ds[name].sel(ntk_step=10), tracked[name].sel(ntk_step=10), rtol=2e-3)
+        # the encoder's kernel has rank <= latent_dim (8): below that, float32 rounding
+        scale = float(np.abs(tracked[name].sel(ntk_step=10)).max())
+        np.testing.assert_allclose(ds[name].sel(ntk_step=10), tracked[name].sel(ntk_step=10), rtol=2e-3,
+                                   atol=1e-5 * scale)
         np.testing.assert_array_equal(ds[name].sel(ntk_step=0), tracked[name].sel(ntk_step=0))
     assert ds.attrs["method"] == "matrix-free"
 

@@ -129,7 +129,8 @@ class FAEKernels:
         if self.method == "dense":
             jacobians = {part: self.jacobian[part](theta[part], aux[part]) for part in ("decoder", "encoder")}
             tables = {part: kernel.dense_mode_rates(jac, R) for part, jac in jacobians.items()}
-            kernels = {part: np.asarray(jac @ jac.T, np.float64) for part, jac in jacobians.items()}
+            # K in float64 from the float32 J: no rounding floor under the small eigenvalues
+            kernels = {part: (lambda j: j @ j.T)(np.asarray(jac, np.float64)) for part, jac in jacobians.items()}
             tables["fae"] = tables["decoder"] + tables["encoder"]
             kernels["fae"] = kernels["decoder"] + kernels["encoder"]
             for part in PARTS:
