@@ -8,6 +8,7 @@ nothing already on disk is changed by a refused command.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,16 @@ def build_parser(prog: str = "fae-lab ntk") -> OneLineArgumentParser:
     return p
 
 
+def check_config(run: Path) -> None:
+    """``RUN/config.json`` is a JSON object with a ``config`` mapping (else one-line UsageError)."""
+    try:
+        payload = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{run}: no readable config.json ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("config"), dict):
+        raise UsageError(f"{run}: config.json has no 'config' mapping; is it a run directory?")
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "fae-lab ntk") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
@@ -44,6 +55,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "fae-lab ntk") -> int:
             raise UsageError(f"RUN: no such run directory: {args.run}")
         if not (run / "config.json").is_file():
             raise UsageError(f"RUN: {args.run} has no config.json; is it a run directory?")
+        check_config(run)  # before the seconds of importing JAX
         from fae_lab.ntk.run import NTKRequest, ntk_of_run
 
         request = NTKRequest(samples=args.samples, top=args.top, scale=args.scale, method=args.method)
