@@ -59,7 +59,7 @@ class NTKView(LiveView):
         self.scatter_sources: dict[str, ColumnDataSource] = {}
         self._stamps: dict[str, float] = {}
         self._plots = pn.Row(sizing_mode="stretch_width")
-        self._table = pn.pane.HTML("", sizing_mode="stretch_width")
+        self._table = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["ntk-table"])
         self.widgets = pn.Row(pn.widgets.Select.from_param(self.param.kernel, name="Kernel"))
         self.start()
 
