@@ -129,6 +129,14 @@ def test_shell_rates_of_a_model_linear_in_fourier_features_match_the_closed_form
     np.testing.assert_allclose(dense, closed, atol=1e-9 * R**2)
     np.testing.assert_allclose(free, closed, atol=1e-9 * R**2)
     np.testing.assert_allclose(shell_average(free, n_bins), closed_shells, atol=1e-9 * R**2)
+    # a random subset of at most 5 modes per shell: those modes (and their partners -n) exact
+    iy, ix = kernel.shell_mode_subset(R, n_bins, 5, seed=2)
+    assert np.bincount(bin_of[iy, ix], minlength=n_bins).max() <= 5
+    subset = kernel.matrix_free_mode_rates(kernel.make_pullback_norms(flat), theta, None, R, iy=iy, ix=ix)
+    computed = np.isfinite(subset)
+    assert computed[iy, ix].all() and computed[(-iy) % R, (-ix) % R].all()
+    assert computed.sum() < R * R
+    np.testing.assert_allclose(subset[computed], closed[computed], atol=1e-9 * R**2)
     # the nonzero eigenvalues are a_j² ‖φ_j‖² = a_j² R²/2, twice per frequency (cos and sin)
     values, vectors = kernel.dense_top_eigenpairs(np.asarray(jac @ jac.T), 2 * len(FREQUENCIES) + 1)
     order = np.argsort(AMPLITUDES)[::-1]
@@ -368,3 +376,16 @@ def test_fae_lab_ntk_refuses_bad_input_in_one_line(trained, tmp_path, capsys):
     # a shell's view of it: the real entry point
     assert_one_line_refusal(run_cli("ntk", str(run), "--step", "3"), "--step")
 
+
+
+def test_shell_mode_subset_keeps_every_mode_of_a_small_shell_and_one_of_each_pair():
+    R, n_bins = 16, 8
+    bin_of, _ = numpy_radial_bins(R, n_bins)
+    iy, ix = kernel.shell_mode_subset(R, n_bins, R * R)  # no shell is that large: the half plane
+    pairs = {frozenset({(y, x), ((-y) % R, (-x) % R)}) for y in range(R) for x in range(R)}
+    assert len(iy) == len(pairs)  # one mode of each {n, -n}
+    assert {frozenset({(y, x), ((-y) % R, (-x) % R)}) for y, x in zip(iy, ix, strict=True)} == pairs
+    iy, ix = kernel.shell_mode_subset(R, n_bins, 3, seed=1)
+    counts = np.bincount(bin_of[iy, ix], minlength=n_bins)
+    half = np.bincount(bin_of[kernel.half_plane_modes(R)], minlength=n_bins)
+    np.testing.assert_array_equal(counts, np.minimum(half, 3))

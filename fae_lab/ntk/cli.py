@@ -32,6 +32,8 @@ def build_parser(prog: str = "fae-lab ntk") -> OneLineArgumentParser:
                    help="the scale of each test sample (default: the sharpest training scale)")
     p.add_argument("--method", choices=METHODS, default="auto",
                    help="dense Jacobian, or matrix-free K*v with Lanczos (auto: dense up to 32x32)")
+    p.add_argument("--modes-per-shell", type=positive(int),
+                   help="matrix-free: NTK rates from at most M random modes per |n| bin (default: every mode)")
     return p
 
 
@@ -58,7 +60,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "fae-lab ntk") -> int:
         check_config(run)  # before the seconds of importing JAX
         from fae_lab.ntk.run import NTKRequest, ntk_of_run
 
-        request = NTKRequest(samples=args.samples, top=args.top, scale=args.scale, method=args.method)
+        request = NTKRequest(samples=args.samples, top=args.top, scale=args.scale, method=args.method,
+                             modes_per_shell=args.modes_per_shell)
         path, step = ntk_of_run(run, request, args.step)
         print(f"{prog}: NTK at step {step} ({args.samples} samples, top {args.top}) written to {path}")
         return 0

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from fae_lab.grid import radial_bin_index
+
 # f(θ (p,), aux) -> (n,): ``aux`` is what the function reads besides its parameters (a field,
 # a latent), an argument rather than a closure so that one compiled program serves every field.
 FlatFunction = Callable[[jax.Array, Any], jax.Array]
@@ -125,6 +127,24 @@ def half_plane_modes(resolution: int) -> tuple[np.ndarray, np.ndarray]:
     partner = ((-iy) % R) * R + (-ix) % R
     flat = iy * R + ix
     keep = flat <= partner
+    return iy[keep], ix[keep]
+
+
+def shell_mode_subset(resolution: int, n_bins: int, per_shell: int, *,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``per_shell`` modes of each |n| bin (the run store's bins), drawn without
+    replacement from :func:`half_plane_modes`: fft2 indices ``(iy, ix)``. For large grids, where
+    ρ(n) of every mode costs ~R² VJPs, a shell average over a random subset of its modes."""
+    iy, ix = half_plane_modes(resolution)
+    shell = radial_bin_index(resolution, n_bins)[iy, ix]
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for b in range(n_bins):
+        members = np.flatnonzero(shell == b)
+        if len(members) > per_shell:
+            members = rng.choice(members, per_shell, replace=False)
+        chosen.append(members)
+    keep = np.sort(np.concatenate(chosen))
     return iy[keep], ix[keep]
 
 

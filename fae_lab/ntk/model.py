@@ -93,13 +93,18 @@ class FAEKernels:
 
     ``method``: ``dense`` (J formed, exact eigen-decomposition), ``matrix-free`` (K·v and
     Lanczos; ρ(n) by VJPs) or ``auto`` (dense up to :data:`DENSE_MAX_POINTS` points).
+    ``modes_per_shell`` (matrix-free): the shell averages over a random subset of at most that
+    many modes per bin (:func:`fae_lab.ntk.kernel.shell_mode_subset`; the trace is then NaN).
     """
 
-    def __init__(self, model: FunctionalAutoencoder, resolution: int, method: str = "auto"):
+    def __init__(self, model: FunctionalAutoencoder, resolution: int, method: str = "auto",
+                 modes_per_shell: int | None = None):
         from fae_lab.grid import grid_coordinates
 
         self.resolution = R = resolution
         self.method = choose_method(method, R * R)
+        # matrix-free only: ρ(n) on at most this many modes per |n| bin (None: every mode)
+        self.modes_per_shell = modes_per_shell if self.method == "matrix-free" else None
         graphdef, enc, dec, rest = split_parameters(model)
         self.graphdef = graphdef
         grid = jnp.asarray(grid_coordinates(R))
@@ -138,15 +143,18 @@ class FAEKernels:
                 out[part] = (shell_average(tables[part], n_bins), values,
                              spectral_centroid(vectors, R), float(np.trace(kernels[part])))
             return out
-        tables = {part: kernel.matrix_free_mode_rates(self.norms[part], theta[part], aux[part], R)
+        iy = ix = None
+        if self.modes_per_shell is not None:
+            iy, ix = kernel.shell_mode_subset(R, n_bins, self.modes_per_shell)
+        tables = {part: kernel.matrix_free_mode_rates(self.norms[part], theta[part], aux[part], R, iy=iy, ix=ix)
                   for part in ("decoder", "encoder")}
         tables["fae"] = tables["decoder"] + tables["encoder"]
         for part in PARTS:
             kv, t, a = self.matvec[part], theta[part], aux[part]
             values, vectors = kernel.lanczos_top_eigenpairs(
                 lambda v, kv=kv, t=t, a=a: kv(t, a, jnp.asarray(v)), R * R, top)
-            out[part] = (shell_average(tables[part], n_bins), values, spectral_centroid(vectors, R),
-                         float(np.nansum(tables[part])))
+            trace = float(np.sum(tables[part])) if iy is None else float("nan")  # subsampled: unknown
+            out[part] = (shell_average(tables[part], n_bins), values, spectral_centroid(vectors, R), trace)
         return out
 
     def spectrum(self, model: FunctionalAutoencoder, fields: np.ndarray, n_bins: int,

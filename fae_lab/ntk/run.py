@@ -29,12 +29,14 @@ from fae_lab.train.step import TrainState, adam
 @dataclasses.dataclass(frozen=True)
 class NTKRequest:
     """What to compute: ``samples`` test samples at ``scale`` (None: the sharpest training
-    scale), ``top`` eigenvalues, by ``method`` (:data:`fae_lab.ntk.model.METHODS`)."""
+    scale), ``top`` eigenvalues, by ``method`` (:data:`fae_lab.ntk.model.METHODS`); matrix-free
+    shell rates over at most ``modes_per_shell`` modes per bin (None: all)."""
 
     samples: int = 2
     top: int = 16
     scale: int | None = None
     method: str = "auto"
+    modes_per_shell: int | None = None
 
 
 def run_payload(run_dir: Path) -> dict:
@@ -121,6 +123,7 @@ def compute_and_store(run_dir: Path, kernels: FAEKernels, model, step: int, fiel
     spectrum = kernels.spectrum(model, fields, len(centres), top)
     dataset = spectrum_dataset(step, spectrum, samples, scales, centres, lower, upper,
                                resolution=R, method=kernels.method)
+    dataset.attrs["modes_per_shell"] = int(kernels.modes_per_shell or 0)  # 0: every mode
     return write_ntk(run_dir, dataset)
 
 
@@ -138,7 +141,7 @@ def ntk_of_run(run_dir: str | Path, request: NTKRequest, step: int | None = None
     check_joins(run_dir, samples, scales, request.top, centres)
     model = float32_model(config, R)
     chosen = restore_parameters(run_dir, model, step)
-    kernels = FAEKernels(model, R, request.method)
+    kernels = FAEKernels(model, R, request.method, request.modes_per_shell)
     return compute_and_store(run_dir, kernels, model, chosen, fields, samples, scales, request.top), chosen
 
 
