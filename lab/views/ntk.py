@@ -79,7 +79,11 @@ class NTKView(LiveView):
         self._stamps = {run: self._stamp(run) for run in readers}
         missing = []
         for run, reader in readers.items():
-            ntk = read_ntk(reader.path)
+            try:
+                ntk = read_ntk(reader.path)
+            except (OSError, ValueError, KeyError):  # caught mid-swap by `fae-lab ntk`: next poll
+                self._stamps[run] = -2.0  # differs from any stamp: the next poll tries again
+                ntk = None
             if ntk is None or ntk.sizes.get("ntk_step", 0) == 0:
                 missing.append(run)
                 continue
