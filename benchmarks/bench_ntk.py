@@ -37,6 +37,7 @@ def main() -> None:
 
     import jax
     import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
 
     from fae_lab.config import ModelConfig
     from fae_lab.data.generate import generate_microstructures
@@ -53,7 +54,7 @@ def main() -> None:
     _, enc, dec, _ = split_parameters(model)
     z = kernels.encode(enc, dec, field)
     flat = kernels.flat["decoder"]
-    _, theta = kernel.flatten(lambda p, a: None, dec)
+    theta, _ = ravel_pytree(dec)
     aux = (enc, z)
     kv = kernel.make_ntk_matvec(flat)
 

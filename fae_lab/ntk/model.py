@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.flatten_util import ravel_pytree
 
 from fae_lab.models.fae import FunctionalAutoencoder
 from fae_lab.ntk import kernel
@@ -127,7 +128,7 @@ class FAEKernels:
         _, enc, dec, _ = split_parameters(model)
         field = jnp.asarray(np.asarray(field, np.float32).reshape(-1))
         z = self.encode(enc, dec, field)
-        theta = {part: kernel.flatten(lambda p, a: None, params)[1]
+        theta = {part: ravel_pytree(params)[0]
                  for part, params in (("decoder", dec), ("encoder", enc), ("fae", (enc, dec)))}
         aux = {"decoder": (enc, z), "encoder": (dec, field), "fae": field}
         out = {}
