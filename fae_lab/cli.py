@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fae_lab.train.cli", "train one FAE run (every flag of the seed's train_attention.py)"),
     "phase": ("fae_lab.phase", "run the seed's experiments of phase a, b, c or combined"),
     "sweep": ("fae_lab.sweep", "train a grid of settings as members of one vmapped program"),
+    "ntk": ("fae_lab.ntk.cli", "the empirical NTK of a trained run's decoder and encoder, into RUN/ntk.zarr"),
     "data": ("fae_lab.data.cli", "generate or inspect multiscale data files (.npz)"),
     "serve": ("lab.cli", "serve the live dashboards over a directory of runs"),
     "report": ("lab.report", "write a self-contained HTML report of a run or a folder of runs"),

@@ -163,6 +163,9 @@ class EvalConfig:
     # Training samples evaluated like the test split (eval_train_* variables): the first N of
     # the training split; None: as many as the test split has (all, for decoder_alone's one).
     eval_train_samples: int | None = None
+    # At the evaluations whose step is a multiple of N, the NTK spectrum into RUN/ntk.zarr
+    # (fae_lab.ntk.run.NTKTracker); None: never.
+    track_ntk_every: int | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from lab.views import (
     LadderView,
     LaunchForm,
     LearnedFractionView,
+    NTKView,
     PerScaleView,
     ReconstructionsView,
     ReportDownload,
@@ -67,6 +68,7 @@ class LabApp(pn.viewable.Viewer):
             "Reconstructions": ReconstructionsView(self.state, shown=False),
             "Per scale": PerScaleView(self.state, shown=False),
             "Compare two runs": TwoRunComparison(self.state, shown=False),
+            "NTK": NTKView(self.state, shown=False),
             "Launch": LaunchForm(self.state, data_dir),
         }
         self.tabs = pn.Tabs(*self.views.items(), dynamic=True, sizing_mode="stretch_width")

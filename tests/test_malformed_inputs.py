@@ -294,6 +294,14 @@ BAD_COMMAND_LINES = [
     ("demo_runs_below_a_file", ["demo", "--runs", "afile/demo"], "afile is a file"),
     ("demo_runs_empty", ["demo", "--runs", ""], "--runs"),
     ("demo_max_steps_inf", ["demo", "--max-steps", "inf"], "--max-steps"),
+    ("track_ntk_every_zero", [*TRAIN, "--track-ntk-every", "0"], "--track-ntk-every"),
+    ("track_ntk_every_without_encoder", [*TRAIN, "--track-ntk-every", "5", "--rung", "auto_decoder"],
+     "--track-ntk-every"),
+    ("ntk_no_such_run", ["ntk", "no_such_run"], "no such run directory"),
+    ("ntk_not_a_run", ["ntk", "."], "has no config.json"),
+    ("ntk_corrupt_config", ["ntk", "corrupt_run"], "no readable config.json"),
+    ("ntk_samples_negative", ["ntk", "corrupt_run", "--samples", "-1"], "--samples"),
+    ("ntk_method_unknown", ["ntk", "corrupt_run", "--method", "exact"], "--method"),
 ]
 
 

@@ -163,6 +163,8 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     g.add_argument("--spectral-cutoff", type=pos_float, help="|n| of the low/high split (default R/4)")
     g.add_argument("--n-reconstruction-samples", type=pos_int)
     g.add_argument("--eval-batch-size", type=pos_int)
+    g.add_argument("--track-ntk-every", type=pos_int,
+                   help="at evaluations whose step is a multiple of N, the NTK spectrum into RUN/ntk.zarr (FAE only)")
     _add_ladder_arguments(p)
     return p
 
@@ -285,5 +287,7 @@ def validate(config: C.RunConfig) -> None:
         raise UsageError(f"--generate-n-samples: expected at least 2 (a test split needs one), got {d.generate_n_samples}")
     if m.rung_sample and m.rung != "decoder_alone":
         raise UsageError(f"--rung-sample: only with --rung decoder_alone, not --rung {m.rung}")
+    if config.eval.track_ntk_every is not None and m.rung != "fae":
+        raise UsageError(f"--track-ntk-every: the NTK's encoder part needs --rung fae, not --rung {m.rung}")
     if config.resume and config.overwrite:
         raise UsageError("--resume and --overwrite: choose one")

@@ -90,8 +90,12 @@ class GroupLoop:
 
     def __init__(self, config: RunConfig, members: list[Member], progress: ProgressReporter,
                  evaluate, eval_data: EvalData, run_chunk, rest,
-                 stop: Callable[[], int | None] = interrupt.requested):
+                 stop: Callable[[], int | None] = interrupt.requested,
+                 on_evaluation: Callable | None = None):
         self.config, self.members, self.progress = config, members, progress
+        # Called after each evaluation as on_evaluation(running members, params_of, step)
+        # (--track-ntk-every); None leaves the loop as it is.
+        self.on_evaluation = on_evaluation
         self.evaluate, self.eval_data, self.run_chunk, self.rest = evaluate, eval_data, run_chunk, rest
         self.stop = stop
         self.step = 0
@@ -118,6 +122,7 @@ class GroupLoop:
         if self.n_eval == 0 and self.step == 0 and self.stop() is None:
             self._evaluate(state, 0)
             self.n_eval = 1
+            self._after_evaluation(state)
         pending = None  # (metrics of the chunk in flight, its first step)
         while self.step < cfg.max_steps and self.running():
             if self.stop() is not None:
@@ -139,6 +144,7 @@ class GroupLoop:
                     break
                 self._evaluate(state, self.n_eval)
                 self.n_eval += 1
+                self._after_evaluation(state)
                 stop = cfg.stop_after_step is not None and self.step >= cfg.stop_after_step
                 if stop or self.step == cfg.max_steps or self._due_checkpoint(self.step):
                     self._checkpoint(state)
@@ -226,6 +232,10 @@ class GroupLoop:
                 member.record.update(best_rel_mse=rel, best_step=self.step)
             prefix = f"[{member.label}] " if len(self.members) > 1 and member.label else ""
             self.progress.evaluation(self.step, host, prefix=prefix)
+
+    def _after_evaluation(self, state: TrainState) -> None:
+        if self.on_evaluation is not None and self.running():
+            self.on_evaluation(self.running(), lambda i: member_slice(state.params, i), self.step)
 
     def _save(self, member: Member, member_state: TrainState, step: int, *, best: bool = False) -> None:
         """Checkpoint one member at ``step``: its state and a record of the rows it counts."""

@@ -383,7 +383,14 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
 
     progress = ProgressReporter(first.max_steps, quiet=quiet,
                                 label=labels[0] if len(members) == 1 else f"{len(members)} members")
-    loop = GroupLoop(first, members, progress, evaluate, problem.eval_data, run_chunk, rest)
+    tracker = None
+    if first.eval.track_ntk_every is not None:
+        from fae_lab.ntk.run import NTKTracker
+
+        tracker = NTKTracker(first.eval.track_ntk_every, configs, problem.data.fields, problem.test_idx,
+                             problem.training_scales)
+    loop = GroupLoop(first, members, progress, evaluate, problem.eval_data, run_chunk, rest,
+                     on_evaluation=tracker)
     try:
         loop.run(state)
     except BaseException as err:

@@ -7,6 +7,7 @@ from lab.views.download import ReportDownload
 from lab.views.ladder import LadderView
 from lab.views.launch import LaunchForm
 from lab.views.learned import LearnedFractionView
+from lab.views.ntk import NTKView
 from lab.views.reconstructions import ReconstructionsView
 from lab.views.runs import RunFilter, RunsTable
 from lab.views.scales import PerScaleView
@@ -17,6 +18,7 @@ __all__ = [
     "LadderView",
     "LaunchForm",
     "LearnedFractionView",
+    "NTKView",
     "PerScaleView",
     "ReconstructionsView",
     "ReportDownload",

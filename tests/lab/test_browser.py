@@ -214,7 +214,7 @@ def test_page_loads_with_every_run_and_no_errors(served, page, artifacts):
     watch = open_app(page, url)
     assert page.evaluate(DRAWN_RUNS) == expected_runs(runs)
     for tab in ("Runs", "Frequency bands", "Learned fraction", "Ladder", "Reconstructions",
-                "Per scale", "Compare two runs", "Launch", "Curves"):
+                "Per scale", "Compare two runs", "NTK", "Launch", "Curves"):
         if tab == "Ladder":  # drawn when first shown: wait for its table's rows
             click_tab(page, tab)
             wait_for(lambda: all(name in text_of(page, "ladder-table") for name in expected_runs(runs)),

@@ -44,7 +44,7 @@ MESSAGE = '<img src=x onerror="window.__xss=3"> failed <b>bold</b>'  # the faile
 TAG = '<img src=x onerror="window.__xss=4">'  # a pooling tag value the CLI does not know
 TYPED = '<img src=x onerror="window.__xss=5">'  # typed into the launch form
 TAB_NAMES = ("Runs", "Frequency bands", "Reconstructions", "Per scale", "Compare two runs",
-             "Launch", "Curves", "Learned fraction", "Ladder")
+             "Launch", "Curves", "Learned fraction", "Ladder", "NTK")
 
 INJECTED = """() => {
     // Elements the payloads would create, through every shadow root.
@@ -131,6 +131,9 @@ def test_hostile_names_are_text_in_every_tab(hostile, page, artifacts):
         if tab == "Ladder":  # its table names every run, as text
             wait_for(lambda: all(name in text_of(page, "ladder-table") for name in NAMES), 20,
                      what="the ladder table's rows")
+        if tab == "NTK":  # no run has an ntk.zarr: the list of those without one names each, as text
+            wait_for(lambda: all(name in text_of(page, "ntk-table") for name in NAMES), 20,
+                     what="the NTK tab's list of runs")
     # The run pickers list the names as their text: the sidebar's in every tab, one more in
     # Frequency bands and Reconstructions, two (A and B) in Compare.
     for tab, pickers in (("Runs", 1), ("Frequency bands", 2), ("Reconstructions", 2),
