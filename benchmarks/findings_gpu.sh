@@ -12,8 +12,9 @@
 # and says so; rerunning reuses every finished run). The runs' small files (config, progress,
 # final, metrics.zarr, ranking.csv, ladder.csv) are packed into OUT/<PART>_runs.tar.xz.
 # long1, long2, long3: the seed's 50,000 steps (STEPS=50000) for the ladder's FAE and
-# auto-decoder, a wider decoder, phase c's penultimate and multi-band RFF and phase b's H1, in
-# three calls of at most 10 minutes, each resuming what the one before left
+# auto-decoder, a wider decoder, phase c's penultimate RFF and phase b's H1 (long3 also: the
+# NTK benchmark and phase c's decoders with the NTK tracked, 5,000 steps), in three calls of
+# at most 10 minutes, each resuming what the one before left
 # (FAE_LAB_RUNS_FROM="long1_runs.tar.xz long1_checkpoints.tar.xz").
 set -uo pipefail
 part=${1:?PART}; out=${2:?OUT}; steps=${3:-20000}; seconds=${4:-500}
@@ -94,11 +95,18 @@ case $part in
     phase 0 phase_c c --runs "$out/runs/phase_c" --only phase_c_rff512_penultimate &
     (phase 1 phase_b b --runs "$out/runs/phase_b" --only phase_b_h1_lambda0.5; wide 1) &
     ;;
-  long3)  # what long2 left, then phase c's multi-band decoder
-    share_baseline phase_c phase_b
-    (phase 0 phase_c c --runs "$out/runs/phase_c" --only phase_c_rff512_penultimate
-     phase 0 phase_c c --runs "$out/runs/phase_c" --only phase_c_multiband_4scales) &
-    (wide 1; phase 1 phase_b b --runs "$out/runs/phase_b" --only phase_b_h1_lambda0.5) &
+  long3)  # GPU 1 the wider decoder to its end; GPU 0 the NTK benchmark at 64 x 64, then phase c's
+          # decoders for 5,000 steps with the decoder's NTK at steps 0, 2,500 and 5,000
+    wide 1 &
+    (CUDA_VISIBLE_DEVICES=0 timeout -s TERM 120 python3 benchmarks/bench_ntk.py --resolution 64 --top 64 \
+       --out "$out/bench_ntk_h200_64.json" >"$out/bench_ntk.log" 2>&1
+     echo "bench_ntk: exit $? after $SECONDS s" | tee -a "$out/summary.txt"
+     CUDA_VISIBLE_DEVICES=0 timeout -s TERM $((seconds - SECONDS)) python3 -m fae_lab phase c \
+       --runs "$out/runs/ntk_c" --seeds 3 --max-steps 5000 \
+       --only phase_c_rff512_penultimate,phase_c_rff512_coordinates,phase_c_multiband_4scales \
+       -- --eval-every 250 --log-every 50 --n-reconstruction-samples 4 --track-ntk-every 2500 \
+       >"$out/ntk_c.log" 2>&1
+     echo "ntk_c: exit $? after $SECONDS s" | tee -a "$out/summary.txt") &
     ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac

@@ -3,8 +3,9 @@
     python benchmarks/findings_tables.py [--results benchmarks/results/findings]
 
 Unpacks the tarballs that ``benchmarks/findings_gpu.sh`` wrote (each run's config, progress,
-final.json and metrics.zarr; no checkpoints or reconstructions) into a temporary folder and
-prints, from the stores alone:
+final.json and metrics.zarr; no checkpoints or reconstructions) into temporary folders and
+prints, from the stores alone, first at the seed's 50,000 steps (parts long1-3; the last
+tarball holds every run of the three calls), then at 20,000 steps (the first three calls):
 
 1. the bottleneck ladder: per rung, the training-split learned fraction 1 - E/T per |n| bin
    at the last evaluation (mean over the runs of the rung), the training-split relative MSE
@@ -12,7 +13,8 @@ prints, from the stores alone:
 2. every experiment of phases b and c next to the baseline: test relative MSE and high-band
    MSE (mean ± std over 3 seeds) and whether each differs from the baseline by more than the
    two seed spreads together (fae_lab.ranking.significance);
-3. the latent-size sweep of the auto-decoder and the FAE.
+3. the latent-size sweep of the auto-decoder and the FAE (20,000 steps);
+4. the wider decoder (50,000 steps): both splits, and the test error's best and last values.
 """
 
 from __future__ import annotations
@@ -64,14 +66,19 @@ def runs_under(root: Path) -> dict[str, list[Path]]:
     return groups
 
 
-def ladder(root: Path) -> None:
+LONG = "findings_long3_runs.tar.xz"
+SHORT = ("findings_call1_ladder_b.tar.xz", "findings_call2_rest.tar.xz", "findings_call3_latent.tar.xz")
+
+
+def ladder(root: Path, steps: str) -> None:
     rungs = {"decoder alone (1 sample, fixed latent)": [], "auto-decoder (latent 64)": [], "FAE (baseline)": []}
     for exp, runs in runs_under(root / "phase_a").items():
         key = ("decoder alone (1 sample, fixed latent)" if "decoder_alone" in exp else
                "auto-decoder (latent 64)" if "auto_decoder" in exp else "FAE (baseline)")
         rungs[key] += [last_row(r, "train") for r in runs]
+    rungs = {rung: rows for rung, rows in rungs.items() if rows}
     k_upper = next(iter(rungs.values()))[0]["k_upper"]
-    print("## Ladder (training split, last evaluation)\n")
+    print(f"## Ladder ({steps} steps; training split, last evaluation)\n")
     print("| rung | runs | train rel MSE | resolved |n| | learned fraction per bin, upper edges "
           + ", ".join(f"{k:.1f}" for k in k_upper[:8]) + " |")
     print("|---|---|---|---|---|")
@@ -83,9 +90,9 @@ def ladder(root: Path) -> None:
     print()
 
 
-def compared(root: Path, folders: list[str], title: str) -> None:
+def compared(root: Path, folders: list[str], title: str, steps: str) -> None:
     baseline = [last_row(r, "test") for r in runs_under(root / "phase_a")["baseline_multi_scale"]]
-    print(f"## {title} (test split, last evaluation; baseline = phase a's)\n")
+    print(f"## {title} ({steps} steps; test split, last evaluation; baseline = phase a's)\n")
     print("| experiment | test rel MSE | vs baseline | high-band MSE | vs baseline | resolved |n| |")
     print("|---|---|---|---|---|---|")
 
@@ -127,19 +134,56 @@ def latent(root: Path) -> None:
     print()
 
 
+def test_history(run: Path) -> np.ndarray:
+    values = open_run(run).metrics()["eval_rel_mse"].values
+    return values[np.isfinite(values)]
+
+
+def wide(root: Path, steps: str) -> None:
+    print(f"## Decoder width ({steps} steps, 3 seeds; baseline = phase a's 5 x 100)\n")
+    print("| decoder | train rel MSE | train resolved |n| | test rel MSE (last) | test rel MSE (best, at step) | resolved |n| (test) | high-band MSE (test) |")
+    print("|---|---|---|---|---|---|---|")
+    groups = {"5 x 100": runs_under(root / "phase_a")["baseline_multi_scale"]}
+    groups.update({exp.split("=", 1)[1].replace(",", " ").split()[0].join(["5 x ", ""]): runs
+                   for exp, runs in runs_under(root / "wide_decoder").items()})
+    for name, runs in groups.items():
+        train = [last_row(r, "train") for r in runs]
+        test = [last_row(r, "test") for r in runs]
+        best = []
+        for r in runs:
+            history = test_history(r)
+            steps_at = open_run(r).metrics()["eval_step"].values[: history.size]
+            best.append((float(history.min()), int(steps_at[int(history.argmin())])))
+        print(f"| {name} | {stat([t['rel_mse'] for t in train])} | {stat([t['bandwidth'] for t in train])} | "
+              f"{stat([t['rel_mse'] for t in test])} | {stat([b[0] for b in best])} "
+              f"(steps {', '.join(str(b[1]) for b in best)}) | {stat([t['bandwidth'] for t in test])} | "
+              f"{stat([t['high'] for t in test])} |")
+    print()
+
+
+def unpack(results: Path, names, into: Path) -> Path:
+    into.mkdir()
+    for name in names:
+        with tarfile.open(results / name) as archive:
+            archive.extractall(into, filter="data")
+    return into
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=HERE / "results" / "findings")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        for name in ("findings_call1_ladder_b.tar.xz", "findings_call2_rest.tar.xz", "findings_call3_latent.tar.xz"):
-            with tarfile.open(args.results / name) as archive:
-                archive.extractall(root, filter="data")
-        ladder(root)
-        compared(root, ["phase_b"], "Phase B: losses")
-        compared(root, ["phase_c_a", "phase_c_b"], "Phase C: decoders")
-        latent(root)
+        long = unpack(args.results, [LONG], Path(tmp) / "long")
+        ladder(long, "50,000")
+        compared(long, ["phase_b"], "Phase B: losses", "50,000")
+        compared(long, ["phase_c"], "Phase C: decoders", "50,000")
+        wide(long, "50,000")
+        short = unpack(args.results, SHORT, Path(tmp) / "short")
+        ladder(short, "20,000")
+        compared(short, ["phase_b"], "Phase B: losses", "20,000")
+        compared(short, ["phase_c_a", "phase_c_b"], "Phase C: decoders", "20,000")
+        latent(short)
 
 
 if __name__ == "__main__":
