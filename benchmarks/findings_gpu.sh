@@ -111,11 +111,13 @@ case $part in
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 wait
-# Small files of every run; the checkpoints too of runs not finished, so that a later call resumes them.
+# Small files of every run; the checkpoints and reconstructions.zarr too of runs not finished,
+# so that a later call resumes them (a resume needs the whole run store).
 (cd "$out/runs" && find . \( -name checkpoints -o -name reconstructions.zarr \) -prune -o -type f -print \
   | tar -cJf "$out/${part}_runs.tar.xz" -T -)
 (cd "$out/runs" && for p in */*/progress.json; do
-   [ -f "$p" ] && ! grep -q '"status": "finished"' "$p" && [ -d "${p%/progress.json}/checkpoints" ] && echo "${p%/progress.json}/checkpoints"
+   [ -f "$p" ] && ! grep -q '"status": "finished"' "$p" && [ -d "${p%/progress.json}/checkpoints" ] \
+     && echo "${p%/progress.json}/checkpoints" && echo "${p%/progress.json}/reconstructions.zarr"
  done | tar -cJf "$out/${part}_checkpoints.tar.xz" -T -)
 for f in "$out"/runs/*/ranking.csv "$out"/runs/*/ladder.csv; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
 tail -n 30 "$out"/*.log

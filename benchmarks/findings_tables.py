@@ -14,7 +14,12 @@ tarball holds every run of the three calls), then at 20,000 steps (the first thr
    MSE (mean ± std over 3 seeds) and whether each differs from the baseline by more than the
    two seed spreads together (fae_lab.ranking.significance);
 3. the latent-size sweep of the auto-decoder and the FAE (20,000 steps);
-4. the wider decoder (50,000 steps): both splits, and the test error's best and last values.
+4. the wider decoder (50,000 steps asked; the stores end where the run was stopped): both
+   splits, and the test error's best and last values;
+5. the decoder's NTK of phase c's decoders (5,000 steps, ``--track-ntk-every 2500``): the NTK
+   rate per |n| bin relative to the first bin's, at initialisation, and the measured decay rate
+   of each band's error over the first half of the evaluations, with their rank correlation
+   (fae_lab.ntk.rates).
 """
 
 from __future__ import annotations
@@ -141,11 +146,11 @@ def test_history(run: Path) -> np.ndarray:
 
 def wide(root: Path, steps: str) -> None:
     print(f"## Decoder width ({steps} steps, 3 seeds; baseline = phase a's 5 x 100)\n")
-    print("| decoder | train rel MSE | train resolved |n| | test rel MSE (last) | test rel MSE (best, at step) | resolved |n| (test) | high-band MSE (test) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| decoder | last step | train rel MSE | train resolved |n| | test rel MSE (last) | test rel MSE (best, at step) | resolved |n| (test) | high-band MSE (test) | learned fraction, bins up to |n| = 2.8 ... 14.1: train / test |")
+    print("|---|---|---|---|---|---|---|---|---|")
     groups = {"5 x 100": runs_under(root / "phase_a")["baseline_multi_scale"]}
     groups.update({exp.split("=", 1)[1].replace(",", " ").split()[0].join(["5 x ", ""]): runs
-                   for exp, runs in runs_under(root / "wide_decoder").items()})
+                   for exp, runs in runs_under_any(root / "wide_decoder").items()})
     for name, runs in groups.items():
         train = [last_row(r, "train") for r in runs]
         test = [last_row(r, "test") for r in runs]
@@ -154,11 +159,62 @@ def wide(root: Path, steps: str) -> None:
             history = test_history(r)
             steps_at = open_run(r).metrics()["eval_step"].values[: history.size]
             best.append((float(history.min()), int(steps_at[int(history.argmin())])))
-        print(f"| {name} | {stat([t['rel_mse'] for t in train])} | {stat([t['bandwidth'] for t in train])} | "
+        print(f"| {name} | {train[0]['step']} | {stat([t['rel_mse'] for t in train])} | {stat([t['bandwidth'] for t in train])} | "
               f"{stat([t['rel_mse'] for t in test])} | {stat([b[0] for b in best])} "
               f"(steps {', '.join(str(b[1]) for b in best)}) | {stat([t['bandwidth'] for t in test])} | "
-              f"{stat([t['high'] for t in test])} |")
+              f"{stat([t['high'] for t in test])} | "
+              + " ".join(f"{f:.2f}" for f in np.mean([t["fraction"] for t in train], axis=0)[:5]) + " / "
+              + " ".join(f"{f:.2f}" for f in np.mean([t["fraction"] for t in test], axis=0)[:5]) + " |")
     print()
+
+
+NTK_BINS = (2, 4, 7)  # bins with upper edges |n| = 8.5, 14.1, 22.6 on a 64 grid
+
+
+def ntk(root: Path) -> None:
+    from fae_lab.ntk.rates import RateComparison
+    from fae_lab.ntk.store import read_ntk
+
+    print("## The decoder's NTK at initialisation and the measured band rates (phase c's decoders, "
+          "5,000 steps, 3 seeds, 2 test fields each)\n")
+    k_upper = None
+    rows = []
+    for exp, runs in sorted(runs_under_any(root / "ntk_c").items()):
+        first_bin, shares, measured, rho, steps = [], [], [], [], []
+        for run in runs:
+            ds = read_ntk(run)
+            k_upper = ds["k_upper"].values
+            rate = ds["ntk_decoder_rate"].values.mean(axis=1)  # (ntk_step, bin), mean over the fields
+            first_bin.append(rate[0, 0])
+            shares.append(rate[0, list(NTK_BINS)] / rate[0, 0])
+            metrics = open_run(run).metrics()
+            error, at = metrics["eval_spectral_mse"].values, metrics["eval_step"].values
+            finite = np.isfinite(error).all(axis=1)
+            comparison = RateComparison(at[finite], error[finite], ds["ntk_step"].values,
+                                        ds["ntk_fae_rate"].values.mean(axis=1))
+            measured.append(comparison.measured * 1000)
+            rho.append(comparison.spearman)
+            steps.append(int(at[finite][-1]))
+        shares, measured = np.array(shares), np.array(measured)
+        rows.append((exp, first_bin, shares, measured, rho, steps))
+    edges = ", ".join(f"{k_upper[b - 1]:.1f}-{k_upper[b]:.1f}" for b in NTK_BINS)
+    print(f"| decoder | last step | NTK rate, first bin | NTK rate relative to the first bin, bins |n| = {edges} | "
+          "measured decay rate per 1,000 steps, bins |n| < 2.8, 2.8-5.7, 5.7-8.5, mean of the bins above | Spearman (NTK vs measured, 16 bins) |")
+    print("|---|---|---|---|---|---|")
+    for exp, first_bin, shares, measured, rho, steps in rows:
+        share_text = "; ".join(stat(shares[:, j]) for j in range(len(NTK_BINS)))
+        above = measured[:, 3:].mean(axis=1)
+        rate_text = "; ".join([*(stat(measured[:, j]) for j in range(3)), stat(above)])
+        print(f"| {exp} | {min(steps)} | {stat(first_bin)} | {share_text} | {rate_text} | {stat(rho)} |")
+    print()
+
+
+def runs_under_any(root: Path) -> dict[str, list[Path]]:
+    """Runs grouped by experiment, finished or stopped (every folder with a progress.json)."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for run in sorted(p.parent for p in root.glob("*/progress.json")):
+        groups[experiment_of(run)].append(run)
+    return groups
 
 
 def unpack(results: Path, names, into: Path) -> Path:
@@ -179,6 +235,7 @@ def main() -> None:
         compared(long, ["phase_b"], "Phase B: losses", "50,000")
         compared(long, ["phase_c"], "Phase C: decoders", "50,000")
         wide(long, "50,000")
+        ntk(long)
         short = unpack(args.results, SHORT, Path(tmp) / "short")
         ladder(short, "20,000")
         compared(short, ["phase_b"], "Phase B: losses", "20,000")
