@@ -19,6 +19,9 @@ new rows as the served app does. Polls come from two places:
   loop itself, because a cell that blocks also blocks the event loop. That is also what runs
   when the notebook is executed headless (nbclient): :meth:`wait` returns once training ended,
   after a last poll, and re-raises the training's exception, if any.
+
+Each poll ends with ``pn.io.push_notebook``: the views change Bokeh models directly (they
+stream rows into ``ColumnDataSource``), which in a notebook reach the page only when pushed.
 """
 
 from __future__ import annotations
@@ -150,3 +153,6 @@ class NotebookDashboard(pn.viewable.Viewer):
             else:
                 self.status.object = (f"done: {len(self.state.runs)} runs, {p.total:,} group steps in "
                                       f"{self.seconds:.0f} s")
+        # The views stream rows into Bokeh sources directly; in a notebook those changes wait
+        # in the displayed document until pushed over its comm (no-op where not displayed).
+        pn.io.push_notebook(self.layout)

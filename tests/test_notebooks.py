@@ -121,3 +121,79 @@ def test_the_conclusion_cell_fails_without_stores(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with pytest.raises(CellExecutionError, match="NoStores"):
         client.execute(env=env)
+
+
+PUSH_PROBE = (
+    # Count what Panel sends over the displayed dashboard's comm (panel.io.notebook.send).
+    """import panel as pn
+import panel.io.notebook as notebook_io
+
+pn.extension()
+sent = []
+_send = notebook_io.send
+
+
+def counting_send(comm, msg):
+    sent.append(msg.header_json + msg.content_json)
+    _send(comm, msg)
+
+
+notebook_io.send = counting_send""",
+    """from lab.notebook import NotebookDashboard
+
+dashboard = NotebookDashboard(RUNS_DIR, views=("Curves",), poll_seconds=0.2)
+dashboard""",
+    """import time
+
+from panel.io.state import state
+
+from fae_lab.testing.fake_runs import SyntheticRunWriter
+
+
+class OpenComm:  # the page's end of the comm, opened once JupyterLab has rendered the output
+    def send(self, *args, **kwargs):
+        pass
+
+
+for _view, _root, _doc, comm in state._views.values():  # headless, no page opens it
+    comm._comm = OpenComm()
+
+
+def streamed():
+    return sum("ColumnsStreamed" in m for m in sent)
+
+
+during = []
+
+
+def train(report):
+    writer = SyntheticRunWriter(RUNS_DIR + "/a", n_evals=6, resolution=16, n_bins=8)
+    for i in range(6):
+        writer.advance(1)  # no progress report: the bar and status line push nothing meanwhile
+        time.sleep(0.8)
+    during.append(streamed())  # pushed by the notebook's thread while this one trained
+    writer.finish()
+
+
+dashboard.train(train)
+print("STREAMED_DURING", during[0], "STREAMED_AFTER", streamed())""",
+)
+
+
+@pytest.mark.slow
+def test_the_dashboard_pushes_rows_over_its_comm_while_training(tmp_path):
+    """In a real kernel, the displayed views' new rows go out over the notebook comm while
+    the training thread still runs (what makes them live in JupyterLab). Headless, no page
+    opens the comm, so the probe opens it with a stand-in for the page's end."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(f"RUNS_DIR = {str(tmp_path / 'runs')!r}"),
+                      *(nbformat.v4.new_code_cell(source) for source in PUSH_PROBE)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    client = NotebookClient(notebook, kernel_name="python3", timeout=300,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env=env)
+    text = "".join(out.get("text", "") for out in notebook.cells[-1].outputs)
+    words = text.split()
+    during, after = int(words[words.index("STREAMED_DURING") + 1]), int(words[words.index("STREAMED_AFTER") + 1])
+    # Six evaluations written 0.8 s apart, polled every 0.2 s: several streamed before the end.
+    assert during >= 2 and after >= during, text
