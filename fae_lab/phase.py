@@ -136,10 +136,11 @@ def plan(experiments: Sequence[Experiment], runs: Path, data_path: str | None, m
 class PhaseProgress:
     """Where the training of a series stands, for a caller's progress bar.
 
-    ``step`` of ``total`` counts group steps: a vmapped group of M runs trained for S steps
-    adds S (its members advance together), each group counting from the step it starts at (a
-    resumed run's checkpoint); finished runs that are reused add nothing. ``group`` is the
-    0-based index of the group training now, of ``n_groups``, and ``runs`` its runs' names.
+    ``step`` of ``total`` counts group steps: a vmapped group of M runs with S steps adds S
+    to ``total`` (its members advance together) and reports its own step, so a resumed group
+    starts at its checkpoint's step; finished runs that are reused add nothing. ``group`` is
+    the 0-based index of the group training now, of ``n_groups`` (``group == n_groups`` and
+    ``runs == ()`` once every group has ended), and ``runs`` its runs' names.
     """
 
     step: int
