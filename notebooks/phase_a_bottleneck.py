@@ -63,7 +63,7 @@ from fae_lab.phase import run_phase, select
 from fae_lab.ranking import format_table
 from lab.notebook import NotebookDashboard
 
-pn.extension()
+pn.extension("tabulator")  # the Runs view and the report use Tabulator
 EXPERIMENTS = [e.name for e in select(phase_experiments("a"), ONLY)]
 BASELINE = EXPERIMENTS[0]
 print("experiments:", ", ".join(EXPERIMENTS))
@@ -98,8 +98,11 @@ table = rank_stores(RUNS_DIR, EXPERIMENTS)
 print(format_table(table), end="\n\n")
 
 print("Ablations against the baseline (test split):")
-for c in against_baseline([r for r in table if r["rung"] == "fae"], BASELINE):
+ablations = against_baseline([r for r in table if r["rung"] == "fae"], BASELINE)
+for c in ablations:
     print(" -", c.sentence())
+if not ablations:
+    print(" (none trained here: add phase_a_single_scale_t1 or phase_a_high_capacity to ONLY)")
 
 ladder = {rung: [r for r in table if r["rung"] == rung and (rung != "fae" or r["experiment"] == BASELINE)]
           for rung in RUNG_ORDER}

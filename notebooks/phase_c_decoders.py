@@ -60,7 +60,7 @@ from fae_lab.phase import run_phase, select
 from fae_lab.ranking import format_table
 from lab.notebook import NotebookDashboard
 
-pn.extension()
+pn.extension("tabulator")  # the Runs view and the report use Tabulator
 EXPERIMENTS = [e.name for e in select(phase_experiments("c"), ONLY)]
 BASELINE = EXPERIMENTS[0]
 print("experiments:", ", ".join(EXPERIMENTS))
