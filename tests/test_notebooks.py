@@ -1,16 +1,20 @@
 """The walkthrough notebooks (notebooks/*.py, jupytext pairs): in step with their .ipynb, and
 executed end to end with their default parameters in a real Jupyter kernel.
 
-Each notebook runs with nbclient in the venv's own Python kernel (ipykernel's native
-``python3`` spec launches ``sys.executable``), its ``RUNS_DIR`` set to a fresh temporary
-directory by a cell inserted after the ``parameters`` cell (papermill's convention). The JAX
-compilation cache is shared by the four notebooks (every phase trains the same baseline).
+Each notebook runs with nbclient in a kernel of the venv's own Python: a kernelspec written
+for the test module that runs ``sys.executable``, found first through ``JUPYTER_PATH`` (a
+user's own ``python3`` kernelspec pointing elsewhere does not change what is tested). Its
+``RUNS_DIR`` is set to a fresh temporary directory by a cell inserted after the ``parameters``
+cell (papermill's convention). The JAX compilation cache is shared by the four notebooks
+(every phase trains the same baseline).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "notebooks"  # the executed notebooks, for a look
+KERNEL = "fae-lab-tests"  # a kernelspec running this Python (the venv's), see venv_kernel
 NOTEBOOKS = ("phase_a_bottleneck", "phase_b_losses", "phase_c_decoders", "combined_config")
 
 
@@ -63,6 +68,20 @@ def test_the_injected_runs_dir_follows_the_parameters(tmp_path):
     assert notebook.cells[index + 1].source == f"RUNS_DIR = {str(tmp_path)!r}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def venv_kernel(tmp_path_factory):
+    """Register :data:`KERNEL` (``sys.executable -m ipykernel_launcher``) for this module."""
+    share = tmp_path_factory.mktemp("jupyter")
+    spec = share / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "fae-lab tests", "language": "python"}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, [str(share), os.environ.get("JUPYTER_PATH")])))
+        yield KERNEL
+
+
 def _children_cpu() -> float:
     """CPU seconds of this process's ended children (the kernel, once shut down)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -82,7 +101,7 @@ def test_notebook_executes_with_its_defaults(name, tmp_path, compilation_cache, 
     notebook = with_runs_dir(jupytext.read(ROOT / "notebooks" / f"{name}.py"), runs)
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(compilation_cache), "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    client = NotebookClient(notebook, kernel_name="python3", timeout=1500,
+    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=1500,
                             resources={"metadata": {"path": str(tmp_path)}})
     t0, cpu0 = time.perf_counter(), _children_cpu()
     try:
@@ -116,7 +135,7 @@ def test_the_conclusion_cell_fails_without_stores(tmp_path):
     conclusions = next(i for i, c in enumerate(notebook.cells) if "rank_stores(" in c.source)
     setup = next(i for i, c in enumerate(notebook.cells) if "import panel" in c.source)
     notebook.cells = [*notebook.cells[: setup + 1], notebook.cells[conclusions]]
-    client = NotebookClient(notebook, kernel_name="python3", timeout=300,
+    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=300,
                             resources={"metadata": {"path": str(tmp_path)}})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with pytest.raises(CellExecutionError, match="NoStores"):
@@ -189,7 +208,7 @@ def test_the_dashboard_pushes_rows_over_its_comm_while_training(tmp_path):
     notebook.cells = [nbformat.v4.new_code_cell(f"RUNS_DIR = {str(tmp_path / 'runs')!r}"),
                       *(nbformat.v4.new_code_cell(source) for source in PUSH_PROBE)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    client = NotebookClient(notebook, kernel_name="python3", timeout=300,
+    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=300,
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute(env=env)
     text = "".join(out.get("text", "") for out in notebook.cells[-1].outputs)
