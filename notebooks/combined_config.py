@@ -79,6 +79,7 @@ print(f"trained in {dashboard.seconds:.0f} s")
 
 # %%
 table = rank_stores(RUNS_DIR, EXPERIMENTS)
+BUDGET = f"{table[0]['step']} steps, {min(r['n_seeds'] for r in table)} seeds"  # what the verdicts rest on
 print(format_table(table), end="\n\n")
 comparisons = against_baseline(table, BASELINE)
 for c in comparisons:
@@ -95,7 +96,7 @@ elif worse:
           "on: " + ", ".join(c.statistic for c in worse) + ".")
 else:
     print("The combined configuration does not differ from the baseline on the high band beyond the seed "
-          "spread: the hypothesis is not supported by these runs.")
+          f"spread: the hypothesis is not supported by these runs ({BUDGET}).")
 
 # %% [markdown]
 # ## HTML report

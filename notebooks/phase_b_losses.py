@@ -86,6 +86,7 @@ print(f"trained in {dashboard.seconds:.0f} s")
 
 # %%
 table = rank_stores(RUNS_DIR, EXPERIMENTS)
+BUDGET = f"{table[0]['step']} steps, {min(r['n_seeds'] for r in table)} seeds"  # what the verdicts rest on
 print(format_table(table), end="\n\n")
 
 comparisons = against_baseline(table, BASELINE)
@@ -101,7 +102,7 @@ if helped:
           f"bandwidth: {', '.join(helped)}.")
 else:
     print("No loss lowered the high-band error or raised the resolved bandwidth beyond the seed spread: "
-          "the hypothesis is not supported by these runs.")
+          f"the hypothesis is not supported by these runs ({BUDGET}).")
 if hurt:
     print(f"These losses made the overall test error worse beyond the seed spread: {', '.join(hurt)}.")
 

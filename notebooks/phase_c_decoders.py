@@ -93,6 +93,7 @@ print(f"trained in {dashboard.seconds:.0f} s")
 
 # %%
 table = rank_stores(RUNS_DIR, EXPERIMENTS)
+BUDGET = f"{table[0]['step']} steps, {min(r['n_seeds'] for r in table)} seeds"  # what the verdicts rest on
 print(format_table(table), end="\n\n")
 comparisons = against_baseline(table, BASELINE)
 for c in comparisons:
@@ -111,11 +112,11 @@ if not penultimate:
 else:
     helped = [c for c in penultimate if c.significant and c.better]
     if helped:
-        print("The seed's claim is SUPPORTED by these runs: penultimate-layer Fourier features improved, "
+        print(f"The seed's claim is SUPPORTED by these runs ({BUDGET}): penultimate-layer Fourier features improved, "
               "beyond the seed spread: " + "; ".join(c.sentence() for c in helped))
     else:
         tested = sorted({c.experiment for c in penultimate})
-        print(f"The seed's claim is NOT SUPPORTED by these runs: no penultimate-layer decoder ({', '.join(tested)}) "
+        print(f"The seed's claim is NOT SUPPORTED by these runs ({BUDGET}): no penultimate-layer decoder ({', '.join(tested)}) "
               "lowered the high-band error or raised the resolved bandwidth beyond the seed spread, "
               "as the construction (a kernel stationary in h, not in x) predicts.")
 if coordinates:
