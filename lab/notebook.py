@@ -20,6 +20,10 @@ new rows as the served app does. Polls come from two places:
   when the notebook is executed headless (nbclient): :meth:`wait` returns once training ended,
   after a last poll, and re-raises the training's exception, if any.
 
+Interrupting the kernel while :meth:`wait` blocks stops the waiting, not the training: the
+thread goes on writing its runs (``fae-lab phase`` resumes or reuses them on a rerun), and a
+later :meth:`wait` picks it up again.
+
 Each poll ends with ``pn.io.push_notebook``: the views change Bokeh models directly (they
 stream rows into ``ColumnDataSource``), which in a notebook reach the page only when pushed.
 """
