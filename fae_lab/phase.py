@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fae_lab.cli_util import OneLineArgumentParser, path_text, positive, run_guarded
@@ -35,8 +35,8 @@ from fae_lab.store.layout import PROGRESS_FILE
 from fae_lab.train import interrupt
 from fae_lab.train.args import parse_run_config
 
-__all__ = ["format_table", "main", "plan", "print_ranking", "run_series", "seed_run_name",
-           "split_train_flags"]
+__all__ = ["PhaseProgress", "format_table", "main", "plan", "print_ranking", "run_phase", "run_series",
+           "seed_run_name", "split_train_flags"]
 
 LADDER_HELP = ("Phase a also runs the bottleneck ladder on the baseline's data, decoder and steps: "
                "the decoder alone (--rung decoder_alone) on training samples 0, 1 and 2, an auto-decoder "
@@ -133,14 +133,41 @@ def plan(experiments: Sequence[Experiment], runs: Path, data_path: str | None, m
     return planned
 
 
+@dataclasses.dataclass(frozen=True)
+class PhaseProgress:
+    """Where the training of a series stands, for a caller's progress bar.
+
+    ``step`` of ``total`` counts group steps: a vmapped group of M runs with S steps adds S
+    to ``total`` (its members advance together) and reports its own step, so a resumed group
+    starts at its checkpoint's step; finished runs that are reused add nothing. ``group`` is
+    the 0-based index of the group training now, of ``n_groups`` (``group == n_groups`` and
+    ``runs == ()`` once every group has ended), and ``runs`` its runs' names.
+    """
+
+    step: int
+    total: int
+    group: int
+    n_groups: int
+    runs: tuple[str, ...]
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 1.0
+
+
+ProgressCallback = Callable[[PhaseProgress], None]
+
+
 def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None, max_steps=None,
-               extra=(), overwrite=False, quiet=False, vmapped=True, seeds: int = 1) -> list[dict]:
+               extra=(), overwrite=False, quiet=False, vmapped=True, seeds: int = 1,
+               progress: ProgressCallback | None = None) -> list[dict]:
     """Train each experiment's ``seeds`` runs under ``runs`` (reusing finished runs), rank the
     experiments (:mod:`fae_lab.ranking`, baseline = the first experiment), write ranking.csv.
 
     Runs that share a training program (same shapes and loss type, different values: a sweep
     over p, beta, seeds ...) train together as members of one vmapped program unless
-    ``vmapped`` is False.
+    ``vmapped`` is False. ``progress`` is called with a :class:`PhaseProgress` as every group
+    advances (from the training thread).
     """
     planned = plan(experiments, runs, data_path, max_steps, extra, overwrite, seeds)
     from fae_lab.train.run import check_output_dir, program_key, train_group
@@ -159,18 +186,25 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
         check_output_dir(config)  # refuse a run that cannot be continued before any group trains
         key = (program_key(config), config.resume) if vmapped else (name,)
         groups.setdefault(key, []).append((name, config, argv))
-    for group in groups.values():
+    totals = [group[0][1].max_steps for group in groups.values()]
+    for index, group in enumerate(groups.values()):
+        on_step = None
+        if progress is not None:
+            def on_step(step, index=index, names=tuple(n for n, _, _ in group)):
+                progress(PhaseProgress(sum(totals[:index]) + step, sum(totals), index, len(totals), names))
         if not quiet:
             for name, _, argv in group:
                 print(f"== {name}: fae-lab train {' '.join(argv)}", file=sys.stderr)
             if len(group) > 1:
                 print(f"== training {len(group)} runs as one vmapped program", file=sys.stderr)
         train_group([c for _, c, _ in group], [["fae-lab", "train", *a] for _, _, a in group],
-                    quiet=quiet, labels=[n for n, _, _ in group])
+                    quiet=quiet, labels=[n for n, _, _ in group], on_step=on_step)
         signum = interrupt.requested()
         if signum is not None:  # the group stopped at a checkpoint; later groups do not start
             raise interrupt.Interrupted(f"interrupted by {interrupt.signal_name(signum)}; the same command "
                                         f"continues the runs in {runs}", signum)
+    if progress is not None:
+        progress(PhaseProgress(sum(totals), sum(totals), len(totals), len(totals), ()))
     configs = {name: config for name, config, _ in planned}
     members = ladder_members(experiments)
     rows = []
@@ -212,19 +246,43 @@ def print_ranking(rows: list[dict], runs: Path) -> None:
     write_runs_report(runs, "fae-lab phase")
 
 
+def run_phase(phase: str, runs: str | Path, *, data_path: str | None = None, max_steps: int | None = None,
+              seeds: int = 1, only: Sequence[str] | None = None, extra: Sequence[str] = (),
+              overwrite: bool = False, quiet: bool = False,
+              progress: ProgressCallback | None = None) -> list[dict]:
+    """Train the runs of one phase (``"a"``, ``"b"``, ``"c"`` or ``"combined"``) under ``runs``
+    and return its ranked rows: ``fae-lab phase`` without the printing, for notebooks and scripts.
+
+    The arguments are the command's: ``only`` keeps these experiments next to the baseline,
+    ``seeds`` trains N seeds of each, ``extra`` holds further ``fae-lab train`` flags for every
+    run (on generated data the phase's :data:`PHASE_GENERATED_SAMPLES` come first, so an
+    ``--generate-n-samples`` among them wins). The rows are :func:`fae_lab.ranking.rank`'s (one per
+    experiment, mean and seed spread of each statistic, ``vs_baseline`` / ``vs_above`` marks,
+    ``rung`` and ``ladder``); ``ranking.csv`` (and phase a's ``ladder.csv``) are written under
+    ``runs``. ``progress`` receives a :class:`PhaseProgress` as training advances. A bad
+    argument raises :class:`UsageError` before anything is written.
+    """
+    if phase not in PHASES:
+        raise UsageError(f"phase: no phase {phase!r} (choose from {', '.join(PHASES)})")
+    runs = Path(runs)
+    check_can_create(runs, "--runs")
+    experiments = select(phase_experiments(phase), only)
+    extra = list(extra)
+    if not data_path:
+        extra[:0] = ["--generate-n-samples", str(PHASE_GENERATED_SAMPLES)]
+    return run_series(experiments, runs, data_path=data_path, max_steps=max_steps, extra=extra,
+                      overwrite=overwrite, quiet=quiet, seeds=seeds, progress=progress)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     own, train_flags = split_train_flags(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(own)
 
     def body() -> int:
         runs = Path(args.runs or f"runs/phase_{args.phase}")
-        check_can_create(runs, "--runs")
-        experiments = select(phase_experiments(args.phase), args.only)
-        if not args.data_path:
-            train_flags[:0] = ["--generate-n-samples", str(PHASE_GENERATED_SAMPLES)]
-        rows = run_series(experiments, runs, data_path=args.data_path,
-                          max_steps=args.max_steps, extra=train_flags, overwrite=args.overwrite,
-                          quiet=args.quiet, seeds=args.seeds)
+        rows = run_phase(args.phase, runs, data_path=args.data_path, max_steps=args.max_steps,
+                         seeds=args.seeds, only=args.only, extra=train_flags, overwrite=args.overwrite,
+                         quiet=args.quiet)
         print_ranking(rows, runs)
         return 0
 

@@ -197,6 +197,7 @@ class GroupLoop:
                       f"{diverged - 1}, the last finite step (--resume repeats step {diverged} exactly)")
             self.progress.note(f"{member.label or 'run'} diverged at step {diverged} "
                                f"(checkpoint at step {diverged - 1})")
+        self.progress.reached(first_step + len(host_all["train_loss"][0]))
         if len(self.members) == 1 and self.members[0].status == "running":
             self.progress.update(first_step + len(host_all["train_loss"][0]),
                                  float(host_all["train_loss"][0, -1]))

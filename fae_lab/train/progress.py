@@ -1,14 +1,21 @@
-"""Progress of a run: a bar on a terminal (steps/s, loss, ETA), plain log lines otherwise."""
+"""Progress of a run: a bar on a terminal (steps/s, loss, ETA), plain log lines otherwise.
+
+``on_step(step)``, when given, is called with the group's step at the start and after every
+chunk of steps, whatever the terminal and ``quiet`` (a caller's own progress bar, e.g. the
+phase-wide one of :func:`fae_lab.phase.run_phase`)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 
 class ProgressReporter:
-    def __init__(self, max_steps: int, *, quiet: bool = False, stream=None, label: str = ""):
+    def __init__(self, max_steps: int, *, quiet: bool = False, stream=None, label: str = "",
+                 on_step: Callable[[int], None] | None = None):
         self.max_steps, self.quiet = max_steps, quiet
+        self.on_step = on_step
         self.stream = stream or sys.stderr
         self.label = f"[{label}] " if label else ""
         self.bar = None
@@ -18,12 +25,18 @@ class ProgressReporter:
 
     def start(self, step: int) -> None:
         self.t0, self.step0 = time.perf_counter(), step
+        self.reached(step)
         if self.quiet or not getattr(self.stream, "isatty", lambda: False)():
             return
         from tqdm import tqdm
 
         self.bar = tqdm(total=self.max_steps, initial=step, file=self.stream, unit="step",
                         dynamic_ncols=True, desc=self.label.strip() or "train")
+
+    def reached(self, step: int) -> None:
+        """The group stands at ``step`` (every member that still runs)."""
+        if self.on_step is not None:
+            self.on_step(step)
 
     def rate(self, step: int) -> float:
         dt = time.perf_counter() - self.t0

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -293,8 +294,10 @@ def train(config: RunConfig, command_line: list[str] | None = None, *, quiet: bo
 
 
 def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None = None, *,
-                quiet: bool = False, labels: list[str] | None = None) -> list[RunResult]:
-    """Train members that share one program as one vmapped computation."""
+                quiet: bool = False, labels: list[str] | None = None,
+                on_step: Callable[[int], None] | None = None) -> list[RunResult]:
+    """Train members that share one program as one vmapped computation; ``on_step(step)`` is
+    called with the group's step as it advances (:class:`ProgressReporter`)."""
     first = configs[0]
     for cfg in configs[1:]:
         if program_key(cfg) != program_key(first):
@@ -382,7 +385,8 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
         state = placement.place_members(state)
 
     progress = ProgressReporter(first.max_steps, quiet=quiet,
-                                label=labels[0] if len(members) == 1 else f"{len(members)} members")
+                                label=labels[0] if len(members) == 1 else f"{len(members)} members",
+                                on_step=on_step)
     tracker = None
     if first.eval.track_ntk_every is not None:
         from fae_lab.ntk.run import NTKTracker
