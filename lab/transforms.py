@@ -260,3 +260,49 @@ def step_bin_cells(steps: np.ndarray, start: int, stop: int, k: np.ndarray, k_lo
     return {"left": np.repeat(steps[index] - half, n_bins), "right": np.repeat(steps[index] + half, n_bins),
             "bottom": np.tile(k_lower, index.size), "top": np.tile(k_upper, index.size),
             "step": np.repeat(steps[index], n_bins), "k": np.tile(k, index.size)}
+
+
+def high_band_power(truth: np.ndarray, cutoff: float) -> np.ndarray:
+    """High-band power of each sample, ``(S,)`` from ``truth`` ``(S, T, R, R)`` (or ``(S, R, R)``).
+
+    P_s = Σ_t Σ_{|n| ≥ c} |û_{s,t,n}|², û = FFT(u) / R² (so Σ_n |û_n|² = mean u², Parseval),
+    n the integer wavenumbers of the R x R grid and c the run's spectral cutoff
+    (docs/metrics.md). A constant (or empty) field has P = 0.
+    """
+    fields = np.asarray(truth, dtype=np.float64)
+    if fields.ndim == 3:
+        fields = fields[:, None]
+    resolution = fields.shape[-1]
+    n = np.fft.fftfreq(resolution, d=1.0 / resolution)
+    modulus = np.hypot(n[:, None], n[None, :])
+    power = np.abs(np.fft.fft2(fields) / resolution**2) ** 2
+    return power[..., modulus >= cutoff].sum(axis=(1, 2))
+
+
+def usable_cutoff(cutoff: float, resolution: int) -> float:
+    """``cutoff``, or the default R/4 (docs/metrics.md) where a store lacks a usable one."""
+    return float(cutoff) if np.isfinite(cutoff) and cutoff > 0 else resolution / 4.0
+
+
+def informative_samples(truth: np.ndarray, cutoff: float) -> np.ndarray:
+    """Sample indices, most informative first: by :func:`high_band_power` descending, ties
+    (e.g. several fields without high-band power) by variance descending, then by index.
+    A constant field comes last, so it is never the first choice while another exists."""
+    fields = np.asarray(truth, dtype=np.float64)
+    power = high_band_power(fields, usable_cutoff(cutoff, fields.shape[-1]))
+    variance = fields.reshape(fields.shape[0], -1).var(axis=1)
+    return np.lexsort((np.arange(power.size), -variance, -power))
+
+
+def colour_limits(field: np.ndarray) -> tuple[float, float]:
+    """(low, high) of a colour map over ``field``: its min and max, widened to ±0.5 (or ±5%
+    of |value|) around a constant field so it paints mid-map, not as the map's top colour."""
+    values = np.asarray(field, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    if high > low:
+        return low, high
+    half = 0.05 * abs(low) or 0.5
+    return low - half, high + half

@@ -39,7 +39,7 @@ from lab.transforms import (
     step_bin_cells,
 )
 from lab.views.base import LiveView
-from lab.views.choices import evaluation_index, sample_options, scale_options
+from lab.views.choices import evaluation_index, scale_options, set_sample_choices
 from lab.views.images import ReconstructionRow
 
 RATIO_LIMIT = 1.0  # colour range of the ratio map: ±1 decade
@@ -168,9 +168,7 @@ class TwoRunComparison(LiveView):
             self.param.scale.objects = scale_options(a)
             if self.scale not in self.param.scale.objects.values():
                 self.scale = ALL_TRAINING_SCALES
-            self.param.sample.objects = sample_options(a)
-            if self.sample not in self.param.sample.objects.values():
-                self.sample = 0
+            set_sample_choices(self, a)
             self._update_steps()
         self.redraw()
 
