@@ -204,19 +204,21 @@ def colour_keys(tags: Mapping[str, Mapping[str, str]], colour_by: str) -> dict[s
 
 
 def training_frame(training: xr.Dataset, terms: Iterable[str]) -> pd.DataFrame:
-    """Training-log rows as a frame: ``step``, ``train_loss`` and ``train_loss_<term>`` for each
-    of ``terms`` (NaN where a run lacks that term)."""
+    """Training-log rows as a frame: ``step``, ``wall_time`` (seconds since the run started;
+    NaN unless the rows hold it), ``train_loss`` and ``train_loss_<term>`` for each of
+    ``terms`` (NaN where a run lacks that term)."""
     n = training.sizes.get("step", 0)
     frame = {"step": training["step"].values.astype(np.int64) if n else np.zeros(0, np.int64)}
-    for name in ["train_loss", *(f"train_loss_{t}" for t in terms)]:
+    for name in ["wall_time", "train_loss", *(f"train_loss_{t}" for t in terms)]:
         frame[name] = training[name].values if name in training else np.full(n, np.nan)
     return pd.DataFrame(frame)
 
 
 def evaluation_frame(evaluations: xr.Dataset, k_upper: np.ndarray | None = None,
                      split: str = TEST_SPLIT) -> pd.DataFrame:
-    """The scalar evaluation curves as a frame: ``step`` (of each evaluation),
-    :data:`EVAL_CURVES` and two derived curves; the column is named like the training log's, so
+    """The scalar evaluation curves as a frame: ``step`` (of each evaluation), ``wall_time``
+    (``eval_wall_time``, NaN unless the rows hold it), :data:`EVAL_CURVES` and two derived
+    curves; the column is named like the training log's, so
     plots share the axis.
 
     ``split``: the curves (and the bandwidth) of the test split (``eval_<name>``) or of the
@@ -229,7 +231,9 @@ def evaluation_frame(evaluations: xr.Dataset, k_upper: np.ndarray | None = None,
     """
     n = evaluations.sizes.get("eval_step", 0)
     steps = evaluations["eval_step"].values if n else np.zeros(0, np.int64)
-    frame = {"step": steps.astype(np.int64)}
+    frame = {"step": steps.astype(np.int64),
+             "wall_time": (evaluations["eval_wall_time"].values if "eval_wall_time" in evaluations
+                           else np.full(n, np.nan))}
     for name in EVAL_CURVES:
         stored = split_variable(name, split)
         frame[name] = evaluations[stored].values if stored in evaluations else np.full(n, np.nan)

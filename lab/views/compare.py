@@ -38,6 +38,7 @@ from lab.transforms import (
     spectral_error,
     step_bin_cells,
 )
+from lab.views.axes import readable_log_axes
 from lab.views.base import LiveView
 from lab.views.choices import evaluation_index, scale_options, set_sample_choices
 from lab.views.images import ReconstructionRow
@@ -141,6 +142,7 @@ class TwoRunComparison(LiveView):
             ("step", "@step"), ("|n|", "@k{0.00}"), ("log10 B/A", "@log10_ratio{0.00}")]))
         for fig in (spectra, ratio, ratio_map):
             fig.toolbar.logo = None
+            readable_log_axes(fig)
         return spectra, ratio, ratio_map
 
     # -- choices ---------------------------------------------------------------------------

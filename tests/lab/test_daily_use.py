@@ -3,14 +3,30 @@ readable axes, stable run colours (the browser checks are in test_browser_daily.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 import zarr
+from bokeh.models import Line
 
 from fae_lab.testing.fake_runs import write_synthetic_run
 from lab.state import LabState
-from lab.views import ReconstructionsView, TwoRunComparison
+from lab.views import (
+    CurvesView,
+    PerScaleView,
+    ReconstructionsView,
+    RunsTable,
+    TwoRunComparison,
+)
+from lab.views.axes import LOG_TICKS_JS, MAX_LOG_TICKS
+from lab.views.curves import PANELS
+from tests.lab.conftest import RUNS, on_disk
 
 
 def high_power_by_hand(truth: np.ndarray, cutoff: float) -> np.ndarray:
@@ -77,3 +93,146 @@ def test_a_constant_field_paints_mid_map_and_colour_bars_have_ticks(blank_first)
     for figure in view.images.figures:
         (bar,) = figure.right
         assert bar.ticker.desired_num_ticks >= 3
+
+
+# -- log axes ------------------------------------------------------------------------------------
+
+def log_ticks(low: float, high: float, max_ticks: int = MAX_LOG_TICKS) -> list[float]:
+    """The browser's ticks: LOG_TICKS_JS run by node exactly as BokehJS's CustomJSTicker runs
+    it (``new Function("cb_data", ...args, code)``)."""
+    script = (f"const f = new Function('cb_data', 'max_ticks', {json.dumps(LOG_TICKS_JS)});"
+              f"console.log(JSON.stringify(f({{start: {low!r}, end: {high!r}}}, {max_ticks})));")
+    out = subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("low, high", [(0.004, 0.1), (1.0, 11.3), (0.031, 0.039),
+                                       (1e-9, 2.0), (3e-5, 0.7), (0.9, 1.1)])
+def test_log_axes_get_at_least_three_labels_inside_the_range(low, high):
+    ticks = log_ticks(low, high)
+    assert 3 <= len(ticks) <= MAX_LOG_TICKS, ticks
+    assert all(low * (1 - 1e-9) <= t <= high * (1 + 1e-9) for t in ticks), ticks
+    assert ticks == sorted(set(ticks))
+
+
+def test_curves_have_y_titles_and_readable_log_axes_and_per_scale_bars_are_linear(runs_dir):
+    state = LabState(runs_dir)
+    curves = CurvesView(state)
+    for spec in PANELS:
+        fig = curves.figures[spec.variable]
+        assert fig.yaxis[0].axis_label, spec.variable
+        if spec.log:
+            assert type(fig.yaxis[0]).__name__ == "LogAxis"
+            assert fig.yaxis[0].ticker.major_code == LOG_TICKS_JS
+    curves.y_scale = "linear"
+    assert all(type(f.yaxis[0]).__name__ == "LinearAxis" for f in curves.figures.values())
+    bars = PerScaleView(state)
+    assert type(bars.figure.yaxis[0]).__name__ == "LinearAxis"
+    (renderer,) = [r for r in bars.figure.renderers if type(r.glyph).__name__ == "VBar"]
+    assert renderer.glyph.bottom == 0
+
+
+# -- colours -------------------------------------------------------------------------------------
+
+COLOURS_OF = ("import json, sys; from lab.state import LabState; s = LabState(sys.argv[1]);"
+              "print(json.dumps({r: s.style(r) for r in s.visible}))")
+
+
+def dash_key(dash) -> str | tuple:
+    """A dash as Bokeh stores it ("solid" becomes []), hashable."""
+    stored = Line(line_dash=dash if isinstance(dash, str) else list(dash)).line_dash
+    return stored if isinstance(stored, str) else tuple(stored)
+
+
+def styles_in_a_new_process(runs_dir, seed: str) -> dict:
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    out = subprocess.run([sys.executable, "-c", COLOURS_OF, str(runs_dir)], env=env,
+                         capture_output=True, text=True, check=True)
+    return {run: (colour, dash_key(dash), label)
+            for run, (colour, dash, label) in json.loads(out.stdout).items()}
+
+
+def test_every_run_is_distinguishable_and_keeps_its_style_across_page_loads_and_views(runs_dir):
+    state = LabState(runs_dir)
+    loss = state.tags()
+    same_loss = [r for r in state.visible if loss[r]["loss_type"] == "l2"]
+    assert len(same_loss) == 2  # the fixture's baseline and rff runs
+    curves = CurvesView(state)
+
+    def drawn(view) -> dict[str, tuple]:
+        lines = view.figures["eval_rel_mse"].renderers
+        return {r.name: (r.glyph.line_color, dash_key(r.glyph.line_dash)) for r in lines}
+
+    for colour_by in ("run", "loss_type"):
+        state.colour_by = colour_by
+        styles = drawn(curves)
+        assert len(set(styles.values())) == len(styles) == len(state.visible)
+        # One legend entry per run, on every panel.
+        for fig in curves.figures.values():
+            (legend,) = fig.right
+            labels = [item.label.value for item in legend.items]
+            if fig is not curves.figures["terms"]:
+                assert len(labels) == len(state.visible) and all(
+                    any(run in label for label in labels) for run in state.visible)
+    state.colour_by = "run"
+    first = drawn(curves)
+    # The same in another view (per-scale bars, runs table) ...
+    bars = PerScaleView(state)
+    for run, colour in zip(bars.source.data["run"], bars.source.data["colour"], strict=True):
+        assert colour == first[run][0]
+    table = RunsTable(state).table.value
+    assert dict(zip(table["run"], table["colour"], strict=True)) == {r: c for r, (c, _) in first.items()}
+    # ... and after a reload, in a new process (another string hash seed).
+    for seed in ("1", "2"):
+        again = styles_in_a_new_process(runs_dir, seed)
+        assert {r: (s[0], s[1]) for r, s in again.items()} == first
+
+
+# -- tracker features of the curves -------------------------------------------------------------
+
+def ema_by_hand(values: np.ndarray, weight: float) -> np.ndarray:
+    out, last = [], None
+    for x in values:
+        if np.isnan(x):
+            out.append(np.nan)
+            continue
+        last = x if last is None else weight * last + (1 - weight) * x
+        out.append(last)
+    return np.array(out)
+
+
+def test_smoothing_is_an_ema_of_the_rows_and_the_csv_holds_what_is_shown(runs_dir):
+    state = LabState(runs_dir)
+    curves = CurvesView(state)
+    curves.smoothing = 0.8
+    (line,) = [r for r in curves.figures["train_loss"].renderers if r.name == "h1"]
+    transform = line.glyph.y["transform"]
+    xs = on_disk(runs_dir / "h1", "train_loss").astype(float)
+    xs[3] = np.nan
+    script = (f"const f = new Function('xs', 'weight', {json.dumps(transform.v_func)});"
+              f"console.log(JSON.stringify(Array.from(f({json.dumps([None if np.isnan(x) else x for x in xs])}, "
+              f"{transform.args['weight']})).map(v => Number.isNaN(v) ? null : v)));")
+    out = subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True)
+    drawn = np.array([np.nan if v is None else v for v in json.loads(out.stdout)])
+    np.testing.assert_allclose(drawn, ema_by_hand(xs, 0.8), rtol=1e-12)
+    # The evaluation panels are not smoothed.
+    assert all(isinstance(r.glyph.y, str) for r in curves.figures["eval_rel_mse"].renderers)
+    table = pd.read_csv(curves.csv())
+    for name, *_ in RUNS:
+        rows = table[(table["run"] == name) & (table["curve"] == "train_loss")]
+        np.testing.assert_allclose(rows["value"], on_disk(runs_dir / name, "train_loss"), rtol=1e-6)
+        rows = table[(table["run"] == name) & (table["curve"] == "eval_rel_mse")]
+        np.testing.assert_allclose(rows["value"], on_disk(runs_dir / name, "eval_rel_mse"), rtol=1e-6)
+    assert set(table["run"]) == {name for name, *_ in RUNS}
+
+
+def test_the_wall_clock_axis_draws_against_the_stored_wall_time(runs_dir):
+    curves = CurvesView(LabState(runs_dir))
+    curves.x_axis = "wall_time"
+    for fig in curves.figures.values():
+        assert all(r.glyph.x == "wall_time" for r in fig.renderers)
+        assert "wall-clock" in fig.xaxis[0].axis_label
+    np.testing.assert_array_equal(curves.train_sources["h1"].data["wall_time"],
+                                  on_disk(runs_dir / "h1", "wall_time"))
+    np.testing.assert_array_equal(curves.eval_sources["h1"].data["wall_time"],
+                                  on_disk(runs_dir / "h1", "eval_wall_time"))
