@@ -43,10 +43,11 @@ for (const mantissas of sets) {
         const raw = (high - low) / 4, magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
         const step = [1, 2, 5, 10].map((f) => f * magnitude).find((s) => s >= raw);
         const out = [];
-        for (let t = Math.ceil(low / step) * step; t <= high * (1 + 1e-9); t += step) {
-            out.push(Number(t.toPrecision(12)));
+        const start = Math.ceil(low / step);
+        for (let i = 0; i <= 8 && (start + i) * step <= high * (1 + 1e-9); i++) {  // bounded
+            out.push(Number(((start + i) * step).toPrecision(12)));
         }
-        return out;
+        return out.length >= 2 ? out : ticks;
     }
     if (ticks.length <= max_ticks) {
         return ticks;

@@ -2,13 +2,16 @@
 
 The table has one row per run with its tags (the seed's scheme ``[training_mode, loss_type,
 decoder_type, pooling_type]``), status (running, finished, failed, diverged), step and
-headline metrics (newest evaluation; ``final.json`` once it has ended). Cells are patched in
-place as runs progress; rows change only when the filter or the set of runs does. A run that
+headline metrics (newest evaluation; ``final.json`` once it has ended). The table follows every
+poll, also while its tab is hidden; cells are patched in place while it is on screen, its value
+replaced otherwise (see :meth:`RunsTable.refresh`). A run that
 cannot be read has status ``unreadable`` and the reason as its message, and the filter's panel
 lists every unreadable run (also those without a readable ``config.json``) as plain text.
 """
 
 from __future__ import annotations
+
+import time
 
 import pandas as pd
 import panel as pn
@@ -28,6 +31,9 @@ COLUMN_TITLES = {
 }
 _SCIENTIFIC = {"type": "money", "precision": 4, "symbol": ""}
 SUMMARY_NAMES = 8  # runs named in the sidebar's summary
+# After its tab is shown, the table's value is replaced rather than patched for this long: the
+# browser builds the Tabulator meanwhile, and a patch cannot reach a table not yet built.
+BUILD_GRACE_S = 3.0
 
 
 def runs_frame(state: LabState, runs: list[str]) -> pd.DataFrame:
@@ -112,36 +118,70 @@ class RunsTable(LiveView):
                       ("rel_mse", "high_freq_ratio", "final_test_rel_mse",
                        "final_held_out_avg_mse")}
         formatters["colour"] = {"type": "color"}
+        self._replace_until = 0.0  # see BUILD_GRACE_S
         self.table = pn.widgets.Tabulator(
             runs_frame(state, state.visible), show_index=False, disabled=True,
             titles=COLUMN_TITLES, formatters=formatters, widths={"colour": 12},
             pagination="local", page_size=self.page_size, sizing_mode="stretch_width",
             layout="fit_data_table", css_classes=["runs-table"])
         self.start()
+        self._replace_until = 0.0  # shown from the start: built with the page
 
     def __panel__(self):
         return self.table
 
     def refresh(self) -> None:
-        """Rows for the drawn runs: cells patched if the rows are the same runs, else replaced."""
+        """Rows for the drawn runs: cells patched if the rows are the same runs and the table
+        has been on screen for :data:`BUILD_GRACE_S`, else the value replaced.
+
+        A patch that reaches the browser while its Tabulator is still being built (its tab was
+        just shown) fails there ("Table Not Initialized") and left the table stale; a new value
+        is applied by Panel once the table is built."""
         frame = runs_frame(self.state, self.state.visible)
         current = self.table.value
-        if list(current["run"]) != list(frame["run"]) or list(current.columns) != list(
-                frame.columns):
+        if _same_frame(current, frame):
+            return
+        if (not self.shown or time.monotonic() < self._replace_until
+                or list(current["run"]) != list(frame["run"])
+                or list(current.columns) != list(frame.columns)):
             self.table.value = frame
             return
         patch: dict[str, list[tuple[int, object]]] = {}
         for column in frame.columns:
             old, new = current[column].to_numpy(), frame[column].to_numpy()
             for row in range(len(frame)):
-                if not (old[row] == new[row] or (_isnan(old[row]) and _isnan(new[row]))):
+                if not _equal(old[row], new[row]):
                     patch.setdefault(column, []).append((row, new[row]))
-        if patch:
-            self.table.patch(patch, as_index=False)
+        self.table.patch(patch, as_index=False)
 
     def ingest(self, result: PollResult) -> None:
-        if any(delta.name in self.state.visible for delta in result.deltas):
+        if any(delta.name in self.state.visible for delta in result.deltas) or result.new_runs:
             self.refresh()
+
+    def _on_poll(self, result: PollResult) -> None:
+        """Kept up to date while hidden too (a small frame per poll that changed a run), so
+        a tab shown later is built with the current rows."""
+        if result.deltas or result.new_runs:
+            self.ingest(result)
+
+    @param.depends("shown", watch=True)
+    def _on_shown(self) -> None:
+        if self.shown:
+            self._replace_until = time.monotonic() + BUILD_GRACE_S
+        if self.shown and self._stale:
+            self._refresh_now()
+
+
+def _equal(a: object, b: object) -> bool:
+    return bool(a == b) or (_isnan(a) and _isnan(b))
+
+
+def _same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether two tables hold the same runs, columns and cells (NaN equal to NaN)."""
+    if list(a.columns) != list(b.columns) or len(a) != len(b):
+        return False
+    return all(_equal(x, y) for column in a.columns
+               for x, y in zip(a[column].to_numpy(), b[column].to_numpy(), strict=True))
 
 
 def _isnan(value: object) -> bool:

@@ -4,6 +4,7 @@ readable axes, stable run colours (the browser checks are in test_browser_daily.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from lab.views import (
 )
 from lab.views.axes import LOG_TICKS_JS, MAX_LOG_TICKS
 from lab.views.curves import PANELS
-from tests.lab.conftest import RUNS, on_disk
+from tests.lab.conftest import RUNS, live_run, on_disk
 
 
 def high_power_by_hand(truth: np.ndarray, cutoff: float) -> np.ndarray:
@@ -236,3 +237,74 @@ def test_the_wall_clock_axis_draws_against_the_stored_wall_time(runs_dir):
                                   on_disk(runs_dir / "h1", "wall_time"))
     np.testing.assert_array_equal(curves.eval_sources["h1"].data["wall_time"],
                                   on_disk(runs_dir / "h1", "eval_wall_time"))
+
+
+# -- the runs table ------------------------------------------------------------------------------
+
+def test_the_runs_table_follows_a_run_that_fails_while_its_tab_is_hidden(fresh_runs):
+    writer, going = live_run(fresh_runs), live_run(fresh_runs, "going")
+    writer.advance(2)
+    going.advance(1)
+    state = LabState(fresh_runs)
+    table = RunsTable(state, shown=False)
+    table.prime()
+    writer.finish("failed", "killed")
+    state.poll()
+    status_on_disk = json.loads((fresh_runs / "live" / "progress.json").read_text())["status"]
+    assert status_on_disk == "failed"
+    assert table.table.value.set_index("run").loc["live", "status"] == "failed"  # while hidden
+    # Shown now: the browser builds the table meanwhile, so a changed cell replaces the value
+    # (a patch cannot reach a Tabulator being built) ...
+    table.shown = True
+    before = table.table.value
+    going.advance(1)
+    state.poll()
+    assert table.table.value is not before
+    assert table.table.value.set_index("run").loc["going", "evaluations"] == 2
+    # ... and once it is built, cells are patched in place.
+    table._replace_until = 0.0
+    before = table.table.value
+    going.advance(1)
+    state.poll()
+    assert table.table.value is before
+    assert table.table.value.set_index("run").loc["going", "evaluations"] == 3
+
+
+# -- a browser that disconnects ------------------------------------------------------------------
+
+def test_a_write_to_a_closed_browser_logs_no_traceback(caplog):
+    """asyncio's report of a task that failed writing to a closed WebSocket is dropped; any
+    other task failure is still logged with its traceback."""
+    import asyncio
+
+    from tornado.websocket import WebSocketClosedError
+
+    from lab.app import quiet_disconnects
+
+    quiet_disconnects()
+
+    async def write_to_closed():
+        raise WebSocketClosedError()
+
+    async def real_fault():
+        raise ZeroDivisionError("a real fault")
+
+    def run(coroutine) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            task = loop.create_task(coroutine())
+            loop.run_until_complete(asyncio.sleep(0.01))
+            assert task.done()
+            del task  # never retrieved: asyncio reports it when the task is collected
+            import gc
+            gc.collect()
+        finally:
+            loop.close()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        run(write_to_closed)
+        assert not [r for r in caplog.records if r.name == "asyncio"]
+        run(real_fault)
+        faults = [r for r in caplog.records if r.name == "asyncio"]
+        assert faults and "Task exception was never retrieved" in faults[0].getMessage()
+        assert isinstance(faults[0].exc_info[1], ZeroDivisionError)
