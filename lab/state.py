@@ -150,6 +150,13 @@ class LabState(param.Parameterized):
                 self.param[tag].objects = known + extra
                 setattr(self, tag, [*getattr(self, tag), *extra])
 
+    def forget(self, run: str) -> None:
+        """Stop showing ``run`` (its folder was archived or deleted from the page)."""
+        self.source.readers.pop(run, None)
+        self.chosen = [r for r in self.chosen if r != run]
+        self.param["chosen"].objects = self.source.names()
+        self.runs = self.source.names()
+
     def ready_readers(self):
         """``(run, reader)`` for each drawn run whose store has rows to read."""
         for run in self.visible:

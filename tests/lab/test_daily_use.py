@@ -308,3 +308,77 @@ def test_a_write_to_a_closed_browser_logs_no_traceback(caplog):
         faults = [r for r in caplog.records if r.name == "asyncio"]
         assert faults and "Task exception was never retrieved" in faults[0].getMessage()
         assert isinstance(faults[0].exc_info[1], ZeroDivisionError)
+
+
+# -- archive and delete --------------------------------------------------------------------------
+
+def tree(root) -> dict[str, bytes | str]:
+    """Every file and link under ``root``: path -> content (links: their target), not
+    following links."""
+    out = {}
+    for directory, subdirs, files in os.walk(root):
+        for name in files + [d for d in subdirs if os.path.islink(os.path.join(directory, d))]:
+            path = os.path.join(directory, name)
+            rel = os.path.relpath(path, root)
+            out[rel] = "-> " + os.readlink(path) if os.path.islink(path) else open(path, "rb").read()
+    return out
+
+
+def test_archive_and_delete_need_a_confirmation_and_stay_inside_runs(fresh_runs, tmp_path):
+    from lab.views.runs import RunActions
+
+    state = LabState(fresh_runs)
+    actions = RunActions(state)
+    everything = tree(fresh_runs)
+    # Asked, not confirmed: nothing on disk changes (also after another run is chosen).
+    actions.run = "h1"
+    actions.ask("delete")
+    actions.ask("archive")
+    actions.run = "baseline"
+    actions.confirm()  # the question was withdrawn with the change of run
+    actions.ask("delete")
+    actions.cancel()
+    actions.confirm()
+    assert tree(fresh_runs) == everything
+    assert "h1" in state.runs and "baseline" in state.runs
+    # Archive, confirmed: moved under .archive, gone from the page.
+    actions.run = "h1"
+    actions.ask("archive")
+    actions.confirm()
+    assert not (fresh_runs / "h1").exists()
+    moved = {k.removeprefix(".archive/"): v for k, v in tree(fresh_runs).items()
+             if k.startswith(".archive/")}
+    assert moved == {k: v for k, v in everything.items() if k.startswith("h1/")}
+    assert "h1" not in state.runs and "h1" not in state.visible
+    state.poll()
+    assert "h1" not in state.runs  # .archive is hidden from run discovery
+    # Delete, confirmed, of a real folder.
+    actions.run = "baseline"
+    actions.ask("delete")
+    actions.confirm()
+    assert not (fresh_runs / "baseline").exists()
+    assert {"baseline", "h1"}.isdisjoint(state.runs)
+
+
+def test_run_folders_outside_runs_are_refused(fresh_runs, tmp_path):
+    from fae_lab.errors import UsageError
+    from lab.archive import archive_run, delete_run
+
+    outside = tmp_path / "elsewhere"
+    write_synthetic_run(outside / "run", n_evals=2, eval_every=10, log_every=5, resolution=16,
+                        n_scales=2, n_bins=6)
+    os.symlink(outside, fresh_runs / "door")  # a folder link out of RUNS, a run behind it
+    before = tree(outside)
+    for name in ("door/run", "../elsewhere/run", str(outside / "run"), "", ".", ".archive/x",
+                 "group/../../elsewhere/run", "no-such-run"):
+        for act in (archive_run, delete_run):
+            with pytest.raises(UsageError):
+                act(fresh_runs, name)
+    assert tree(outside) == before
+    # A run folder that is itself a link is moved or removed as a link, never followed.
+    os.symlink(outside / "run", fresh_runs / "linked")
+    archived = archive_run(fresh_runs, "linked")
+    assert archived.is_symlink() and tree(outside) == before
+    os.symlink(outside / "run", fresh_runs / "linked")
+    delete_run(fresh_runs, "linked")
+    assert not os.path.lexists(fresh_runs / "linked") and tree(outside) == before
