@@ -36,6 +36,8 @@ from lab.views import (
     ReconstructionsView,
     RunFilter,
     RunsTable,
+    SettingsView,
+    SpectraOverlayView,
     TwoRunComparison,
 )
 
@@ -87,12 +89,14 @@ class LabApp(pn.viewable.Viewer):
         self.views = {
             "Curves": CurvesView(self.state),
             "Runs": RunsTable(self.state, shown=False),
+            "Settings": SettingsView(self.state, shown=False),
             "Frequency bands": FrequencyBandsView(self.state, shown=False),
             "Learned fraction": LearnedFractionView(self.state, shown=False),
             "Ladder": LadderView(self.state, shown=False),
             "Reconstructions": ReconstructionsView(self.state, shown=False),
             "Per scale": PerScaleView(self.state, shown=False),
             "Compare two runs": TwoRunComparison(self.state, shown=False),
+            "Spectra of runs": SpectraOverlayView(self.state, shown=False),
             "Launch": LaunchForm(self.state, data_dir),
         }
         self.tabs = pn.Tabs(*self.views.items(), dynamic=True, sizing_mode="stretch_width")

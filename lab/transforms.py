@@ -310,3 +310,53 @@ def colour_limits(field: np.ndarray) -> tuple[float, float]:
         return low, high
     half = 0.05 * abs(low) or 0.5
     return low - half, high + half
+
+
+# Settings that name where or as what a run was written, not how it was trained.
+NOT_HYPERPARAMETERS = frozenset({"output_dir", "wandb_name", "wandb_project", "resume",
+                                 "overwrite"})
+
+
+def flat_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's resolved configuration (``config.json``'s ``config``: top-level settings and
+    one dict per section) as one level, ``setting -> value``: each setting under its own name
+    (``latent_dim``), or ``section.name`` where two sections share a name; lists as text
+    (``64,64,64``), so every value compares and sorts as one cell."""
+    leaves: list[tuple[str, str, Any]] = []
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            leaves += [(key, name, inner) for name, inner in value.items()]
+        else:
+            leaves.append(("", key, value))
+    counts: dict[str, int] = {}
+    for _, name, _ in leaves:
+        counts[name] = counts.get(name, 0) + 1
+    out = {}
+    for section, name, value in leaves:
+        if isinstance(value, list | tuple):
+            value = ",".join(map(str, value))
+        out[name if counts[name] == 1 or not section else f"{section}.{name}"] = value
+    return out
+
+
+def differing_settings(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The hyperparameter table: one row per run (``run`` first), one column per setting whose
+    value is not the same in every run of ``configs`` (run -> :func:`flat_settings`), in the
+    order first met; a setting a run lacks is None. :data:`NOT_HYPERPARAMETERS` are left out."""
+    names: dict[str, None] = {}
+    for settings in configs.values():
+        names.update(dict.fromkeys(settings))
+    differing = [name for name in names if name not in NOT_HYPERPARAMETERS
+                 and len({repr(s.get(name)) for s in configs.values()}) > 1]
+    rows = [{"run": run, **{name: settings.get(name) for name in differing}}
+            for run, settings in configs.items()]
+    return pd.DataFrame(rows, columns=["run", *differing])
+
+
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> pd.DataFrame:
+    """The settings where two runs' :func:`flat_settings` differ: columns ``setting``, ``a``,
+    ``b`` (None where a run lacks the setting), in the order first met."""
+    names = dict.fromkeys([*a, *b])
+    rows = [{"setting": name, "a": a.get(name), "b": b.get(name)} for name in names
+            if repr(a.get(name)) != repr(b.get(name))]
+    return pd.DataFrame(rows, columns=["setting", "a", "b"])

@@ -6,9 +6,11 @@ from lab.views.curves import CurvesView
 from lab.views.ladder import LadderView
 from lab.views.launch import LaunchForm
 from lab.views.learned import LearnedFractionView
+from lab.views.overlay import SpectraOverlayView
 from lab.views.reconstructions import ReconstructionsView
 from lab.views.runs import RunFilter, RunsTable
 from lab.views.scales import PerScaleView
+from lab.views.settings import SettingsView
 
 __all__ = [
     "CurvesView",
@@ -20,5 +22,7 @@ __all__ = [
     "ReconstructionsView",
     "RunFilter",
     "RunsTable",
+    "SettingsView",
+    "SpectraOverlayView",
     "TwoRunComparison",
 ]

@@ -382,3 +382,60 @@ def test_run_folders_outside_runs_are_refused(fresh_runs, tmp_path):
     os.symlink(outside / "run", fresh_runs / "linked")
     delete_run(fresh_runs, "linked")
     assert not os.path.lexists(fresh_runs / "linked") and tree(outside) == before
+
+
+# -- hyperparameters -----------------------------------------------------------------------------
+
+def leaves_on_disk(run_dir) -> dict[str, object]:
+    """config.json's settings, one level, read with json (sections' settings by name)."""
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    out = {}
+    for key, value in config.items():
+        for name, leaf in (value.items() if isinstance(value, dict) else [(key, value)]):
+            out[name] = json.dumps(leaf)
+    return out
+
+
+def test_the_settings_table_has_a_column_per_differing_setting_and_a_two_run_diff(runs_dir):
+    from lab.views.settings import SettingsView
+
+    state = LabState(runs_dir)
+    view = SettingsView(state)
+    disk = {run: leaves_on_disk(runs_dir / run) for run in state.visible}
+    names = set().union(*disk.values())
+    differing = {n for n in names if len({d.get(n) for d in disk.values()}) > 1}
+    differing -= {"output_dir", "wandb_name"}  # where the run was written, not how it trained
+    table = view.table.value
+    assert set(table.columns) == {"run", *differing}
+    assert {"loss_type", "decoder_type", "seed"} <= set(table.columns)
+    for _, row in table.iterrows():
+        assert row["loss_type"] == json.loads(disk[row["run"]]["loss_type"])
+    assert view.table.header_filters
+    view.run_a, view.run_b = "baseline", "h1"
+    diff = view.diff.value
+    expected = {n for n in names if disk["baseline"].get(n) != disk["h1"].get(n)}
+    assert set(diff["setting"]) == expected
+    row = diff.set_index("setting").loc["loss_type"]
+    assert list(row) == ["l2", "h1"]
+
+
+def test_the_overlay_draws_every_run_at_its_newest_evaluation_by_the_step(runs_dir):
+    from lab.views.overlay import SpectraOverlayView
+
+    state = LabState(runs_dir)
+    view = SpectraOverlayView(state)
+    assert set(view.sources) == set(state.visible)  # more than two runs, one line each
+    assert len(view.figure.legend[0].items) == len(state.visible)
+    for step in (0, 50, view.param.step.bounds[1]):
+        view.follow = False
+        view.step = step
+        for run, source in view.sources.items():
+            with xr.open_zarr(runs_dir / run / "metrics.zarr") as ds:
+                n = json.loads((runs_dir / run / "progress.json").read_text())["n_eval"]
+                steps = ds["eval_step"].values[:n]
+                earlier = np.flatnonzero(steps <= step)
+                if earlier.size == 0:
+                    assert len(source.data["power"]) == 0
+                    continue
+                expected = ds["eval_spectral_mse"].values[earlier[-1]]
+            np.testing.assert_allclose(source.data["power"], expected, rtol=1e-6)
