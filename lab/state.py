@@ -106,8 +106,10 @@ class LabState(param.Parameterized):
         if key != self._styles[0]:
             self._styles = (key, {})
         styles = self._styles[1]
-        if run not in styles:
-            styles.update(self._styles_of(sorted({*self.visible, run})))
+        if not styles:
+            styles.update(self._styles_of(sorted(self.visible)))
+        if run not in styles:  # a run not drawn: its style among the drawn, theirs unchanged
+            styles[run] = self._styles_of(sorted({*self.visible, run}))[run]
         return styles[run]
 
     def _styles_of(self, runs: list[str]) -> dict[str, RunStyle]:
