@@ -20,6 +20,8 @@ import os
 import sys
 
 import panel as pn
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError
 
 from lab.cli import POLL_INTERVAL, build_parser
 from lab.state import LabState
@@ -36,6 +38,8 @@ from lab.views import (
     ReportDownload,
     RunFilter,
     RunsTable,
+    SettingsView,
+    SpectraOverlayView,
     TwoRunComparison,
 )
 
@@ -43,6 +47,32 @@ POLL_MS = round(POLL_INTERVAL * 1000)
 log = logging.getLogger(__name__)
 
 pn.extension("tabulator", notifications=False)
+
+# Writes to a browser that has gone (closed tab, lost network) fail with these; they are the
+# disconnect itself, not a fault of the server.
+DISCONNECTED = (WebSocketClosedError, StreamClosedError)
+
+
+class DisconnectFilter(logging.Filter):
+    """Drops the traceback asyncio and Tornado log when an update is sent to a browser that
+    has disconnected ("Task exception was never retrieved" ... ``WebSocketClosedError``), and
+    logs one line at debug level instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, DISCONNECTED):
+            log.debug("fae-lab dashboards: a browser disconnected (%s)", type(error).__name__)
+            return False
+        return True
+
+
+def quiet_disconnects() -> None:
+    """Install :class:`DisconnectFilter` on the loggers that report such failed writes
+    (once)."""
+    for name in ("asyncio", "tornado.application", "tornado.general", "bokeh.server"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DisconnectFilter) for f in logger.filters):
+            logger.addFilter(DisconnectFilter())
 
 
 class LabApp(pn.viewable.Viewer):
@@ -62,12 +92,14 @@ class LabApp(pn.viewable.Viewer):
         self.views = {
             "Curves": CurvesView(self.state),
             "Runs": RunsTable(self.state, shown=False),
+            "Settings": SettingsView(self.state, shown=False),
             "Frequency bands": FrequencyBandsView(self.state, shown=False),
             "Learned fraction": LearnedFractionView(self.state, shown=False),
             "Ladder": LadderView(self.state, shown=False),
             "Reconstructions": ReconstructionsView(self.state, shown=False),
             "Per scale": PerScaleView(self.state, shown=False),
             "Compare two runs": TwoRunComparison(self.state, shown=False),
+            "Spectra of runs": SpectraOverlayView(self.state, shown=False),
             "NTK": NTKView(self.state, shown=False),
             "Launch": LaunchForm(self.state, data_dir),
         }
@@ -102,8 +134,10 @@ class LabApp(pn.viewable.Viewer):
             log.exception("fae-lab dashboards: polling %s failed", self.state.source.root)
 
     def start_polling(self) -> None:
-        """Poll every ``poll_ms`` ms while this session lives (needs a server session)."""
-        pn.state.add_periodic_callback(self.poll, period=self.poll_ms)
+        """Poll every ``poll_ms`` ms while this session lives (needs a server session); the
+        polling stops when the browser disconnects, so nothing is sent to a closed socket."""
+        callback = pn.state.add_periodic_callback(self.poll, period=self.poll_ms)
+        pn.state.on_session_destroyed(lambda _context: callback.stop())
 
 
 def create_app(runs_dir: str | os.PathLike, poll_ms: int = POLL_MS,
@@ -126,6 +160,7 @@ def serve(runs_dir: str | os.PathLike, port: int, address: str = "127.0.0.1",
     ``data_dir`` only (default ``runs_dir``). Which addresses may be bound is ``fae-lab serve``'s
     check (:func:`lab.cli.check_address`), not this function's.
     """
+    quiet_disconnects()
     origins = {f"{host}:{port}" for host in (address, "localhost", "127.0.0.1")}
     origins.update(websocket_origins or [])
 
@@ -138,6 +173,7 @@ def serve(runs_dir: str | os.PathLike, port: int, address: str = "127.0.0.1",
 
 
 if __name__.startswith("bokeh"):  # panel serve lab/app.py --args --runs DIR [--data-dir D] ...
+    quiet_disconnects()
     _args, _ = build_parser().parse_known_args(sys.argv[1:])  # fae-lab serve's own options
     create_app(_args.runs, round(_args.poll_interval * 1000),
                _args.runs if _args.data_dir is None else _args.data_dir).servable()

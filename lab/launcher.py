@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -38,18 +40,61 @@ LOG_FOLDER = ".launches"
 @dataclass(frozen=True)
 class FormField:
     """One setting of the launch form: its ``fae-lab train`` name, its label and its starting
-    value (None: :class:`fae_lab.config.RunConfig`'s default). ``choices`` (a function, so a
-    variant registered later is offered too) makes it a selector; otherwise it is a number
-    of the default's type."""
+    value (None: :class:`fae_lab.config.RunConfig`'s default, which is ``fae-lab train``'s).
+    ``choices`` (a function, so a variant registered later is offered too) makes it a
+    selector; ``text`` a text box whose empty value leaves the setting at its default (a
+    setting whose default is None, or a list such as ``0.5,1,2``); otherwise it is a number of
+    the default's type. ``used_by`` names the loss and decoder variants that read it
+    (:mod:`fae_lab.variants`); empty: every run."""
 
     name: str
     label: str
     default: Any = None
     choices: Callable[[], Sequence[str]] | None = None
+    text: bool = False
+    used_by: tuple[str, ...] = ()
+
+
+def _parser_choices(name: str) -> Callable[[], Sequence[str]] | None:
+    """The ``choices`` of ``fae-lab train``'s flag for ``name`` (None if it has none)."""
+    from fae_lab.train.args import build_parser  # JAX-free; built on demand
+
+    for action in build_parser()._actions:
+        if action.dest == name and action.choices:
+            choices = tuple(action.choices)
+            return lambda: choices
+    return None
+
+
+# Labels of the variant settings (fae_lab.variants lists the names; these say what they are).
+VARIANT_LABELS = {
+    "lambda_grad": "λ_grad (H¹ term)", "h1_form": "H¹ form", "h1_k0": "H¹ k₀ (spectral form)",
+    "freq_weight_power": "Frequency weight power p", "rff_location": "RFF location",
+    "rff_dim": "RFF dim", "rff_sigma": "RFF σ", "rff_multiscale_sigmas": "RFF σs (multi-band)",
+}
+
+
+def variant_fields() -> tuple[FormField, ...]:
+    """A field for every setting the variant tables name (a loss's sweepable and static
+    settings, a decoder's settings), in table order, each with the variants that read it."""
+    users: dict[str, list[str]] = {}
+    for loss in variants.LOSSES.values():
+        for name in (*loss.sweepable, *loss.static):
+            users.setdefault(name, []).append(loss.name)
+    for decoder in variants.DECODERS.values():
+        for name in decoder.settings:
+            users.setdefault(name, []).append(decoder.name)
+    fields = []
+    for name, used_by in users.items():
+        default = config_default(name)
+        fields.append(FormField(
+            name, VARIANT_LABELS.get(name, name.replace("_", " ")), choices=_parser_choices(name),
+            text=default is None or isinstance(default, tuple), used_by=tuple(used_by)))
+    return tuple(fields)
 
 
 # The form's fields, declared once; in the order they appear on the command line. The loss and
-# decoder choices are the variant tables' (fae_lab.variants).
+# decoder choices, and the settings of each variant, are the variant tables' (fae_lab.variants).
 CHOICE_FIELDS = (
     FormField("training_mode", "Training mode", choices=lambda: C.TRAINING_MODES),
     FormField("loss_type", "Loss type", choices=variants.loss_names),
@@ -59,22 +104,17 @@ CHOICE_FIELDS = (
 NUMBER_FIELDS = (
     FormField("latent_dim", "Latent dim"),
     FormField("beta", "β (latent penalty)"),
-    FormField("lambda_grad", "λ_grad (H¹ term)"),
-    FormField("freq_weight_power", "Frequency weight power"),
-    FormField("rff_dim", "RFF dim"),
-    FormField("max_steps", "Max steps", 2000),  # a short run: something that finishes on a laptop
+    FormField("max_steps", "Max steps"),
     FormField("learning_rate", "Learning rate"),
     FormField("batch_size", "Batch size"),
-    FormField("eval_every", "Evaluate every", 100),
+    FormField("eval_every", "Evaluate every"),
     FormField("seed", "Seed"),
 )
-GENERATE_FIELDS = (  # small generated data, used when no data file is given
-    FormField("generate_n_samples", "Samples", 64),
-    FormField("generate_resolution", "Resolution R", 32),
-    FormField("generate_n_scales", "Scales T", 4),
+GENERATE_FIELDS = (  # generated data, used when no data file is given
+    FormField("generate_n_samples", "Samples"),
+    FormField("generate_resolution", "Resolution R"),
+    FormField("generate_n_scales", "Scales T"),
 )
-FLAGS = tuple(f.name for f in (*CHOICE_FIELDS, *NUMBER_FIELDS))
-GENERATE_FLAGS = tuple(f.name for f in GENERATE_FIELDS)
 
 
 def config_default(name: str) -> Any:
@@ -86,11 +126,22 @@ def config_default(name: str) -> Any:
     raise KeyError(name)
 
 
+VARIANT_FIELDS = variant_fields()
+FLAGS = tuple(f.name for f in (*CHOICE_FIELDS, *NUMBER_FIELDS, *VARIANT_FIELDS))
+GENERATE_FLAGS = tuple(f.name for f in GENERATE_FIELDS)
+TEXT_FLAGS = tuple(f.name for f in VARIANT_FIELDS if f.text)
+
+
 def form_defaults() -> dict[str, Any]:
-    """The form's starting values: the defaults of :class:`fae_lab.config.RunConfig`, except
-    a short run on small generated data (something that finishes on a laptop)."""
-    values = {f.name: config_default(f.name) if f.default is None else f.default
-              for f in (*CHOICE_FIELDS, *NUMBER_FIELDS, *GENERATE_FIELDS)}
+    """The form's starting values: ``fae-lab train``'s defaults (:class:`RunConfig`'s), a
+    text field's as text ("" for None, ``0.5,1`` for a list)."""
+    values = {}
+    for f in (*CHOICE_FIELDS, *NUMBER_FIELDS, *VARIANT_FIELDS, *GENERATE_FIELDS):
+        value = config_default(f.name) if f.default is None else f.default
+        if f.text:
+            value = "" if value is None else ",".join(map(str, value)) if isinstance(
+                value, tuple) else str(value)
+        values[f.name] = value
     values["data_path"] = ""
     return values
 
@@ -137,13 +188,17 @@ def train_argv(values: Mapping[str, Any], output_dir: str | Path) -> list[str]:
     ``data_path`` and :data:`GENERATE_FLAGS`).
 
     A non-empty ``data_path`` (made absolute) trains on that file, else on generated data of
-    the given size. Every value is one list element; nothing is joined or quoted.
+    the given size. An empty text field (:data:`TEXT_FLAGS`) is left out, so the trainer's
+    default holds. Every value is one list element; nothing is joined or quoted.
     """
     from fae_lab.train.args import settings_argv
 
     data_path = str(values.get("data_path") or "").strip()
     names = FLAGS if data_path else (*FLAGS, *GENERATE_FLAGS)
     settings = {name: values.get(name) for name in names}
+    for name in TEXT_FLAGS:  # an empty text field: the trainer's default (left out)
+        if name in settings:
+            settings[name] = str(settings[name] or "").strip() or None
     if data_path:
         settings["data_path"] = str(Path(data_path).expanduser().absolute())
     return ["--output-dir", str(Path(output_dir).absolute()), *settings_argv(settings, "launch form")]
@@ -178,8 +233,14 @@ class Launch:
 
     @property
     def status(self) -> str:
-        code = self.process.poll()
-        return "running" if code is None else f"exited with status {code}"
+        """The process's state in words: running, finished (exit status 0), failed with its
+        exit status, or stopped by a signal (named)."""
+        return exit_words(self.process.poll())
+
+    @property
+    def command(self) -> str:
+        """What ran, as a shell would show it (display only: it was started from a list)."""
+        return shlex.join(["fae-lab", "train", *self.argv])
 
     def log_tail(self, lines: int = 5, max_bytes: int = 4096) -> str:
         """The log's last ``lines`` lines (from its last ``max_bytes``: polled every half second)."""
@@ -190,6 +251,22 @@ class Launch:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def exit_words(code: int | None) -> str:
+    """A process's return code in words (None: still running; negative: killed by that
+    signal, as :class:`subprocess.Popen` reports it)."""
+    if code is None:
+        return "running"
+    if code == 0:
+        return "finished (exit status 0)"
+    if code < 0:
+        try:
+            return f"stopped by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"stopped by signal {-code}"
+    meaning = {1: "an error", 2: "a usage error (bad setting)"}.get(code, "an error")
+    return f"failed: exit status {code}, {meaning}"
 
 
 def launch(runs_dir: str | Path, name: str, values: Mapping[str, Any],

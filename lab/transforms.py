@@ -204,19 +204,21 @@ def colour_keys(tags: Mapping[str, Mapping[str, str]], colour_by: str) -> dict[s
 
 
 def training_frame(training: xr.Dataset, terms: Iterable[str]) -> pd.DataFrame:
-    """Training-log rows as a frame: ``step``, ``train_loss`` and ``train_loss_<term>`` for each
-    of ``terms`` (NaN where a run lacks that term)."""
+    """Training-log rows as a frame: ``step``, ``wall_time`` (seconds since the run started;
+    NaN unless the rows hold it), ``train_loss`` and ``train_loss_<term>`` for each of
+    ``terms`` (NaN where a run lacks that term)."""
     n = training.sizes.get("step", 0)
     frame = {"step": training["step"].values.astype(np.int64) if n else np.zeros(0, np.int64)}
-    for name in ["train_loss", *(f"train_loss_{t}" for t in terms)]:
+    for name in ["wall_time", "train_loss", *(f"train_loss_{t}" for t in terms)]:
         frame[name] = training[name].values if name in training else np.full(n, np.nan)
     return pd.DataFrame(frame)
 
 
 def evaluation_frame(evaluations: xr.Dataset, k_upper: np.ndarray | None = None,
                      split: str = TEST_SPLIT) -> pd.DataFrame:
-    """The scalar evaluation curves as a frame: ``step`` (of each evaluation),
-    :data:`EVAL_CURVES` and two derived curves; the column is named like the training log's, so
+    """The scalar evaluation curves as a frame: ``step`` (of each evaluation), ``wall_time``
+    (``eval_wall_time``, NaN unless the rows hold it), :data:`EVAL_CURVES` and two derived
+    curves; the column is named like the training log's, so
     plots share the axis.
 
     ``split``: the curves (and the bandwidth) of the test split (``eval_<name>``) or of the
@@ -229,7 +231,9 @@ def evaluation_frame(evaluations: xr.Dataset, k_upper: np.ndarray | None = None,
     """
     n = evaluations.sizes.get("eval_step", 0)
     steps = evaluations["eval_step"].values if n else np.zeros(0, np.int64)
-    frame = {"step": steps.astype(np.int64)}
+    frame = {"step": steps.astype(np.int64),
+             "wall_time": (evaluations["eval_wall_time"].values if "eval_wall_time" in evaluations
+                           else np.full(n, np.nan))}
     for name in EVAL_CURVES:
         stored = split_variable(name, split)
         frame[name] = evaluations[stored].values if stored in evaluations else np.full(n, np.nan)
@@ -260,3 +264,99 @@ def step_bin_cells(steps: np.ndarray, start: int, stop: int, k: np.ndarray, k_lo
     return {"left": np.repeat(steps[index] - half, n_bins), "right": np.repeat(steps[index] + half, n_bins),
             "bottom": np.tile(k_lower, index.size), "top": np.tile(k_upper, index.size),
             "step": np.repeat(steps[index], n_bins), "k": np.tile(k, index.size)}
+
+
+def high_band_power(truth: np.ndarray, cutoff: float) -> np.ndarray:
+    """High-band power of each sample, ``(S,)`` from ``truth`` ``(S, T, R, R)`` (or ``(S, R, R)``).
+
+    P_s = Σ_t Σ_{|n| ≥ c} |û_{s,t,n}|², û = FFT(u) / R² (so Σ_n |û_n|² = mean u², Parseval),
+    n the integer wavenumbers of the R x R grid and c the run's spectral cutoff
+    (docs/metrics.md). A constant (or empty) field has P = 0.
+    """
+    fields = np.asarray(truth, dtype=np.float64)
+    if fields.ndim == 3:
+        fields = fields[:, None]
+    resolution = fields.shape[-1]
+    n = np.fft.fftfreq(resolution, d=1.0 / resolution)
+    modulus = np.hypot(n[:, None], n[None, :])
+    power = np.abs(np.fft.fft2(fields) / resolution**2) ** 2
+    return power[..., modulus >= cutoff].sum(axis=(1, 2))
+
+
+def usable_cutoff(cutoff: float, resolution: int) -> float:
+    """``cutoff``, or the default R/4 (docs/metrics.md) where a store lacks a usable one."""
+    return float(cutoff) if np.isfinite(cutoff) and cutoff > 0 else resolution / 4.0
+
+
+def informative_samples(truth: np.ndarray, cutoff: float) -> np.ndarray:
+    """Sample indices, most informative first: by :func:`high_band_power` descending, ties
+    (e.g. several fields without high-band power) by variance descending, then by index.
+    A constant field comes last, so it is never the first choice while another exists."""
+    fields = np.asarray(truth, dtype=np.float64)
+    power = high_band_power(fields, usable_cutoff(cutoff, fields.shape[-1]))
+    variance = fields.reshape(fields.shape[0], -1).var(axis=1)
+    return np.lexsort((np.arange(power.size), -variance, -power))
+
+
+def colour_limits(field: np.ndarray) -> tuple[float, float]:
+    """(low, high) of a colour map over ``field``: its min and max, widened to ±0.5 (or ±5%
+    of |value|) around a constant field so it paints mid-map, not as the map's top colour."""
+    values = np.asarray(field, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    if high > low:
+        return low, high
+    half = 0.05 * abs(low) or 0.5
+    return low - half, high + half
+
+
+# Settings that name where or as what a run was written, not how it was trained.
+NOT_HYPERPARAMETERS = frozenset({"output_dir", "wandb_name", "wandb_project", "resume",
+                                 "overwrite"})
+
+
+def flat_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's resolved configuration (``config.json``'s ``config``: top-level settings and
+    one dict per section) as one level, ``setting -> value``: each setting under its own name
+    (``latent_dim``), or ``section.name`` where two sections share a name; lists as text
+    (``64,64,64``), so every value compares and sorts as one cell."""
+    leaves: list[tuple[str, str, Any]] = []
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            leaves += [(key, name, inner) for name, inner in value.items()]
+        else:
+            leaves.append(("", key, value))
+    counts: dict[str, int] = {}
+    for _, name, _ in leaves:
+        counts[name] = counts.get(name, 0) + 1
+    out = {}
+    for section, name, value in leaves:
+        if isinstance(value, list | tuple):
+            value = ",".join(map(str, value))
+        out[name if counts[name] == 1 or not section else f"{section}.{name}"] = value
+    return out
+
+
+def differing_settings(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The hyperparameter table: one row per run (``run`` first), one column per setting whose
+    value is not the same in every run of ``configs`` (run -> :func:`flat_settings`), in the
+    order first met; a setting a run lacks is None. :data:`NOT_HYPERPARAMETERS` are left out."""
+    names: dict[str, None] = {}
+    for settings in configs.values():
+        names.update(dict.fromkeys(settings))
+    differing = [name for name in names if name not in NOT_HYPERPARAMETERS
+                 and len({repr(s.get(name)) for s in configs.values()}) > 1]
+    rows = [{"run": run, **{name: settings.get(name) for name in differing}}
+            for run, settings in configs.items()]
+    return pd.DataFrame(rows, columns=["run", *differing])
+
+
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> pd.DataFrame:
+    """The settings where two runs' :func:`flat_settings` differ: columns ``setting``, ``a``,
+    ``b`` (None where a run lacks the setting), in the order first met."""
+    names = dict.fromkeys([*a, *b])
+    rows = [{"setting": name, "a": a.get(name), "b": b.get(name)} for name in names
+            if repr(a.get(name)) != repr(b.get(name))]
+    return pd.DataFrame(rows, columns=["setting", "a", "b"])

@@ -8,9 +8,11 @@ from lab.views.ladder import LadderView
 from lab.views.launch import LaunchForm
 from lab.views.learned import LearnedFractionView
 from lab.views.ntk import NTKView
+from lab.views.overlay import SpectraOverlayView
 from lab.views.reconstructions import ReconstructionsView
 from lab.views.runs import RunFilter, RunsTable
 from lab.views.scales import PerScaleView
+from lab.views.settings import SettingsView
 
 __all__ = [
     "CurvesView",
@@ -24,5 +26,7 @@ __all__ = [
     "ReportDownload",
     "RunFilter",
     "RunsTable",
+    "SettingsView",
+    "SpectraOverlayView",
     "TwoRunComparison",
 ]

@@ -37,6 +37,7 @@ from lab.transforms import (
     spectral_error,
     step_bin_cells,
 )
+from lab.views.axes import readable_log_axes
 from lab.views.base import LiveView
 from lab.views.choices import scale_options
 
@@ -128,6 +129,7 @@ class FrequencyBandsView(LiveView):
                      height=360, sizing_mode="stretch_width", x_range=DataRange1d(),
                      y_range=DataRange1d(), tools="pan,wheel_zoom,box_zoom,reset,save")
         fig.toolbar.logo = None
+        readable_log_axes(fig)
         lines = fig.multi_line("xs", "ys", source=self.spectra, line_width=2,
                                color={"field": "step", "transform": self._step_colours})
         fig.line("k", "power", source=self.target, color="black", line_dash="dashed",

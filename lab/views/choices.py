@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fae_lab.store import RunReader
-from lab.transforms import ALL_TRAINING_SCALES
+from lab.transforms import ALL_TRAINING_SCALES, high_band_power, informative_samples, usable_cutoff
 
 
 def scale_options(reader: RunReader | None, with_mean: bool = True) -> dict[str, int]:
@@ -18,10 +18,17 @@ def scale_options(reader: RunReader | None, with_mean: bool = True) -> dict[str,
 
 
 def sample_options(reader: RunReader | None) -> dict[str, int]:
-    """Labels of the stored test samples, by position."""
+    """Labels of the stored test samples -> their index, most informative first
+    (:func:`lab.transforms.informative_samples`: most high-band power |n| >= cutoff in the
+    truth over all scales), so the first, the default, is never a blank field while another
+    exists. Each label gives that power."""
     if reader is None or not reader.ready:
         return {"sample 0": 0}
-    return {f"test sample {i}": i for i in range(reader.truth().shape[0])}
+    truth = reader.truth()
+    cutoff = reader.spectral_cutoff
+    order = informative_samples(truth, cutoff)
+    power = high_band_power(truth, usable_cutoff(cutoff, truth.shape[-1]))
+    return {f"test sample {i} (high-band power {power[i]:.2e})": int(i) for i in order}
 
 
 def evaluation_index(n_eval: int, index: int, follow: bool) -> int:
@@ -30,3 +37,14 @@ def evaluation_index(n_eval: int, index: int, follow: bool) -> int:
     if n_eval <= 0:
         return 0
     return n_eval - 1 if follow else min(max(index, 0), n_eval - 1)
+
+
+def set_sample_choices(view, reader: RunReader | None) -> None:
+    """Give ``view.param.sample`` the choices of ``reader``'s samples; when they changed
+    (another run's samples), select the most informative one (the first), else keep the pick."""
+    options = sample_options(reader)
+    if options != view.param.sample.objects:
+        view.param.sample.objects = options
+        view.sample = next(iter(options.values()))
+    elif view.sample not in options.values():
+        view.sample = next(iter(options.values()))

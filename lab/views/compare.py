@@ -38,8 +38,9 @@ from lab.transforms import (
     spectral_error,
     step_bin_cells,
 )
+from lab.views.axes import readable_log_axes
 from lab.views.base import LiveView
-from lab.views.choices import evaluation_index, sample_options, scale_options
+from lab.views.choices import evaluation_index, scale_options, set_sample_choices
 from lab.views.images import ReconstructionRow
 
 RATIO_LIMIT = 1.0  # colour range of the ratio map: ±1 decade
@@ -141,6 +142,7 @@ class TwoRunComparison(LiveView):
             ("step", "@step"), ("|n|", "@k{0.00}"), ("log10 B/A", "@log10_ratio{0.00}")]))
         for fig in (spectra, ratio, ratio_map):
             fig.toolbar.logo = None
+            readable_log_axes(fig)
         return spectra, ratio, ratio_map
 
     # -- choices ---------------------------------------------------------------------------
@@ -168,9 +170,7 @@ class TwoRunComparison(LiveView):
             self.param.scale.objects = scale_options(a)
             if self.scale not in self.param.scale.objects.values():
                 self.scale = ALL_TRAINING_SCALES
-            self.param.sample.objects = sample_options(a)
-            if self.sample not in self.param.sample.objects.values():
-                self.sample = 0
+            set_sample_choices(self, a)
             self._update_steps()
         self.redraw()
 

@@ -22,6 +22,7 @@ than streaming into sources does (figures in benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
+import io
 from typing import NamedTuple
 
 import numpy as np
@@ -30,6 +31,7 @@ import panel as pn
 import param
 from bokeh.models import (
     ColumnDataSource,
+    CustomJSTransform,
     DataRange1d,
     GlyphRenderer,
     HoverTool,
@@ -50,6 +52,7 @@ from lab.transforms import (
     split_variable,
     training_frame,
 )
+from lab.views.axes import readable_log_axes
 from lab.views.base import LiveView
 
 # One dash pattern per loss term, the same in every run (docs/run-store.md names the terms).
@@ -62,26 +65,30 @@ def term_dash(term: str) -> str:
 
 class CurvePanel(NamedTuple):
     """One plot of the grid: ``variable`` of the training log (``source="train"``) or of the
-    evaluations (``"eval"``); ``variable="terms"`` draws every loss term of each run."""
+    evaluations (``"eval"``); ``variable="terms"`` draws every loss term of each run.
+    ``y_label`` titles its y axis."""
 
     variable: str
     source: str
     title: str
     log: bool
+    y_label: str
 
 
 PANELS = (
-    CurvePanel("train_loss", "train", "Training loss", True),
-    CurvePanel("terms", "train", "Loss terms (dash pattern: term)", True),
-    CurvePanel("eval_rel_mse", "eval", "Test relative MSE  Σe²/Σu²", True),
+    CurvePanel("train_loss", "train", "Training loss", True, "loss"),
+    CurvePanel("terms", "train", "Loss terms (dash pattern: term)", True, "loss term"),
+    CurvePanel("eval_rel_mse", "eval", "Test relative MSE  Σe²/Σu²", True, "relative MSE"),
     CurvePanel("eval_high_freq_error_ratio", "eval",
-               "High-frequency error ratio  high/(low+high)", False),
-    CurvePanel("eval_low_freq_mse", "eval", "Low-frequency MSE  (|n| < cutoff)", True),
-    CurvePanel("eval_high_freq_mse", "eval", "High-frequency MSE  (|n| ≥ cutoff)", True),
+               "High-frequency error ratio  high/(low+high)", False, "high / (low + high)"),
+    CurvePanel("eval_low_freq_mse", "eval", "Low-frequency MSE  (|n| < cutoff)", True,
+               "error power, |n| < c"),
+    CurvePanel("eval_high_freq_mse", "eval", "High-frequency MSE  (|n| ≥ cutoff)", True,
+               "error power, |n| ≥ c"),
     CurvePanel("resolved_bandwidth", "eval",
-               "Resolved bandwidth  largest |n| with 1 − E/T ≥ 0.5", False),
+               "Resolved bandwidth  largest |n| with 1 − E/T ≥ 0.5", False, "|n|"),
     CurvePanel("generalisation_gap", "eval",
-               "Generalisation gap  test − train relative MSE", False),
+               "Generalisation gap  test − train relative MSE", False, "Δ relative MSE"),
 )
 # What the derived curves need besides the curve variables (a run without the training split
 # has no gap curve).
@@ -92,15 +99,36 @@ def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return {name: frame[name].to_numpy() for name in frame.columns}
 
 
-def _line(fig: figure, source: ColumnDataSource, y: str, colour: str, name: str,
-          dash: str = "solid") -> GlyphRenderer:
-    """A line of ``y`` against ``step``: one glyph, no selection or mute variants (half the
-    models of ``figure.line``, which matters with a hundred lines to serialise)."""
+def _line(fig: figure, source: ColumnDataSource, y: str | dict, colour: str, name: str,
+          dash: str | tuple = "solid", x: str = "step") -> GlyphRenderer:
+    """A line of ``y`` (a column, or a field with a transform) against ``x``: one glyph, no
+    selection or mute variants (half the models of ``figure.line``, which matters with a
+    hundred lines to serialise)."""
     renderer = GlyphRenderer(
         data_source=source, name=name, nonselection_glyph=None, muted_glyph=None,
-        glyph=Line(x="step", y=y, line_color=colour, line_dash=dash, line_width=1.6))
+        glyph=Line(x=x, y=y, line_color=colour, line_dash=dash, line_width=1.6))
     fig.renderers.append(renderer)
     return renderer
+
+
+# Exponential moving average of a column, in the browser (new rows streamed into the source are
+# smoothed too): y_0 = x_0, y_i = a y_{i-1} + (1 - a) x_i, NaN rows skipped.
+EMA_JS = """
+const out = new Float64Array(xs.length);
+let last = NaN;
+for (let i = 0; i < xs.length; i++) {
+    const x = xs[i];
+    if (x === null || Number.isNaN(x)) {
+        out[i] = NaN;
+        continue;
+    }
+    last = Number.isNaN(last) ? x : weight * last + (1 - weight) * x;
+    out[i] = last;
+}
+return out;
+"""
+LEGEND_RUNS = 12  # legends on every panel up to this many runs; beyond, on the first two only
+X_AXES = {"step": "step", "wall-clock time (s)": "wall_time"}
 
 
 class CurvesView(LiveView):
@@ -110,6 +138,15 @@ class CurvesView(LiveView):
     split = param.Selector(default=TEST_SPLIT, objects=SPLIT_OPTIONS, doc="""
         The evaluated split of the evaluation panels: test, or the training split (rungs
         without an encoder always).""")
+
+    y_scale = param.Selector(default="log", objects=["log", "linear"], doc="""
+        Scale of the y axes of the loss and error panels (the ratio, bandwidth and gap panels
+        stay linear).""")
+    smoothing = param.Number(default=0.0, bounds=(0.0, 0.99), step=0.01, doc="""
+        Weight a of the exponential moving average drawn for the training-log panels
+        (0: the raw rows).""")
+    x_axis = param.Selector(default="step", objects=X_AXES, doc="""
+        The shared x axis: training step, or wall-clock seconds since each run started.""")
 
     def __init__(self, state: LabState, **params):
         super().__init__(state, **params)
@@ -121,12 +158,27 @@ class CurvesView(LiveView):
                                     visible=False)
         self.split_choice = pn.widgets.Select.from_param(
             self.param.split, name="Evaluation panels: split", width=220)
-        self._layout = pn.Column(self.split_choice, self._empty, self._grid,
+        self.controls = pn.Row(
+            self.split_choice,
+            pn.widgets.RadioButtonGroup.from_param(self.param.y_scale, align="end"),
+            pn.widgets.Select.from_param(self.param.x_axis, name="x axis", width=180),
+            self._smoothing_slider(),
+            pn.widgets.FileDownload(callback=self.csv, filename="curves.csv",
+                                    label="Download shown curves (CSV)", align="end",
+                                    button_type="light", css_classes=["curves-csv"]))
+        self._layout = pn.Column(self.controls, self._empty, self._grid,
                                  sizing_mode="stretch_width")
         self.start()
 
     def __panel__(self):
         return self._layout
+
+    def _smoothing_slider(self) -> pn.widgets.FloatSlider:
+        """The smoothing weight, applied when the slider is let go (each change redraws)."""
+        slider = pn.widgets.FloatSlider(name="Smoothing (EMA) of training curves", start=0.0,
+                                        end=0.99, step=0.01, value=self.smoothing, width=220)
+        slider.param.watch(lambda event: setattr(self, "smoothing", event.new), "value_throttled")
+        return slider
 
     # -- data --------------------------------------------------------------------------------
 
@@ -165,6 +217,30 @@ class CurvesView(LiveView):
                 if count > have:
                     source.stream(rows(reader, slice(have, count)))
 
+    # -- download ----------------------------------------------------------------------------
+
+    def shown_table(self) -> pd.DataFrame:
+        """What the panels show, one row per (run, curve, row): columns ``run``, ``curve``
+        (the store variable, or ``train_loss_<term>``), ``split`` of the evaluation curves
+        (empty for the training log), ``step``, ``wall_time`` (NaN unless the wall-clock axis
+        was chosen) and ``value`` (unsmoothed)."""
+        parts = []
+        for run, train in self.train_sources.items():
+            curves = [(train, "", name) for name in train.data
+                      if name.startswith("train_loss")]
+            curves += [(self.eval_sources[run], self.run_split(run), spec.variable)
+                       for spec in PANELS if spec.source == "eval"]
+            for source, split, name in curves:
+                parts.append(pd.DataFrame({
+                    "run": run, "curve": name, "split": split, "step": source.data["step"],
+                    "wall_time": source.data["wall_time"], "value": source.data[name]}))
+        columns = ["run", "curve", "split", "step", "wall_time", "value"]
+        return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+    def csv(self) -> io.StringIO:
+        """:meth:`shown_table` as CSV (the download button's file)."""
+        return io.StringIO(self.shown_table().to_csv(index=False))
+
     # -- plots -------------------------------------------------------------------------------
 
     def refresh(self) -> None:
@@ -174,6 +250,8 @@ class CurvesView(LiveView):
             reader = self.state.source[run]
             if not reader.ready:
                 continue
+            if self.x_axis == "wall_time":  # read only once asked for (each read has a cost)
+                reader.require("wall_time", "eval_wall_time")
             self.train_sources[run] = ColumnDataSource(self._training(reader), name=f"train:{run}")
             self.eval_sources[run] = ColumnDataSource(self._evaluations(reader),
                                                       name=f"eval:{run}")
@@ -183,7 +261,7 @@ class CurvesView(LiveView):
         self._grid.objects = [pn.pane.Bokeh(fig, sizing_mode="stretch_width")
                               for fig in self.figures.values()] if self.train_sources else []
 
-    @param.depends("split", watch=True)
+    @param.depends("split", "y_scale", "x_axis", "smoothing", watch=True)
     def _resplit(self) -> None:
         if self.shown:
             self._refresh_now()
@@ -197,30 +275,42 @@ class CurvesView(LiveView):
             else f"{spec.title}  (training split)"
 
     def _figure(self, spec: CurvePanel, x_range: DataRange1d) -> figure:
+        x = self.x_axis
         fig = figure(title=self._title(spec), height=self.height, sizing_mode="stretch_width",
                      x_range=x_range, y_range=DataRange1d(only_visible=True),
-                     y_axis_type="log" if spec.log else "linear",
-                     tools="pan,wheel_zoom,box_zoom,reset,save", x_axis_label="step")
+                     y_axis_type="log" if spec.log and self.y_scale == "log" else "linear",
+                     tools="pan,wheel_zoom,box_zoom,reset,save",
+                     x_axis_label="step" if x == "step" else "wall-clock time since start (s)",
+                     y_axis_label=spec.y_label if not (self.smoothing and spec.source == "train")
+                     else f"{spec.y_label} (EMA {self.smoothing:g})")
         fig.toolbar.logo = None
-        fig.yaxis.ticker.desired_num_ticks = 4  # less than a decade of range crowds a log axis
+        readable_log_axes(fig)
+        smooth = CustomJSTransform(args={"weight": self.smoothing}, v_func=EMA_JS) \
+            if self.smoothing and spec.source == "train" else None
+
+        def y_of(column: str):
+            return {"field": column, "transform": smooth} if smooth is not None else column
+
         legend: dict[str, list] = {}
         for run, train in self.train_sources.items():
             reader = self.state.source[run]
-            key, colour = self.state.colour_key(run), self.state.colour(run)
+            style = self.state.style(run)
             if spec.variable == "terms":
                 for term in reader.loss_terms:
-                    line = _line(fig, train, f"train_loss_{term}", colour, f"{run}: {term}",
-                                 term_dash(term))
+                    line = _line(fig, train, y_of(f"train_loss_{term}"), style.colour,
+                                 f"{run}: {term}", term_dash(term), x)
                     legend.setdefault(f"term {term}", []).append(line)
                 continue
             source = train if spec.source == "train" else self.eval_sources[run]
+            label = style.label
             if self.run_split(run) != self.split:  # a rung without an encoder: say so
-                key = f"{key} (training split: no encoder)"
-            line = _line(fig, source, spec.variable, colour, run)
-            legend.setdefault(key, []).append(line)
-        fig.add_tools(HoverTool(tooltips=[("run", "$name"), ("step", "$snap_x{0}"),
+                label = f"{label} (training split: no encoder)"
+            line = _line(fig, source, y_of(spec.variable), style.colour, run, style.dash, x)
+            legend.setdefault(label, []).append(line)
+        fig.add_tools(HoverTool(tooltips=[("run", "$name"), (x, "$snap_x{0}"),
                                           ("value", "$snap_y{0.000e}")]))
-        if spec.variable in ("eval_rel_mse", "terms") and legend:
+        first_two = spec.variable in ("train_loss", "terms")
+        if legend and (first_two or len(self.train_sources) <= LEGEND_RUNS):
             fig.add_layout(Legend(items=[LegendItem(label=label, renderers=renderers)
                                          for label, renderers in legend.items()],
                                   click_policy="hide", label_text_font_size="8pt",

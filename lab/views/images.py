@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d
+from bokeh.models import BasicTicker, ColorBar, ColumnDataSource, LinearColorMapper, Range1d
 from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
 
-from lab.transforms import reconstruction_error
+from lab.transforms import colour_limits, reconstruction_error
 
 FIELD_PALETTE = Viridis256
 ERROR_PALETTE = RdBu11  # blue below zero, red above
@@ -39,7 +39,9 @@ class FieldImages:
                          tooltips=[("x", "$x{0.000}"), ("y", "$y{0.000}"),
                                    ("value", "@image{0.000e}")])
             fig.image(image="image", x=0, y=0, dw=1, dh=1, source=source, color_mapper=mapper)
-            fig.add_layout(ColorBar(color_mapper=mapper, width=8), "right")
+            # An explicit ticker: labels at any range (a degenerate range had none).
+            fig.add_layout(ColorBar(color_mapper=mapper, width=8, ticker=BasicTicker(
+                desired_num_ticks=5), major_label_text_font_size="8pt"), "right")
             fig.toolbar.logo = None
             self.sources.append(source)
             self.mappers.append(mapper)
@@ -62,7 +64,8 @@ class FieldImages:
 class ReconstructionRow(FieldImages):
     """Truth u, one reconstruction g(f(u)) per ``labels`` entry, then each error e = g(f(u)) − u.
 
-    Truth and reconstructions share the truth's colour range; the errors share one symmetric
+    Truth and reconstructions share the truth's colour range (:func:`lab.transforms.colour_limits`:
+    widened around a constant truth, which then paints mid-map); the errors share one symmetric
     diverging range, ±max|e| over all of them, so their sizes compare directly. With one label
     (the Reconstructions view) the row is truth, reconstruction, error; with two (Compare) it
     is truth, reconstruction A, B, error A, B.
@@ -82,7 +85,7 @@ class ReconstructionRow(FieldImages):
         ``truth``). Returns the errors, float64."""
         truths = [truth] * len(recons) if truths is None else truths
         errors = [reconstruction_error(t, r) for t, r in zip(truths, recons, strict=True)]
-        low, high = float(np.min(truth)), float(np.max(truth))
+        low, high = colour_limits(truth)  # a constant truth paints mid-map
         bound = float(max(np.abs(e).max() for e in errors)) or 1.0
         n = len(recons)
         self.update((truth, *recons, *errors), [(low, high)] * (n + 1) + [(-bound, bound)] * n,

@@ -1,4 +1,8 @@
-"""The launch form: loss, decoder and the main numeric settings of a new training run.
+"""The launch form: loss, decoder, their settings and the main numeric settings of a new run.
+
+The fields come from :mod:`lab.launcher` (the settings of each loss and decoder from the
+variant tables of :mod:`fae_lab.variants`; a variant's settings are shown while it is chosen),
+their starting values are ``fae-lab train``'s defaults.
 
 The values are checked by the trainer's own parser (:mod:`lab.launcher`) before anything
 starts; a bad value gets the parser's one-line message under the button. The run is started as
@@ -24,6 +28,7 @@ from lab.launcher import (
     GENERATE_FIELDS,
     GENERATE_FLAGS,
     NUMBER_FIELDS,
+    VARIANT_FIELDS,
     FormField,
     Launch,
     form_defaults,
@@ -39,6 +44,8 @@ def _parameter(field: FormField) -> param.Parameter:
     default = _DEFAULTS[field.name]
     if field.choices is not None:
         return param.Selector(default=default, objects=list(field.choices()), doc=field.label)
+    if field.text:
+        return param.String(default=default, doc=field.label)
     if isinstance(default, int):
         return param.Integer(default=default, doc=field.label)
     return param.Number(default=default, doc=field.label)
@@ -46,7 +53,8 @@ def _parameter(field: FormField) -> param.Parameter:
 
 # The settings' parameters, from lab.launcher's one declaration of the form's fields.
 _Settings = type("_Settings", (param.Parameterized,), {
-    field.name: _parameter(field) for field in (*CHOICE_FIELDS, *NUMBER_FIELDS, *GENERATE_FIELDS)})
+    field.name: _parameter(field)
+    for field in (*CHOICE_FIELDS, *NUMBER_FIELDS, *VARIANT_FIELDS, *GENERATE_FIELDS)})
 
 
 class LaunchForm(pn.viewable.Viewer, _Settings):
@@ -60,8 +68,9 @@ class LaunchForm(pn.viewable.Viewer, _Settings):
 
     def __init__(self, state: LabState, data_dir: str | os.PathLike | None = None, **params):
         super().__init__(**params)
-        for field in CHOICE_FIELDS:  # the tables as they are now (a variant may be added late)
-            self.param[field.name].objects = list(field.choices())
+        for field in (*CHOICE_FIELDS, *VARIANT_FIELDS):  # the tables as they are now (a
+            if field.choices is not None:                # variant may be added late)
+                self.param[field.name].objects = list(field.choices())
         self.state = state
         # Data files are taken from here only (lab.launcher.allowed_data_file).
         self.data_dir = Path(state.source.root if data_dir is None else data_dir)
@@ -72,9 +81,13 @@ class LaunchForm(pn.viewable.Viewer, _Settings):
         # Markdown, fed only through lab.text.markdown_text; no formulas from "$" in messages.
         self.feedback = pn.pane.Alert("", alert_type="light", visible=False, disable_math=True,
                                       css_classes=["launch-feedback"])
+        # Text cells wrap (the command and the log's last line are long).
         self.table = pn.widgets.Tabulator(self._launch_frame(), show_index=False,
                                           disabled=True, sizing_mode="stretch_width",
-                                          css_classes=["launch-table"])
+                                          layout="fit_columns", css_classes=["launch-table"],
+                                          formatters={"command": {"type": "textarea"},
+                                                      "output": {"type": "textarea"}},
+                                          widths={"run": 140, "process": 80, "status": 220})
         state.subscribe(self.ingest)
 
     def values(self) -> dict:
@@ -110,14 +123,33 @@ class LaunchForm(pn.viewable.Viewer, _Settings):
 
     def _launch_frame(self) -> pd.DataFrame:
         rows = [{"run": item.name, "process": item.process.pid, "status": item.status,
-                 "output": item.log_tail(1)} for item in self.launches]
-        return pd.DataFrame(rows, columns=["run", "process", "status", "output"])
+                 "command": item.command, "output": item.log_tail(1)} for item in self.launches]
+        return pd.DataFrame(rows, columns=["run", "process", "status", "command", "output"])
 
     def ingest(self, result: PollResult) -> None:
         if self.launches:
             frame = self._launch_frame()
             if not frame.equals(self.table.value):
                 self.table.value = frame
+
+    def _widget(self, field: FormField, width: int | None = None) -> pn.widgets.Widget:
+        """The input of ``field``; a variant's setting is shown only while its loss or decoder
+        is chosen (``field.used_by``)."""
+        p = self.param[field.name]
+        size = {"width": width} if width else {"sizing_mode": "stretch_width"}
+        if field.choices is not None:
+            widget = pn.widgets.Select.from_param(p, name=field.label, **size)
+        elif field.text:
+            widget = pn.widgets.TextInput.from_param(p, name=field.label, **size,
+                                                     placeholder="(default)")
+        else:
+            kind = pn.widgets.IntInput if isinstance(p, param.Integer) else pn.widgets.FloatInput
+            widget = kind.from_param(p, name=field.label, **size)
+        if field.used_by:
+            used = set(field.used_by)
+            widget.visible = pn.bind(lambda loss, decoder: loss in used or decoder in used,
+                                     self.param.loss_type, self.param.decoder_type)
+        return widget
 
     def __panel__(self):
         p = self.param
@@ -133,16 +165,17 @@ class LaunchForm(pn.viewable.Viewer, _Settings):
         )
         choices = pn.Row(*(pn.widgets.Select.from_param(p[f.name], name=f.label, **number)
                            for f in CHOICE_FIELDS))
-        numbers = pn.GridBox(
-            *((pn.widgets.IntInput if isinstance(p[f.name], param.Integer) else pn.widgets.FloatInput)
-              .from_param(p[f.name], name=f.label, **number) for f in NUMBER_FIELDS),
-            ncols=5, sizing_mode="stretch_width")
+        numbers = pn.GridBox(*(self._widget(f) for f in NUMBER_FIELDS), ncols=5,
+                             sizing_mode="stretch_width")
+        variant = pn.FlexBox(*(self._widget(f, width=230) for f in VARIANT_FIELDS),
+                             sizing_mode="stretch_width")
         return pn.Column(
             pn.widgets.TextInput.from_param(p.run_name, name="Run name",
                                             placeholder="(default: loss_decoder_time)",
                                             css_classes=["launch-run-name"]),
             pn.pane.Markdown("**Data**"), data,
             pn.pane.Markdown("**Model and loss**"), choices,
+            pn.pane.Markdown("**Settings of the chosen loss and decoder**"), variant,
             pn.pane.Markdown("**Settings**"), numbers,
             self.button, self.feedback,
             pn.pane.Markdown("**Launched from this page**"), self.table,

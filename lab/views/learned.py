@@ -64,10 +64,11 @@ def fraction_columns(fraction: xr.DataArray, index: int) -> dict[str, np.ndarray
 
 
 def _line(fig: figure, source: ColumnDataSource, x: str, y: str, colour: str,
-          name: str) -> GlyphRenderer:
+          name: str, dash: str | tuple = "solid") -> GlyphRenderer:
     renderer = GlyphRenderer(data_source=source, name=name, nonselection_glyph=None,
                              muted_glyph=None,
-                             glyph=Line(x=x, y=y, line_color=colour, line_width=1.8))
+                             glyph=Line(x=x, y=y, line_color=colour, line_dash=dash,
+                                        line_width=1.8))
     fig.renderers.append(renderer)
     return renderer
 
@@ -172,11 +173,13 @@ class LearnedFractionView(LiveView):
                              line_dash="dashed", line_color="grey"))
         legend: dict[str, list] = {}
         for run in self.fraction_sources:
-            key, colour = self.state.colour_key(run), self.state.colour(run)
+            colour, dash, key = self.state.style(run)
             if self.run_split(run) != self.split:  # a rung without an encoder: say so
                 key = f"{key} (training split: no encoder)"
-            line = _line(left, self.fraction_sources[run], "k", "learned_fraction", colour, run)
-            _line(right, self.bandwidth_sources[run], "step", "resolved_bandwidth", colour, run)
+            line = _line(left, self.fraction_sources[run], "k", "learned_fraction", colour, run,
+                         dash)
+            _line(right, self.bandwidth_sources[run], "step", "resolved_bandwidth", colour, run,
+                  dash)
             legend.setdefault(key, []).append(line)
         left.add_tools(HoverTool(tooltips=[("run", "$name"), ("|n|", "$snap_x{0.00}"),
                                            ("learned", "$snap_y{0.000}")]))

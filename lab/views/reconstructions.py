@@ -16,7 +16,7 @@ import param
 from fae_lab.store import PollResult, RunReader
 from lab.state import LabState
 from lab.views.base import LiveView
-from lab.views.choices import evaluation_index, sample_options, scale_options
+from lab.views.choices import evaluation_index, scale_options, set_sample_choices
 from lab.views.images import ReconstructionRow
 
 
@@ -104,10 +104,8 @@ class ReconstructionsView(LiveView):
             return
         reader = self.reader
         with self._hold():
-            self.param.sample.objects = sample_options(reader)
+            set_sample_choices(self, reader)
             self.param.scale.objects = scale_options(reader, with_mean=False)
-            if self.sample not in self.param.sample.objects.values():
-                self.sample = 0
             if self.scale not in self.param.scale.objects.values():
                 self.scale = 0
             self._update_evaluations(newest=True)

@@ -4,7 +4,7 @@ One group of bars per scale (labelled with its t and whether it is held out), on
 in the run's colour, at each run's newest evaluation: ``eval_scale_mse`` or
 ``eval_scale_rel_mse``. This is the seed's ``final/train_time_mse_t{i}`` /
 ``final/held_out_mse_t{i}`` comparison, live. Bokeh: the bars' heights are replaced when a drawn
-run writes an evaluation; the log axis follows the data until the user zooms.
+run writes an evaluation; the linear axis (bars from zero) follows the data until the user zooms.
 """
 
 from __future__ import annotations
@@ -30,21 +30,18 @@ def scale_label(row: pd.Series) -> str:
 
 def bar_columns(table: pd.DataFrame, metric: str, colours: dict[str, str],
                 keys: dict[str, str]) -> dict[str, list]:
-    """One bar per (scale, run): nested factor ``x``, height ``value`` from ``base`` (a decade
-    under the smallest), held-out scales hatched, the run's colour and legend entry ``key``
-    (``colours`` and ``keys`` map run -> value), and the hover fields."""
+    """One bar per (scale, run): nested factor ``x``, height ``value`` from zero on a linear
+    axis (a log axis would need an arbitrary floor), held-out scales hatched, the run's colour
+    and legend entry ``key`` (``colours`` and ``keys`` map run -> value), and the hover
+    fields."""
     if table.empty:
-        return {key: [] for key in ("x", "value", "base", "run", "split", "hatch", "step",
+        return {key: [] for key in ("x", "value", "run", "split", "hatch", "step",
                                     "colour", "key")}
     labels = table.apply(scale_label, axis=1)
     values = table[metric].to_numpy(dtype=float)
-    positive = values[np.isfinite(values) & (values > 0)]
-    # Bars on a log axis need a finite base: a decade under the smallest bar.
-    base = positive.min() / 10 if positive.size else 1e-12
     return {
         "x": list(zip(labels, table["run"], strict=True)),
         "value": values,
-        "base": np.full(values.size, base),
         "hatch": np.where(table["held_out"].to_numpy(), "/", " ").tolist(),
         "run": list(table["run"]),
         "split": list(table["split"]),
@@ -64,13 +61,13 @@ class PerScaleView(LiveView):
         self.source = ColumnDataSource(bar_columns(pd.DataFrame(), "mse", {}, {}),
                                        name="scale-bars")
         self.x_range = FactorRange(factors=[], group_padding=1.2)
-        self.figure = figure(x_range=self.x_range, y_axis_type="log", height=420,
-                             y_range=DataRange1d(only_visible=True),
+        self.figure = figure(x_range=self.x_range, height=420,
+                             y_range=DataRange1d(only_visible=True, start=0),
                              sizing_mode="stretch_width", y_axis_label="error",
                              title="Error per scale at each run's newest evaluation",
                              tools="pan,wheel_zoom,box_zoom,reset,save")
         self.figure.toolbar.logo = None
-        bars = self.figure.vbar(x="x", top="value", bottom="base", width=0.9,
+        bars = self.figure.vbar(x="x", top="value", bottom=0, width=0.9,
                                 source=self.source, fill_color="colour", line_color=None,
                                 hatch_pattern="hatch", hatch_color="white", hatch_alpha=0.6,
                                 legend_field="key")
@@ -104,7 +101,7 @@ class PerScaleView(LiveView):
         """The bars of ``self.table`` for the chosen metric (a metric switch reads nothing)."""
         runs = [r for r in self.state.visible if self.state.source[r].ready]
         colours = {run: self.state.colour(run) for run in runs}
-        keys = {run: self.state.colour_key(run) for run in runs}
+        keys = {run: self.state.style(run).label for run in runs}
         data = bar_columns(self.table, self.metric, colours, keys)
         # Run names under the bars while they fit; beyond that the hover tool names them.
         self.figure.xaxis.major_label_text_font_size = "8pt" if len(runs) <= 8 else "0pt"

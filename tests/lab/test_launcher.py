@@ -49,7 +49,8 @@ def test_argv_is_flag_value_pairs_one_element_each(tmp_path):
         "--output-dir", "--training-mode", "--loss-type", "--decoder-type", "--pooling-type",
         "--latent-dim", "--beta", "--lambda-grad", "--freq-weight-power", "--rff-dim", "--max-steps",
         "--learning-rate", "--batch-size", "--eval-every", "--seed", "--generate-n-samples",
-        "--generate-resolution", "--generate-n-scales"}
+        "--generate-resolution", "--generate-n-scales",
+        "--h1-form", "--rff-location", "--rff-sigma"}  # (h1_k0, rff_multiscale_sigmas: empty)
     assert pairs["--learning-rate"] == "0.003" and pairs["--batch-size"] == "4"
 
 
@@ -199,3 +200,47 @@ def test_launch_passes_the_resolved_data_file_to_the_trainer(tmp_path, data_dir,
     pairs = dict(zip(started.argv[::2], started.argv[1::2], strict=True))
     assert pairs["--data-path"] == str((data_dir / "sub" / "fields.npz").resolve())
     assert calls == [[sys.executable, "-m", "fae_lab.train", *started.argv]]
+
+
+def test_the_form_starts_from_the_trainers_defaults(tmp_path):
+    """Launching the untouched form configures the run exactly as ``fae-lab train`` with no
+    setting does."""
+    from fae_lab.train.args import parse_run_config
+
+    plain = parse_run_config(["--output-dir", str(tmp_path / "r")], raise_usage_errors=True)
+    from_form = validate_train_argv(train_argv(form_defaults(), tmp_path / "r"))
+    assert from_form == plain
+
+
+def test_phase_c_variants_can_be_launched(tmp_path):
+    """Every setting of the variant tables has a field, and its value reaches the run."""
+    import dataclasses
+
+    from fae_lab import variants
+    from lab.launcher import VARIANT_FIELDS
+
+    named = {n for v in variants.LOSSES.values() for n in (*v.sweepable, *v.static)}
+    named |= {n for v in variants.DECODERS.values() for n in v.settings}
+    assert {f.name for f in VARIANT_FIELDS} == named
+    values = dict(TINY, loss_type="combined", decoder_type="rff_output", rff_location="both",
+                  rff_sigma=2.5, rff_multiscale_sigmas="0.5, 1,4", h1_form="spectral",
+                  h1_k0="3.5", freq_weight_power=1.5)
+    config = validate_train_argv(train_argv(values, tmp_path / "c"))
+    assert (config.model.rff_location, config.model.rff_sigma) == ("both", 2.5)
+    assert config.model.rff_multiscale_sigmas == (0.5, 1.0, 4.0)
+    assert (config.loss.h1_form, config.loss.h1_k0, config.loss.freq_weight_power) == (
+        "spectral", 3.5, 1.5)
+    bad = validate_train_argv  # a bad text value gets the parser's one line
+    with pytest.raises(UsageError, match="--rff-multiscale-sigmas"):
+        bad(train_argv(dict(values, rff_multiscale_sigmas="0.5,x"), tmp_path / "d"))
+    assert dataclasses.is_dataclass(config)
+
+
+def test_the_status_says_what_ended_the_process_in_words():
+    from lab.launcher import exit_words
+
+    assert exit_words(None) == "running"
+    assert exit_words(0) == "finished (exit status 0)"
+    assert exit_words(2) == "failed: exit status 2, a usage error (bad setting)"
+    assert exit_words(-15) == "stopped by signal SIGTERM"
+    assert exit_words(-9) == "stopped by signal SIGKILL"
