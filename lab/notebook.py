@@ -44,13 +44,15 @@ from lab.views import (
     FrequencyBandsView,
     LadderView,
     LearnedFractionView,
+    NTKView,
     PerScaleView,
     RunsTable,
 )
 
 # Page name (as in the served app) -> view class.
 VIEWS = {"Curves": CurvesView, "Runs": RunsTable, "Frequency bands": FrequencyBandsView,
-         "Learned fraction": LearnedFractionView, "Ladder": LadderView, "Per scale": PerScaleView}
+         "Learned fraction": LearnedFractionView, "Ladder": LadderView, "Per scale": PerScaleView,
+         "NTK": NTKView}
 POLL_SECONDS = 2.0
 
 

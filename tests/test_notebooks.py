@@ -122,6 +122,9 @@ def test_notebook_executes_with_its_defaults(name, tmp_path, compilation_cache, 
     # At least one computed comparison sentence: " - A vs B, statistic: ... [sig|n.s.|-]".
     assert re.search(r"^ - \S+ vs \S+, .+ \[(sig|n\.s\.|-)\]$", text, re.MULTILINE), text[-2000:]
     assert "trained in" in text
+    if name.startswith("phase_c"):  # the kernel section: every experiment's NTK, its share printed
+        assert (runs / "baseline_multi_scale_s0" / "ntk.zarr" / "zarr.json").is_file()
+        assert re.search(r"^\S+ has [0-9.]+x the baseline's high-\|n\| share", text, re.MULTILINE), text[-2000:]
     # The dashboard's views were displayed (Panel's notebook output).
     assert any("application/vnd.holoviews_load.v0+json" in out.get("data", {}) or
                "application/vnd.holoviews_exec.v0+json" in out.get("data", {})
