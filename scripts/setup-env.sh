@@ -13,13 +13,17 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[lab,notebooks,test]"
   touch "$stamp"
 fi
-# The browser tests drive Debian's chromium (Playwright's own browser download is not used).
-if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
+# The browser tests drive Debian's chromium (Playwright's own browser download is not used);
+# a few dashboard tests run the page's JavaScript tickers in node.
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="chromium"
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+if [ "${1:-}" = "--browser" ] && [ -n "$missing" ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
   else
-    echo "setup-env: chromium not found and apt-get unavailable; browser tests will fail" >&2
+    echo "setup-env: $missing not found and apt-get unavailable; browser tests will fail" >&2
   fi
 fi

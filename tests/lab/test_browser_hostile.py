@@ -44,7 +44,7 @@ MESSAGE = '<img src=x onerror="window.__xss=3"> failed <b>bold</b>'  # the faile
 TAG = '<img src=x onerror="window.__xss=4">'  # a pooling tag value the CLI does not know
 TYPED = '<img src=x onerror="window.__xss=5">'  # typed into the launch form
 TAB_NAMES = ("Runs", "Frequency bands", "Reconstructions", "Per scale", "Compare two runs",
-             "Launch", "Curves", "Learned fraction", "Ladder", "NTK")
+             "Launch", "Curves", "Learned fraction", "Ladder", "NTK", "Settings", "Spectra of runs")
 
 INJECTED = """() => {
     // Elements the payloads would create, through every shadow root.
