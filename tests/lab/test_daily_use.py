@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pandas as pd
@@ -290,16 +291,26 @@ def test_a_write_to_a_closed_browser_logs_no_traceback(caplog):
         raise ZeroDivisionError("a real fault")
 
     def run(coroutine) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            task = loop.create_task(coroutine())
-            loop.run_until_complete(asyncio.sleep(0.01))
-            assert task.done()
-            del task  # never retrieved: asyncio reports it when the task is collected
-            import gc
-            gc.collect()
-        finally:
-            loop.close()
+        # In a thread of its own: a test process that ran the browser tests before this one may
+        # still have an event loop running in its main thread.
+        done = []
+
+        def body() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                task = loop.create_task(coroutine())
+                loop.run_until_complete(asyncio.sleep(0.01))
+                done.append(task.done())
+                del task  # never retrieved: asyncio reports it when the task is collected
+                import gc
+                gc.collect()
+            finally:
+                loop.close()
+
+        thread = threading.Thread(target=body)
+        thread.start()
+        thread.join()
+        assert done == [True]
 
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         run(write_to_closed)
