@@ -316,10 +316,10 @@ class RunReader:
 
     def _open(self) -> None:
         metrics = _open_store(self.path / METRICS_STORE)
-        recon_path = self.path / RECONSTRUCTIONS_STORE
-        recon = _open_store(recon_path) if recon_path.exists() else None
-        # Both opened before anything is replaced: a failed open leaves the last good state.
-        self._metrics, self._recon = metrics, recon
+        # Opened before anything is replaced: a failed open leaves the last good state. The
+        # reconstructions store is opened on first use (_reconstructions): most views, and the
+        # first page of a session over many runs, never read it.
+        self._metrics, self._recon = metrics, None
         self._coords_in_memory = set()
         tracked = [*self._train.values, *self._eval.values]
         self._train, self._eval = _Rows("step"), _Rows("eval_step")
@@ -468,12 +468,19 @@ class RunReader:
             "message": self.error or str(self.progress.get("message") or ""),
         }
 
+    def _reconstructions(self) -> xr.Dataset:
+        """``reconstructions.zarr``, opened once (again after a reset), or FileNotFoundError."""
+        if self._recon is None:
+            path = self.path / RECONSTRUCTIONS_STORE
+            if self._metrics is None or not path.exists():
+                raise FileNotFoundError(f"{path} is missing")
+            self._recon = _open_store(path)
+        return self._recon
+
     def truth(self) -> np.ndarray:
         """The fixed test fields, ``(S, T, R, R)`` float32 (written when the run was created)."""
         if self._truth is None:
-            if self._recon is None:
-                raise FileNotFoundError(f"{self.path / RECONSTRUCTIONS_STORE} is missing")
-            self._truth = self._recon["truth"].values
+            self._truth = self._reconstructions()["truth"].values
         return self._truth
 
     def reconstruction(self, eval_index: int) -> np.ndarray:
@@ -484,9 +491,7 @@ class RunReader:
         if eval_index in self._recon_cache:
             self._recon_cache.move_to_end(eval_index)
             return self._recon_cache[eval_index]
-        if self._recon is None:
-            raise FileNotFoundError(f"{self.path / RECONSTRUCTIONS_STORE} is missing")
-        image = self._recon["recon"].isel(eval_step=eval_index).values
+        image = self._reconstructions()["recon"].isel(eval_step=eval_index).values
         self._recon_cache[eval_index] = image
         if len(self._recon_cache) > _RECON_CACHE_SIZE:
             self._recon_cache.popitem(last=False)
