@@ -1,6 +1,7 @@
-"""The Curves tab over many runs: past ``MERGE_ABOVE`` drawn runs each panel is one MultiLine.
-The merge threshold and the legend's cap are lowered here so that the fixture's few runs take
-that path; what is drawn is checked against plain xarray reads of the stores."""
+"""Views over many runs. Curves: past ``MERGE_ABOVE`` drawn runs each panel is one MultiLine
+(the merge threshold and the legend's cap are lowered here so that the fixture's few runs take
+that path). Per scale: a poll re-reads only the runs with new evaluations. What is drawn is
+checked against plain xarray reads of the stores."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from bokeh.document import Document
@@ -15,7 +17,7 @@ from bokeh.models import MultiLine
 
 import lab.views.curves as curves
 from lab.state import LabState
-from lab.views import CurvesView
+from lab.views import CurvesView, PerScaleView
 from tests.lab.conftest import RUNS, live_run, on_disk
 
 
@@ -128,3 +130,29 @@ def test_ema_matches_the_browsers_loop_with_gaps():
     values = np.array([np.nan, 2.0, 4.0, np.nan, 1.0, 8.0])
     np.testing.assert_allclose(curves.ema(values, 0.3), ema_loop(values, 0.3), rtol=1e-12)
     assert np.isnan(curves.ema(np.array([np.nan, np.nan]), 0.5)).all()
+
+
+@pytest.mark.slow
+def test_per_scale_bars_re_read_only_the_runs_with_new_evaluations(fresh_runs):
+    writer = live_run(fresh_runs)
+    writer.advance(2)
+    state = LabState(fresh_runs)
+    view = PerScaleView(state)
+    others = view.table[view.table["run"] != "live"].reset_index(drop=True)
+    reads = []
+    original = view._newest
+    view._newest = lambda run: (reads.append(run), original(run))[1]
+    writer.advance(3)
+    state.poll()
+    assert reads == ["live"]  # the other runs' rows are kept, not re-read
+    ours = view.table[view.table["run"] == "live"]
+    np.testing.assert_array_equal(ours["mse"], on_disk(fresh_runs / "live", "eval_scale_mse")[-1])
+    with xr.open_zarr(fresh_runs / "live" / "metrics.zarr") as ds:
+        assert (ours["eval_step"] == int(ds["eval_step"].values[4])).all()
+    pd.testing.assert_frame_equal(
+        view.table[view.table["run"] != "live"].reset_index(drop=True), others)
+    assert list(dict.fromkeys(view.table["run"])) == [r for r in state.visible
+                                                      if r in set(view.table["run"])]
+    bars = [v for run, v in zip(view.source.data["run"], view.source.data["value"], strict=True)
+            if run == "live"]
+    np.testing.assert_array_equal(bars, on_disk(fresh_runs / "live", "eval_scale_mse")[-1])
