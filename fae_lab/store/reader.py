@@ -38,6 +38,7 @@ import xarray as xr
 
 from fae_lab.config import TAG_NAMES
 from fae_lab.errors import UsageError
+from fae_lab.store.arrays import MetricsArrays
 from fae_lab.store.jsonio import read_json
 from fae_lab.store.layout import (
     CONFIG_FILE,
@@ -192,8 +193,7 @@ class RunReader:
                                          "n_eval": 0, "message": ""}
         self.final: dict[str, Any] | None = None
         self.error: str | None = None
-        self._metrics: xr.Dataset | None = None
-        self._coords_in_memory: set[str] = set()  # of _metrics, see _coord
+        self._metrics: MetricsArrays | None = None
         self._recon: xr.Dataset | None = None
         self._train = _Rows("step")
         self._eval = _Rows("eval_step")
@@ -234,7 +234,7 @@ class RunReader:
     def max_steps(self) -> int:
         value = self.progress.get("max_steps")
         if value is None and self._metrics is not None:
-            value = int(max(self._metrics["step"].values[-1], self._metrics["eval_step"].values[-1]))
+            value = int(max(self._metrics.fixed("step")[-1], self._metrics.fixed("eval_step")[-1]))
         return int(value or 0)
 
     @property
@@ -251,16 +251,10 @@ class RunReader:
         return self._metrics is not None
 
     def _coord(self, name: str) -> np.ndarray:
-        """A coordinate's values. One that is not an index (held_out, time, k_lower, ...) would
-        be read from zarr at every access under cache=False; it is fixed when a run is
-        created, so the first access puts it in memory, where later row reads find it too."""
+        """A coordinate's values: fixed when a run is created, so read once."""
         if self._metrics is None:
             return np.zeros(0)
-        coord = self._metrics[name]
-        if name not in self._metrics.indexes and name not in self._coords_in_memory:
-            self._metrics = self._metrics.assign_coords({name: (coord.dims, coord.values, coord.attrs)})
-            self._coords_in_memory.add(name)
-        return self._metrics[name].values
+        return self._metrics.fixed(name)
 
     @property
     def train_steps(self) -> np.ndarray:
@@ -315,27 +309,27 @@ class RunReader:
     # -- reading -----------------------------------------------------------------------------
 
     def _open(self) -> None:
-        metrics = _open_store(self.path / METRICS_STORE)
-        recon_path = self.path / RECONSTRUCTIONS_STORE
-        recon = _open_store(recon_path) if recon_path.exists() else None
-        # Both opened before anything is replaced: a failed open leaves the last good state.
-        self._metrics, self._recon = metrics, recon
-        self._coords_in_memory = set()
+        # zarr directly, not xarray: over many runs opening Datasets dominated a page load
+        # (fae_lab.store.arrays).
+        metrics = MetricsArrays(self.path / METRICS_STORE)
+        # Opened before anything is replaced: a failed open leaves the last good state. The
+        # reconstructions store is opened on first use (_reconstructions): most views, and the
+        # first page of a session over many runs, never read it.
+        self._metrics, self._recon = metrics, None
         tracked = [*self._train.values, *self._eval.values]
         self._train, self._eval = _Rows("step"), _Rows("eval_step")
-        for name, variable in metrics.data_vars.items():
-            rows = self._train if variable.dims[0] == "step" else self._eval
+        for name in metrics.data_vars:
+            rows = self._train if metrics.dims[name][0] == "step" else self._eval
             rows.available.append(name)
             if name in CURVE_VARIABLES or name.startswith("train_loss_") or name in tracked:
-                rows.values[name] = np.full(variable.shape, np.nan)
+                rows.values[name] = np.full(metrics.shapes[name], np.nan)
         self._truth = None
         self._recon_cache.clear()
 
     def _read(self, rows: _Rows, names: list[str], start: int, stop: int) -> None:
         assert self._metrics is not None
-        new = self._metrics[names].isel({rows.dim: slice(start, stop)}).load()
-        for name in names:
-            rows.values[name][start:stop] = new[name].values
+        for name, values in self._metrics.read(names, start, stop).items():
+            rows.values[name][start:stop] = values
 
     def _read_rows(self, rows: _Rows, stop: int) -> slice:
         start = rows.count
@@ -351,7 +345,7 @@ class RunReader:
             new = [n for n in names if n in rows.available and n not in rows.values]
             for name in new:
                 assert self._metrics is not None
-                rows.values[name] = np.full(self._metrics[name].shape, np.nan)
+                rows.values[name] = np.full(self._metrics.shapes[name], np.nan)
             if new and rows.count:
                 self._read(rows, new, 0, rows.count)
 
@@ -433,7 +427,7 @@ class RunReader:
         stop = min(rows.stop, self._eval.count)
         if self._metrics is None:
             return xr.Dataset()
-        data = {name: (self._metrics[name].dims, values[rows.start:stop])
+        data = {name: (self._metrics.dims[name], values[rows.start:stop])
                 for name, values in self._eval.values.items()}
         coords = {"eval_step": self.eval_steps[rows.start:stop], "scale": self.scales,
                   "held_out": ("scale", self.held_out), "time": ("scale", self.times),
@@ -468,12 +462,19 @@ class RunReader:
             "message": self.error or str(self.progress.get("message") or ""),
         }
 
+    def _reconstructions(self) -> xr.Dataset:
+        """``reconstructions.zarr``, opened once (again after a reset), or FileNotFoundError."""
+        if self._recon is None:
+            path = self.path / RECONSTRUCTIONS_STORE
+            if self._metrics is None or not path.exists():
+                raise FileNotFoundError(f"{path} is missing")
+            self._recon = _open_store(path)
+        return self._recon
+
     def truth(self) -> np.ndarray:
         """The fixed test fields, ``(S, T, R, R)`` float32 (written when the run was created)."""
         if self._truth is None:
-            if self._recon is None:
-                raise FileNotFoundError(f"{self.path / RECONSTRUCTIONS_STORE} is missing")
-            self._truth = self._recon["truth"].values
+            self._truth = self._reconstructions()["truth"].values
         return self._truth
 
     def reconstruction(self, eval_index: int) -> np.ndarray:
@@ -484,9 +485,7 @@ class RunReader:
         if eval_index in self._recon_cache:
             self._recon_cache.move_to_end(eval_index)
             return self._recon_cache[eval_index]
-        if self._recon is None:
-            raise FileNotFoundError(f"{self.path / RECONSTRUCTIONS_STORE} is missing")
-        image = self._recon["recon"].isel(eval_step=eval_index).values
+        image = self._reconstructions()["recon"].isel(eval_step=eval_index).values
         self._recon_cache[eval_index] = image
         if len(self._recon_cache) > _RECON_CACHE_SIZE:
             self._recon_cache.popitem(last=False)

@@ -15,6 +15,15 @@ rows, shared by the panels. A poll *streams* only the new rows into them, so not
 redrawn: axes are ``DataRange1d``, which follow the data until the user pans or zooms, keep
 that view while new rows keep arriving inside it, and follow again after the reset tool.
 
+With more than :data:`MERGE_ABOVE` drawn runs, a panel draws all of them with *one* Bokeh
+``MultiLine`` over one source (one row per run, or per run and loss term), each row in its
+run's own colour and dash: a Bokeh model per run and panel is what made a page of a few hundred
+runs slow to build and to send. Each run's rows are then kept in memory (:class:`RunColumns`),
+and a poll replaces only the rows of the runs that changed (``ColumnDataSource.patch``). The
+legend lists the first :data:`LEGEND_CAP` runs with "+N more" in its title; hovering a line
+names its run; a legend entry does not hide its line there (the lines share one renderer:
+the sidebar's filter picks runs).
+
 Bokeh models rather than HoloViews here: an overlay of one ``hv.DynamicMap`` per run
 re-evaluates every layer and its ranges on each ``Buffer`` event, which cost far more per update
 than streaming into sources does (figures in benchmarks/RESULTS.md).
@@ -38,8 +47,10 @@ from bokeh.models import (
     Legend,
     LegendItem,
     Line,
+    MultiLine,
 )
 from bokeh.plotting import figure
+from scipy.signal import lfilter
 
 from fae_lab.store import EVAL_CURVES, PollResult, RunReader
 from lab.state import LabState
@@ -128,6 +139,33 @@ for (let i = 0; i < xs.length; i++) {
 return out;
 """
 LEGEND_RUNS = 12  # legends on every panel up to this many runs; beyond, on the first two only
+MERGE_ABOVE = 20  # beyond this many drawn runs, one MultiLine per panel (module docstring)
+LEGEND_CAP = 20  # runs a merged panel's legend lists
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """:data:`EMA_JS` in NumPy, for the merged panels: y_0 = x_0,
+    y_i = a y_{i-1} + (1 - a) x_i over the non-NaN rows, NaN where x is NaN; ``(n,)``."""
+    out = np.full(len(values), np.nan)
+    valid = ~np.isnan(values)
+    x = np.asarray(values, dtype=float)[valid]
+    if len(x):
+        # lfilter's y_0 = (1 - a) x_0 + a * zi; zi = x_0 makes it x_0.
+        out[valid] = lfilter([1.0 - weight], [1.0, -weight], x, zi=[weight * x[0]])[0]
+    return out
+
+
+class RunColumns:
+    """One run's rows in memory, shaped as a ``ColumnDataSource``'s ``data`` (column ->
+    ``(rows,)`` array): what a merged panel draws from, with no Bokeh model per run."""
+
+    def __init__(self, data: dict[str, np.ndarray]):
+        self.data = data
+
+    def stream(self, new: dict[str, np.ndarray]) -> None:
+        """Append rows (the same columns)."""
+        self.data = {name: np.concatenate([values, new[name]])
+                     for name, values in self.data.items()}
 X_AXES = {"step": "step", "wall-clock time (s)": "wall_time"}
 
 
@@ -150,9 +188,14 @@ class CurvesView(LiveView):
 
     def __init__(self, state: LabState, **params):
         super().__init__(state, **params)
-        self.train_sources: dict[str, ColumnDataSource] = {}
-        self.eval_sources: dict[str, ColumnDataSource] = {}
+        self.train_sources: dict[str, ColumnDataSource | RunColumns] = {}
+        self.eval_sources: dict[str, ColumnDataSource | RunColumns] = {}
         self.figures: dict[str, figure] = {}
+        # Merged panels (more than MERGE_ABOVE runs): panel -> its one source, and the
+        # (run, column) each of its rows draws.
+        self.merged = False
+        self.panel_sources: dict[str, ColumnDataSource] = {}
+        self._panel_rows: dict[str, list[tuple[str, str]]] = {}
         self._grid = pn.GridBox(ncols=2, sizing_mode="stretch_width")
         self._empty = pn.pane.Alert("No run matches the filter.", alert_type="light",
                                     visible=False)
@@ -166,7 +209,8 @@ class CurvesView(LiveView):
             pn.widgets.FileDownload(callback=self.csv, filename="curves.csv",
                                     label="Download shown curves (CSV)", align="end",
                                     button_type="light", css_classes=["curves-csv"]))
-        self._layout = pn.Column(self.controls, self._empty, self._grid,
+        self._merged_note = pn.pane.Markdown("", visible=False, css_classes=["curves-merged"])
+        self._layout = pn.Column(self.controls, self._empty, self._merged_note, self._grid,
                                  sizing_mode="stretch_width")
         self.start()
 
@@ -209,6 +253,7 @@ class CurvesView(LiveView):
             reader = self.state.source[delta.name]
             # From what each source holds, not from the delta: a source built during this poll
             # (a filter change, a new run) already has the delta's rows.
+            streamed = False
             for source, count, rows in ((self.train_sources[delta.name], reader.n_train,
                                          self._training),
                                         (self.eval_sources[delta.name], reader.n_eval,
@@ -216,6 +261,21 @@ class CurvesView(LiveView):
                 have = len(source.data["step"])
                 if count > have:
                     source.stream(rows(reader, slice(have, count)))
+                    streamed = True
+            if streamed and self.merged:
+                self._patch_run(delta.name)
+
+    def _patch_run(self, run: str) -> None:
+        """Replace ``run``'s rows of every merged panel by its rows now in memory."""
+        for variable, rows in self._panel_rows.items():
+            patches: dict[str, list] = {"xs": [], "ys": []}
+            for index, (name, column) in enumerate(rows):
+                if name == run:
+                    xs, ys = self._merged_row(variable, name, column)
+                    patches["xs"].append((index, xs))
+                    patches["ys"].append((index, ys))
+            if patches["xs"]:
+                self.panel_sources[variable].patch(patches)
 
     # -- download ----------------------------------------------------------------------------
 
@@ -246,16 +306,27 @@ class CurvesView(LiveView):
     def refresh(self) -> None:
         """New sources and figures for the drawn runs (after a filter or colour change)."""
         self.train_sources, self.eval_sources = {}, {}
-        for run in self.state.visible:
+        self.panel_sources, self._panel_rows = {}, {}
+        drawn = [run for run in self.state.visible if self.state.source[run].ready]
+        self.merged = len(drawn) > MERGE_ABOVE
+        for run in drawn:
             reader = self.state.source[run]
-            if not reader.ready:
-                continue
             if self.x_axis == "wall_time":  # read only once asked for (each read has a cost)
                 reader.require("wall_time", "eval_wall_time")
-            self.train_sources[run] = ColumnDataSource(self._training(reader), name=f"train:{run}")
-            self.eval_sources[run] = ColumnDataSource(self._evaluations(reader),
-                                                      name=f"eval:{run}")
+            train, evals = self._training(reader), self._evaluations(reader)
+            if self.merged:
+                self.train_sources[run], self.eval_sources[run] = RunColumns(train), RunColumns(evals)
+            else:
+                self.train_sources[run] = ColumnDataSource(train, name=f"train:{run}")
+                self.eval_sources[run] = ColumnDataSource(evals, name=f"eval:{run}")
         self._empty.visible = not self.train_sources
+        self._merged_note.visible = self.merged
+        if self.merged:
+            listed = min(LEGEND_CAP, len(drawn))
+            self._merged_note.object = (
+                f"{len(drawn)} runs drawn, one line set per panel. The legends list the first "
+                f"{listed} (+{len(drawn) - listed} more); hover a line for its run. Pick runs "
+                "with the sidebar's filter (a legend entry does not hide lines here).")
         x_range = DataRange1d(only_visible=True)
         self.figures = {spec.variable: self._figure(spec, x_range) for spec in PANELS}
         self._grid.objects = [pn.pane.Bokeh(fig, sizing_mode="stretch_width")
@@ -288,6 +359,10 @@ class CurvesView(LiveView):
         smooth = CustomJSTransform(args={"weight": self.smoothing}, v_func=EMA_JS) \
             if self.smoothing and spec.source == "train" else None
 
+        if self.merged:
+            self._merged_lines(fig, spec)
+            return fig
+
         def y_of(column: str):
             return {"field": column, "transform": smooth} if smooth is not None else column
 
@@ -316,3 +391,64 @@ class CurvesView(LiveView):
                                   click_policy="hide", label_text_font_size="8pt",
                                   spacing=0, padding=4), "right")
         return fig
+
+    # -- merged panels (more than MERGE_ABOVE runs) -----------------------------------------
+
+    def _merged_row(self, variable: str, run: str, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)`` of one row of merged panel ``variable``: ``column`` of ``run`` against
+        the chosen x axis, smoothed like the browser's EMA for training-log panels."""
+        train = variable in ("train_loss", "terms")
+        data = (self.train_sources if train else self.eval_sources)[run].data
+        y = np.asarray(data[column], dtype=float)
+        if train and self.smoothing:
+            y = ema(y, self.smoothing)
+        return np.asarray(data[self.x_axis], dtype=float), y
+
+    def _merged_lines(self, fig: figure, spec: CurvePanel) -> None:
+        """Every drawn run of panel ``spec`` as one MultiLine (one row per run, or per run and
+        loss term), a capped legend, and a hover naming the run."""
+        rows, names, colours, dashes, labels = [], [], [], [], []
+        for run in self.train_sources:
+            reader, style = self.state.source[run], self.state.style(run)
+            if spec.variable == "terms":
+                for term in reader.loss_terms:
+                    rows.append((run, f"train_loss_{term}"))
+                    names.append(f"{run}: {term}")
+                    colours.append(style.colour)
+                    dashes.append(term_dash(term))
+                    labels.append(f"term {term}")
+                continue
+            label = style.label
+            if spec.source == "eval" and self.run_split(run) != self.split:
+                label = f"{label} (training split: no encoder)"
+            rows.append((run, spec.variable))
+            names.append(run)
+            colours.append(style.colour)
+            dashes.append(style.dash)
+            labels.append(label)
+        xs, ys = zip(*(self._merged_row(spec.variable, run, column) for run, column in rows),
+                     strict=True) if rows else ((), ())
+        source = ColumnDataSource({"xs": list(xs), "ys": list(ys), "run": names,
+                                   "colour": colours, "dash": dashes},
+                                  name=f"panel:{spec.variable}")
+        self.panel_sources[spec.variable], self._panel_rows[spec.variable] = source, rows
+        renderer = GlyphRenderer(
+            data_source=source, name=spec.variable, nonselection_glyph=None, muted_glyph=None,
+            glyph=MultiLine(xs="xs", ys="ys", line_color="colour", line_dash="dash",
+                            line_width=1.6))
+        fig.renderers.append(renderer)
+        fig.add_tools(HoverTool(renderers=[renderer],
+                                tooltips=[("run", "@run"), (self.x_axis, "$snap_x{0}"),
+                                          ("value", "$snap_y{0.000e}")]))
+        if spec.variable not in ("train_loss", "terms"):
+            return
+        first: dict[str, int] = {}  # legend label -> its first row
+        for index, label in enumerate(labels):
+            first.setdefault(label, index)
+        items = [LegendItem(label=label, renderers=[renderer], index=index)
+                 for label, index in list(first.items())[:LEGEND_CAP]]
+        more = len(first) - len(items)
+        fig.add_layout(Legend(items=items, click_policy="none", label_text_font_size="8pt",
+                              spacing=0, padding=4,
+                              title=f"first {len(items)} of {len(first)} (+{more} more)"
+                              if more else None), "right")

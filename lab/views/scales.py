@@ -78,6 +78,7 @@ class PerScaleView(LiveView):
         self.figure.add_tools(HoverTool(renderers=[bars], tooltips=[
             ("run", "@run"), ("scale", "@x"), ("value", "@value{0.000e}"), ("step", "@step")]))
         self.table = pd.DataFrame()
+        self._tables: dict[str, pd.DataFrame] = {}  # run -> its rows of self.table
         self.start()
 
     def __panel__(self):
@@ -85,15 +86,23 @@ class PerScaleView(LiveView):
                          pn.pane.Bokeh(self.figure, sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")
 
+    def _newest(self, run: str) -> pd.DataFrame:
+        """``run``'s rows of the table: its newest evaluation, one row per scale."""
+        reader = self.state.source[run]
+        reader.require(*SCALE_VARIABLES)
+        return per_scale_table(
+            {run: reader.evaluations(slice(max(reader.n_eval - 1, 0), reader.n_eval))})
+
+    def _combine(self) -> None:
+        tables = [self._tables[run] for run in self.state.visible
+                  if run in self._tables and len(self._tables[run])]
+        self.table = pd.concat(tables, ignore_index=True) if tables else per_scale_table({})
+
     def refresh(self) -> None:
         """Read each drawn run's newest evaluation into the table, then draw it."""
-        newest = {}
-        for run in self.state.visible:
-            reader = self.state.source[run]
-            if reader.ready:
-                reader.require(*SCALE_VARIABLES)
-                newest[run] = reader.evaluations(slice(max(reader.n_eval - 1, 0), reader.n_eval))
-        self.table = per_scale_table(newest)
+        self._tables = {run: self._newest(run) for run in self.state.visible
+                        if self.state.source[run].ready}
+        self._combine()
         self._draw()
 
     @param.depends("metric", watch=True)
@@ -112,5 +121,16 @@ class PerScaleView(LiveView):
         self.figure.yaxis.axis_label = next(k for k, v in METRICS.items() if v == self.metric)
 
     def ingest(self, result: PollResult) -> None:
-        if any(d.name in self.state.visible and d.new_evaluations for d in result.deltas):
+        """Re-read only the runs with new evaluations (a few hundred runs drawn: re-reading
+        every run's newest evaluation at each poll was most of an update)."""
+        changed = [d.name for d in result.deltas
+                   if d.name in self.state.visible and d.new_evaluations]
+        if not changed:
+            return
+        if any(run not in self._tables for run in changed):
             self.refresh()
+            return
+        for run in changed:
+            self._tables[run] = self._newest(run)
+        self._combine()
+        self._draw()
