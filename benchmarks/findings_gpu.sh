@@ -16,6 +16,9 @@
 # NTK benchmark and phase c's decoders with the NTK tracked, 5,000 steps), in three calls of
 # at most 10 minutes, each resuming what the one before left
 # (FAE_LAB_RUNS_FROM="long1_runs.tar.xz long1_checkpoints.tar.xz").
+# queue: the rest of phases b and c at 50,000 steps (see the part; 2026-11-30). FAE_LAB_RUNS_DIR
+# puts the runs elsewhere than OUT/runs; FAE_LAB_N_RECONSTRUCTIONS (default 4) sets the kept
+# reconstructions per evaluation (1 keeps a stopped group's resume tarball small).
 set -uo pipefail
 export XZ_OPT=${XZ_OPT:--T0 -1}  # the packing must fit in the call
 part=${1:?PART}; out=${2:?OUT}; steps=${3:-20000}; seconds=${4:-500}
@@ -110,9 +113,11 @@ case $part in
        >"$out/ntk_c.log" 2>&1
      echo "ntk_c: exit $? after $SECONDS s" | tee -a "$out/summary.txt") &
     ;;
-  queue)  # what long1-long3 left: each GPU works through its list in order, one phase group at
-           # a time, skipping groups whose three seeds finished; rerun (resuming) until all finish.
-           # FAE_LAB_RUNS_DIR=.gpu_runs (ignored, kept on a warm machine) saves the unpacking.
+  queue)  # what long1-long3 left, in order of importance: each GPU works through its list, one
+           # phase group at a time, skipping groups whose three seeds finished; rerun until all
+           # finish (FAE_LAB_RUNS_FROM: the previous call's tarballs). FAE_LAB_QUEUE="c:NAME b:NAME"
+           # replaces the two lists by one. On one GPU both lists share it, which gains nothing
+           # (two groups run at half speed each: 2026-11-30), so give one list there.
     share_baseline phase_b phase_c
     queue() {  # GPU PHASE:EXPERIMENT ...
       local gpu=$1; shift
@@ -124,19 +129,32 @@ case $part in
         phase "$gpu" "$name" "$ph" --runs "$runs/phase_$ph" --only "$name"
       done
     }
-    queue 0 c:phase_c_multiband_4scales c:phase_c_rff512_coordinates b:phase_b_fourier_p0.5 c:phase_c_rff256_penultimate &
-    queue 1 b:phase_b_fourier_p1.0 b:phase_b_combined c:phase_c_rff512_both b:phase_b_fourier_p2.0 c:phase_c_rff1024_penultimate &
+    if [ -n "${FAE_LAB_QUEUE:-}" ]; then
+      # shellcheck disable=SC2086
+      queue 0 $FAE_LAB_QUEUE &
+    else
+      second=1
+      if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -lt 2 ]; then
+        second=0; export XLA_PYTHON_CLIENT_MEM_FRACTION=0.45
+      fi
+      queue 0 c:phase_c_multiband_4scales c:phase_c_rff512_both c:phase_c_rff256_penultimate &
+      queue "$second" b:phase_b_fourier_p1.0 c:phase_c_rff512_coordinates b:phase_b_combined \
+        b:phase_b_fourier_p0.5 b:phase_b_fourier_p2.0 c:phase_c_rff1024_penultimate &
+    fi
     ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 wait
 # Small files of every run; the checkpoints and reconstructions.zarr too of runs not finished,
-# so that a later call resumes them (a resume needs the whole run store).
+# so that a later call resumes them (a resume needs the whole run store; FAE_LAB_RUNS_FROM takes
+# the runs tarball and the joined resume tarball).
 (cd "$runs" && find . \( -name checkpoints -o -name reconstructions.zarr \) -prune -o -type f -print \
   | tar -cJf "$out/${part}_runs.tar.xz" -T -)
+# A file back from the device may hold at most 16 MiB (8 files a call): the stopped runs' tarball
+# comes back in 15 MiB parts (cat "$out"/${part}_resume.tar.xz.part-* > resume.tar.xz).
 (cd "$runs" && for p in */*/progress.json; do
    [ -f "$p" ] && ! grep -q '"status": "finished"' "$p" && [ -d "${p%/progress.json}/checkpoints" ] \
      && echo "${p%/progress.json}/checkpoints" && echo "${p%/progress.json}/reconstructions.zarr"
- done | tar -cJf "$out/${part}_checkpoints.tar.xz" -T -)
+ done | tar -cJf - -T - | split -b 15M - "$out/${part}_resume.tar.xz.part-")
 for f in "$runs"/*/ranking.csv "$runs"/*/ladder.csv; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
 tail -n 30 "$out"/*.log

@@ -4,8 +4,9 @@
 
 Unpacks the tarballs that ``benchmarks/findings_gpu.sh`` wrote (each run's config, progress,
 final.json and metrics.zarr; no checkpoints or reconstructions) into temporary folders and
-prints, from the stores alone, first at the seed's 50,000 steps (parts long1-3; the last
-tarball holds every run of the three calls), then at 20,000 steps (the first three calls):
+prints, from the stores alone, first at the seed's 50,000 steps (parts long1-3, whose last
+tarball holds every run of those three calls, and the ``queue`` part's calls of 2026-11-30),
+then at 20,000 steps (the first three calls):
 
 1. the bottleneck ladder: per rung, the training-split learned fraction 1 - E/T per |n| bin
    at the last evaluation (mean over the runs of the rung), the training-split relative MSE
@@ -54,9 +55,35 @@ def last_row(run_dir: Path, split: str) -> dict:
     }
 
 
+def row_at(run_dir: Path, split: str, step: int) -> dict:
+    """:func:`last_row`'s figures at evaluation step ``step`` (the stopped runs' comparison)."""
+    metrics = open_run(run_dir).metrics()
+    at = metrics.sel(eval_step=step)
+    prefix = "eval_train_" if split == "train" else "eval_"
+    fraction = learned_fraction(at[f"{prefix}spectral_mse"].values, at[f"{prefix}spectral_target"].values)
+    return {"step": step, "fraction": fraction, "k_upper": metrics["k_upper"].values,
+            "rel_mse": float(at[f"{prefix}rel_mse"]), "high": float(at[f"{prefix}high_freq_mse"]),
+            "bandwidth": float(resolved_bandwidth(fraction, metrics["k_upper"].values))}
+
+
+def last_evaluated_step(run_dir: Path) -> int:
+    metrics = open_run(run_dir).metrics()
+    values = metrics["eval_rel_mse"].values
+    return int(metrics["eval_step"].values[np.flatnonzero(np.isfinite(values))[-1]])
+
+
 def experiment_of(run: Path) -> str:
     name = run.name
     return name.rsplit("_s", 1)[0] if name.rsplit("_s", 1)[-1].isdigit() else name
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean and sample spread of the test relative MSE and the high-band MSE over runs, keyed
+    as :func:`fae_lab.ranking.significance` reads them."""
+    summary = {}
+    for key in ("rel_mse", "high"):
+        summary[key], summary[f"{key}_spread"] = mean_and_spread([r[key] for r in rows])
+    return summary
 
 
 def stat(values) -> str:
@@ -72,6 +99,10 @@ def runs_under(root: Path) -> dict[str, list[Path]]:
 
 
 LONG = "findings_long3_runs.tar.xz"
+# The session of 2026-11-30 (`findings_gpu.sh queue`, one H200): phase c's coordinate RFF to
+# 50,000 steps; the Fourier-weighted loss (p = 1), the combined loss and the multi-band decoder
+# stopped at the call's limit (their checkpoints did not come back), compared at equal steps.
+QUEUE = ("findings_queue2_runs.tar.xz", "findings_queue3_runs.tar.xz")
 SHORT = ("findings_call1_ladder_b.tar.xz", "findings_call2_rest.tar.xz", "findings_call3_latent.tar.xz")
 
 
@@ -101,14 +132,7 @@ def compared(root: Path, folders: list[str], title: str, steps: str) -> None:
     print("| experiment | test rel MSE | vs baseline | high-band MSE | vs baseline | resolved |n| |")
     print("|---|---|---|---|---|---|")
 
-    def row(name, rows):
-        summary = {}
-        for key in ("rel_mse", "high"):
-            mean, spread = mean_and_spread([r[key] for r in rows])
-            summary[key], summary[f"{key}_spread"] = mean, spread
-        return summary
-
-    base = row("baseline", baseline)
+    base = summarise(baseline)
     print(f"| baseline_multi_scale | {stat([r['rel_mse'] for r in baseline])} | - | "
           f"{stat([r['high'] for r in baseline])} | - | {stat([r['bandwidth'] for r in baseline])} |")
     for folder in folders:
@@ -116,9 +140,32 @@ def compared(root: Path, folders: list[str], title: str, steps: str) -> None:
             if exp == "baseline_multi_scale":
                 continue
             rows = [last_row(r, "test") for r in runs]
-            this = row(exp, rows)
+            this = summarise(rows)
             print(f"| {exp} | {stat([r['rel_mse'] for r in rows])} | {significance(this, base, 'rel_mse')} | "
                   f"{stat([r['high'] for r in rows])} | {significance(this, base, 'high')} | "
+                  f"{stat([r['bandwidth'] for r in rows])} |")
+    print()
+
+
+def stopped(root: Path, folders: list[str], title: str) -> None:
+    """Experiments stopped before 50,000 steps, each against the baseline at the same step."""
+    print(f"## {title}: runs stopped before 50,000 steps (test split; the baseline at the same step)\n")
+    print("| experiment | stopped at step | test rel MSE | baseline at that step | vs baseline | "
+          "high-band MSE | baseline's | vs baseline | resolved |n| |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    baseline_runs = runs_under(root / "phase_a")["baseline_multi_scale"]
+    for folder in folders:
+        finished = runs_under(root / folder)
+        for exp, runs in sorted(runs_under_any(root / folder).items()):
+            if exp in finished:
+                continue
+            step = min(last_evaluated_step(r) for r in runs)
+            rows = [row_at(r, "test", step) for r in runs]
+            base = [row_at(r, "test", step) for r in baseline_runs]
+            this, ref = summarise(rows), summarise(base)
+            print(f"| {exp} | {step} | {stat([r['rel_mse'] for r in rows])} | {stat([r['rel_mse'] for r in base])} | "
+                  f"{significance(this, ref, 'rel_mse')} | {stat([r['high'] for r in rows])} | "
+                  f"{stat([r['high'] for r in base])} | {significance(this, ref, 'high')} | "
                   f"{stat([r['bandwidth'] for r in rows])} |")
     print()
 
@@ -230,10 +277,11 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=HERE / "results" / "findings")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        long = unpack(args.results, [LONG], Path(tmp) / "long")
+        long = unpack(args.results, [LONG, *QUEUE], Path(tmp) / "long")
         ladder(long, "50,000")
         compared(long, ["phase_b"], "Phase B: losses", "50,000")
         compared(long, ["phase_c"], "Phase C: decoders", "50,000")
+        stopped(long, ["phase_b", "phase_c"], "Phases B and C")
         wide(long, "50,000")
         ntk(long)
         short = unpack(args.results, SHORT, Path(tmp) / "short")
