@@ -83,6 +83,9 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--only", type=experiment_names,
                    help="train and rank only these experiments of the phase (comma-separated names, "
                    "as in ranking.csv), next to the baseline, which is always kept")
+    p.add_argument("--parallel-groups", type=positive(int), default=1, metavar="N",
+                   help="train up to N groups (vmapped programs) at once, each in its own process on "
+                   "its own GPU (CUDA_VISIBLE_DEVICES: the i-th of yours, or i); default 1: one after another")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already exist")
     p.add_argument("--quiet", action="store_true")
     p.epilog = "Further `fae-lab train` flags for every run go after --, e.g. -- --batch-size 16"
@@ -160,14 +163,16 @@ ProgressCallback = Callable[[PhaseProgress], None]
 
 def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None, max_steps=None,
                extra=(), overwrite=False, quiet=False, vmapped=True, seeds: int = 1,
-               progress: ProgressCallback | None = None) -> list[dict]:
+               progress: ProgressCallback | None = None, parallel_groups: int = 1) -> list[dict]:
     """Train each experiment's ``seeds`` runs under ``runs`` (reusing finished runs), rank the
     experiments (:mod:`fae_lab.ranking`, baseline = the first experiment), write ranking.csv.
 
     Runs that share a training program (same shapes and loss type, different values: a sweep
     over p, beta, seeds ...) train together as members of one vmapped program unless
     ``vmapped`` is False. ``progress`` is called with a :class:`PhaseProgress` as every group
-    advances (from the training thread).
+    advances (from the training thread). With ``parallel_groups`` = N > 1 the groups train in
+    child processes, up to N at once, one GPU each (:mod:`fae_lab.phase_parallel`; ``progress``
+    is then called only at the end).
     """
     planned = plan(experiments, runs, data_path, max_steps, extra, overwrite, seeds)
     from fae_lab.train.run import check_output_dir, program_key, train_group
@@ -187,6 +192,13 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
         key = (program_key(config), config.resume) if vmapped else (name,)
         groups.setdefault(key, []).append((name, config, argv))
     totals = [group[0][1].max_steps for group in groups.values()]
+    if parallel_groups > 1 and len(groups) > 1:
+        from fae_lab.phase_parallel import train_groups_in_parallel
+
+        for failure in train_groups_in_parallel([[(n, a) for n, _, a in g] for g in groups.values()],
+                                                parallel_groups, quiet=quiet):
+            print(f"fae-lab phase: {failure}", file=sys.stderr)
+        groups = {}  # trained
     for index, group in enumerate(groups.values()):
         on_step = None
         if progress is not None:
@@ -249,7 +261,7 @@ def print_ranking(rows: list[dict], runs: Path) -> None:
 def run_phase(phase: str, runs: str | Path, *, data_path: str | None = None, max_steps: int | None = None,
               seeds: int = 1, only: Sequence[str] | None = None, extra: Sequence[str] = (),
               overwrite: bool = False, quiet: bool = False,
-              progress: ProgressCallback | None = None) -> list[dict]:
+              progress: ProgressCallback | None = None, parallel_groups: int = 1) -> list[dict]:
     """Train the runs of one phase (``"a"``, ``"b"``, ``"c"`` or ``"combined"``) under ``runs``
     and return its ranked rows: ``fae-lab phase`` without the printing, for notebooks and scripts.
 
@@ -271,7 +283,8 @@ def run_phase(phase: str, runs: str | Path, *, data_path: str | None = None, max
     if not data_path:
         extra[:0] = ["--generate-n-samples", str(PHASE_GENERATED_SAMPLES)]
     return run_series(experiments, runs, data_path=data_path, max_steps=max_steps, extra=extra,
-                      overwrite=overwrite, quiet=quiet, seeds=seeds, progress=progress)
+                      overwrite=overwrite, quiet=quiet, seeds=seeds, progress=progress,
+                      parallel_groups=parallel_groups)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = Path(args.runs or f"runs/phase_{args.phase}")
         rows = run_phase(args.phase, runs, data_path=args.data_path, max_steps=args.max_steps,
                          seeds=args.seeds, only=args.only, extra=train_flags, overwrite=args.overwrite,
-                         quiet=args.quiet)
+                         quiet=args.quiet, parallel_groups=args.parallel_groups)
         print_ranking(rows, runs)
         return 0
 
