@@ -27,6 +27,11 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[SESSION_CACHE]
 os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "true"
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the tiny programs too
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"  # no size threshold
+# Entries are written without a lock: one read while another process writes it is a miss (JAX
+# warns and compiles). Quiet in the subprocesses too, whose stderr the tests read.
+_QUIET = "ignore:Error reading persistent compilation cache entry"
+if _QUIET not in os.environ.get("PYTHONWARNINGS", ""):
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), _QUIET]))
 
 import jax  # noqa: E402  (after the environment above: JAX reads it at import)
 import pytest  # noqa: E402
