@@ -1,12 +1,13 @@
 """The walkthrough notebooks (notebooks/*.py, jupytext pairs): in step with their .ipynb, and
-executed end to end with their default parameters in a real Jupyter kernel.
+executed end to end in a real Jupyter kernel, every cell, at a test budget.
 
 Each notebook runs with nbclient in a kernel of the venv's own Python: a kernelspec written
 for the test module that runs ``sys.executable``, found first through ``JUPYTER_PATH`` (a
-user's own ``python3`` kernelspec pointing elsewhere does not change what is tested). Its
-``RUNS_DIR`` is set to a fresh temporary directory by a cell inserted after the ``parameters``
-cell (papermill's convention). The JAX compilation cache is shared by the four notebooks
-(every phase trains the same baseline).
+user's own ``python3`` kernelspec pointing elsewhere does not change what is tested). A cell
+inserted after the ``parameters`` cell (papermill's convention) sets ``RUNS_DIR`` to a fresh
+temporary directory and, for the executions, :data:`TEST_BUDGET`: fewer steps than the
+notebooks' defaults, the same experiments, seeds, data and cells. The kernels share the
+session's JAX compilation cache (tests/conftest.py; every phase trains the same baseline).
 """
 
 from __future__ import annotations
@@ -36,11 +37,19 @@ def cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
     return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in notebook.cells]
 
 
-def with_runs_dir(notebook, runs_dir: Path):
-    """A copy of ``notebook`` with ``RUNS_DIR = runs_dir`` injected after its parameters cell."""
+# The executions' budget, injected after the parameters: the defaults' 200 steps with an
+# evaluation every 50 cost minutes of CPU per notebook, most of it training steps; 20 steps
+# evaluated at 0, 10 and 20 run every cell the same way (training, a curve of three
+# evaluations, the conclusions, the NTK, the dashboard, the report).
+TEST_BUDGET = 'MAX_STEPS = 20\nTRAIN_FLAGS = [*TRAIN_FLAGS, "--eval-every", "10"]'
+
+
+def with_runs_dir(notebook, runs_dir: Path, budget: str | None = None):
+    """A copy of ``notebook`` with ``RUNS_DIR = runs_dir`` (then ``budget``'s lines, if
+    given) injected after its parameters cell."""
     notebook = nbformat.from_dict(notebook)
     index = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", ()))
-    injected = nbformat.v4.new_code_cell(f"RUNS_DIR = {str(runs_dir)!r}")
+    injected = nbformat.v4.new_code_cell("\n".join(filter(None, [f"RUNS_DIR = {str(runs_dir)!r}", budget])))
     injected.metadata["tags"] = ["injected-parameters"]
     notebook.cells.insert(index + 1, injected)
     return notebook
@@ -67,6 +76,16 @@ def test_the_injected_runs_dir_follows_the_parameters(tmp_path):
     notebook = with_runs_dir(jupytext.read(ROOT / "notebooks" / "combined_config.py"), tmp_path)
     index = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", ()))
     assert notebook.cells[index + 1].source == f"RUNS_DIR = {str(tmp_path)!r}"
+    budgeted = with_runs_dir(jupytext.read(ROOT / "notebooks" / "combined_config.py"), tmp_path, TEST_BUDGET)
+    assert budgeted.cells[index + 1].source.splitlines() == [f"RUNS_DIR = {str(tmp_path)!r}",
+                                                             *TEST_BUDGET.splitlines()]
+    # The injected cell overrides what the parameters cell set (a later --eval-every wins).
+    defaults, values = {}, {}
+    exec(notebook.cells[index].source, defaults)
+    exec(notebook.cells[index].source + "\n" + budgeted.cells[index + 1].source, values)
+    assert defaults["MAX_STEPS"] > 20 and values["MAX_STEPS"] == 20
+    assert values["TRAIN_FLAGS"] == [*defaults["TRAIN_FLAGS"], "--eval-every", "10"]
+    assert values["SEEDS"] == defaults["SEEDS"] and values["ONLY"] == defaults["ONLY"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -89,18 +108,13 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-@pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("jax-cache")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_executes_with_its_defaults(name, tmp_path, compilation_cache, capsys):
+def test_notebook_executes_end_to_end(name, tmp_path, capsys):
     runs = tmp_path / "runs"
-    notebook = with_runs_dir(jupytext.read(ROOT / "notebooks" / f"{name}.py"), runs)
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(compilation_cache), "JAX_PLATFORMS": "cpu",
+    notebook = with_runs_dir(jupytext.read(ROOT / "notebooks" / f"{name}.py"), runs, TEST_BUDGET)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",  # the session's JAX compilation cache included
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     client = NotebookClient(notebook, kernel_name=KERNEL, timeout=1500,
                             resources={"metadata": {"path": str(tmp_path)}})

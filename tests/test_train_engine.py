@@ -49,10 +49,18 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(tiny_dat
     assert fb["final/test_rel_mse"] == pytest.approx(fa["final/test_rel_mse"], rel=1e-5)
 
 
-@pytest.mark.slow
-def test_resume_refuses_changed_settings_and_missing_runs(tiny_data, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory):
+    """One finished TINY run, trained once for the tests that only read it (both refuse to
+    write into it)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
     assert train_main([*_common(tiny_data, out), *TINY]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_resume_refuses_changed_settings_and_missing_runs(tiny_data, finished_run, tmp_path):
+    out = finished_run
     before = (out / "config.json").read_bytes()
     result = run_cli("train", *_common(tiny_data, out), *TINY, "--resume", "--beta", "0.5")
     assert_one_line_refusal(result, "--beta")
@@ -62,9 +70,8 @@ def test_resume_refuses_changed_settings_and_missing_runs(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_existing_run_is_refused_and_left_untouched(tiny_data, tmp_path):
-    out = tmp_path / "run"
-    assert train_main([*_common(tiny_data, out), *TINY]) == 0
+def test_existing_run_is_refused_and_left_untouched(tiny_data, finished_run):
+    out = finished_run
     digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
               for p in out.iterdir() if p.is_file()}
     result = run_cli("train", *_common(tiny_data, out), *TINY)

@@ -23,7 +23,7 @@ import xarray as xr
 
 from fae_lab.train.args import parse_run_config
 from fae_lab.train.cli import main as train_main
-from tests.train_helpers import read_json, write_tiny_data
+from tests.train_helpers import read_json, uncached_env, write_tiny_data
 
 
 @pytest.fixture(scope="module")
@@ -174,11 +174,11 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(tiny_data, tmp_pat
 # ----------------------------------------------------------------------------- signals and kills
 
 
-def _start(data, out, *extra) -> subprocess.Popen:
+def _start(data, out, *extra, env=None) -> subprocess.Popen:
     argv = _argv(data, out, "--max-steps", "400", "--eval-every", "20", "--log-every", "5",
                  "--steps-per-call", "5", "--checkpoint-every", "100000", *extra)
     return subprocess.Popen([sys.executable, "-m", "fae_lab", "train", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _wait_for(proc: subprocess.Popen, out: Path, min_eval: int, timeout: float = 240) -> dict:
@@ -209,7 +209,8 @@ def _check_store_agrees(out: Path) -> dict:
 @pytest.mark.slow
 def test_a_signal_ends_the_run_failed_at_a_checkpoint_of_its_last_step(tiny_data, tmp_path, sig, code, moment):
     out = tmp_path / "run"
-    proc = _start(tiny_data, out)
+    # During compilation: a real one, not a hit in the session's compilation cache.
+    proc = _start(tiny_data, out, env=uncached_env() if moment == "during compilation" else None)
     if moment == "during compilation":  # the store exists, the first evaluation compiles
         _wait_for(proc, out, 0)
     else:
@@ -256,8 +257,9 @@ def test_a_run_killed_after_its_first_evaluation_resumes_and_keeps_its_evaluatio
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     argv = _argv(tiny_data, out, "--max-steps", "10", "--eval-every", "5", "--steps-per-call", "5")
+    # The kill must come before the first checkpoint: the run compiles for real meanwhile.
     proc = subprocess.Popen([sys.executable, "-m", "fae_lab", "train", *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=uncached_env())
     _wait_for(proc, out, 0)  # the store exists; the first checkpoint (before the first evaluation) not yet
     # config.json is written last of the store (a run is found by it): a kill before it leaves
     # a half-made folder, which --resume refuses with its own message, not this test's case.

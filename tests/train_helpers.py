@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,13 @@ def write_tiny_data(path: Path, *, n_samples=10, resolution=16, n_scales=3, seed
     save_npz(path, generate_microstructures(n_samples=n_samples, resolution=resolution,
                                             n_scales=n_scales, seed=seed))
     return path
+
+
+def uncached_env() -> dict[str, str]:
+    """The environment of a subprocess that must compile for real, not from the session's
+    compilation cache (tests/conftest.py): a test that signals or kills a run while XLA
+    compiles needs the compilation to take its time."""
+    return {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false"}
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
