@@ -175,7 +175,7 @@ class RunConfig:
     output_dir: str = "runs/default"
     max_steps: int = 50_000
     seed: int = 0
-    steps_per_call: int = 50
+    steps_per_call: int | None = None  # None: sized from the step time (fae_lab.train.chunks)
     precision: Precision = "float32"
     kernels: Kernels = "auto"
     save_best_model: bool = False

@@ -39,8 +39,24 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
         if flag.replace("-", "_") not in SETTINGS or flag in ("output-dir", "resume", "overwrite"):
             raise UsageError(f"--grid: {flag!r} is not a `fae-lab train` setting that can be swept")
         separator = ";" if ";" in values else ","
-        axes.append((flag, [v.strip() for v in values.split(separator) if v.strip()]))
+        members = [v.strip() for v in values.split(separator) if v.strip()]
+        repeated = next((v for v in members if members.count(v) > 1), None)
+        if repeated is not None:
+            raise UsageError(_repeated_value(flag, values, separator, repeated, members.count(repeated)))
+        axes.append((flag, members))
     return axes
+
+
+def _repeated_value(flag: str, values: str, separator: str, value: str, times: int) -> str:
+    """The one-line refusal of a grid axis that names a value twice (two members would be the
+    same run, in the same folder). With ',' as the separator the likely cause is a list value
+    (``decoder-hidden=256,256,256``) split into its items: say so, with the ``;`` form."""
+    text = f"--grid {flag}={values}: the value {value!r} is given {times} times"
+    if separator == ";":
+        return text + "; give each value once"
+    return (text + f"; ',' separates the grid's values, so this is {times} runs of {flag} {value}: "
+            f"for one list value end it with ';' ({flag}={values};), and separate several list "
+            f"values with ';' ({flag}={values};128,128)")
 
 
 def grid_experiments(axes: list[tuple[str, list[str]]]) -> list[Experiment]:

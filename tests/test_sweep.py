@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from fae_lab.errors import UsageError
 from fae_lab.sweep import grid_experiments, parse_grid
 from fae_lab.sweep import main as sweep_main
 from tests.train_helpers import assert_one_line_refusal, read_json, run_cli, write_tiny_data
@@ -73,6 +74,21 @@ def test_grid_values_with_commas_use_semicolons():
     axes = parse_grid(["rff-multiscale-sigmas=1,2;2,4", "seed=0,1"])
     assert axes == [("rff-multiscale-sigmas", ["1,2", "2,4"]), ("seed", ["0", "1"])]
     assert len(grid_experiments(axes)) == 4
+
+
+def test_a_list_value_split_on_its_commas_is_refused_naming_the_semicolon_form(tmp_path):
+    """``decoder-hidden=256,256,256`` is three grid values of 256 (three members in one folder):
+    refused in one line that names the repeated value and the ``;`` spelling, which works."""
+    result = run_cli("sweep", "--runs", str(tmp_path / "r"), "--grid", "decoder-hidden=256,256,256",
+                     "--", "--max-steps", "2")
+    assert_one_line_refusal(result, "decoder-hidden=256,256,256;")
+    assert "'256' is given 3 times" in result.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+    assert parse_grid(["decoder-hidden=256,256,256;"]) == [("decoder-hidden", ["256,256,256"])]
+    assert parse_grid(["decoder-hidden=256,256,256;128,128"]) == [
+        ("decoder-hidden", ["256,256,256", "128,128"])]
+    with pytest.raises(UsageError, match="'1' is given 2 times"):
+        parse_grid(["seed=1;1"])
 
 
 def test_grid_names_may_be_spelled_with_underscores():

@@ -276,3 +276,39 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(tiny
     assert "has no checkpoint" in capsys.readouterr().err
     final = _check_store_agrees(out)
     assert final["status"] == "finished" and final["n_eval"] == 3
+
+
+@pytest.mark.slow
+def test_a_stop_takes_seconds_when_steps_are_slow(tiny_data, tmp_path):
+    """Steps of half a second on the device (tests/slow_steps.py: a sleep inside the compiled
+    step), no --steps-per-call: SIGTERM ends the run within a few seconds (at fifty steps a call
+    it took up to two calls, 50 s), failed at a checkpoint of its last completed step."""
+    out = tmp_path / "run"
+    argv = _argv(tiny_data, out, "--max-steps", "2000", "--eval-every", "1000", "--log-every", "1",
+                 "--checkpoint-every", "100000")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.slow_steps", "0.5", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # past the calls that measure the step time
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if read_json(out / "progress.json")["n_train"] >= 8:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        raise AssertionError("the run did not reach step 8 in time")
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    _, stderr = proc.communicate(timeout=120)
+    took = time.monotonic() - t0
+    assert proc.returncode == 143, stderr
+    assert took < 15, f"the run went on for {took:.1f} s after SIGTERM"
+    progress = _check_store_agrees(out)
+    assert progress["status"] == "failed" and progress["n_train"] == progress["step"]  # a row a step
+    saved = _latest_checkpoint(out)
+    assert saved == progress["step"]
+    assert f"interrupted by SIGTERM at step {saved}; checkpoint at step {saved}" in progress["message"]

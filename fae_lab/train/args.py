@@ -89,7 +89,7 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     g.add_argument("--save-best-model", action="store_true",
                    help="also keep the checkpoint with the lowest eval relative MSE")
     g.add_argument("--checkpoint-every", type=pos_int, help="checkpoint at evaluations that are multiples of N steps (default: at the first evaluation after a minute)")
-    g.add_argument("--steps-per-call", type=pos_int, help="training steps per compiled call (lax.scan length)")
+    g.add_argument("--steps-per-call", type=pos_int, help="training steps per compiled call (lax.scan length; default: as many as take about a second, at most 50)")
     g.add_argument("--precision", choices=C.PRECISIONS,
                    help="bf16: bfloat16 matrix products with float32 parameters and accumulation")
     g.add_argument("--kernels", choices=C.KERNELS,

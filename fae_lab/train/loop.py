@@ -1,8 +1,9 @@
 """The training loop of a group, between host calls, and what it keeps per member.
 
-Each host call runs ``steps_per_call`` steps of every member in one compiled call; the next
-call is dispatched before the previous call's metrics are read, so the device never waits on
-the host. At the steps of the evaluation schedule the loop evaluates on the device, hands the
+Each host call runs a chunk of steps of every member in one compiled call (``--steps-per-call``,
+or by default as many as last about a second at the measured step time, at most 50:
+:mod:`fae_lab.train.chunks`); the next call is dispatched before the previous call's metrics
+are read, so the device never waits on the host. At the steps of the evaluation schedule the loop evaluates on the device, hands the
 rows to each member's background store writer and, when due, checkpoints each member.
 
 What survives a failure:
@@ -15,8 +16,9 @@ What survives a failure:
   that is not finite is not written (it is not counted in ``n_eval``) and ends the member
   as ``diverged`` too. The other members go on.
 * A SIGINT / SIGTERM (:mod:`fae_lab.train.interrupt`) is read at the next chunk boundary:
-  the chunk in flight completes, the last completed step is checkpointed, and the run is
-  ``failed`` with a message naming that checkpoint.
+  the chunks in flight (at most two) complete, the last completed step is checkpointed, and
+  the run is ``failed`` with a message naming that checkpoint. Chunks sized from the step
+  time keep that wait to a few seconds on a slow CPU too.
 * ``finished`` (and any status that names a checkpoint) is written only after the
   checkpoint it relies on is committed (orbax writes a temporary directory and renames it).
 """
@@ -38,6 +40,7 @@ from fae_lab.config import RunConfig
 from fae_lab.store import AsyncStoreWriter, StoreLayout, final_metrics
 from fae_lab.train import interrupt
 from fae_lab.train.checkpoint import Checkpoints
+from fae_lab.train.chunks import ChunkSizer
 from fae_lab.train.evaluate import EvalData
 from fae_lab.train.progress import ProgressReporter
 from fae_lab.train.rows import TrainRowAggregator
@@ -91,16 +94,22 @@ class GroupLoop:
     def __init__(self, config: RunConfig, members: list[Member], progress: ProgressReporter,
                  evaluate, eval_data: EvalData, run_chunk, rest,
                  stop: Callable[[], int | None] = interrupt.requested,
-                 on_evaluation: Callable | None = None):
+                 on_evaluation: Callable | None = None,
+                 slow_note: Callable[[float, int], str | None] | None = None):
         self.config, self.members, self.progress = config, members, progress
         # Called after each evaluation as on_evaluation(running members, params_of, step)
         # (--track-ntk-every); None leaves the loop as it is.
         self.on_evaluation = on_evaluation
+        # Called once, when the step time is first measured, as slow_note(seconds a step,
+        # steps left); a line it returns is noted (a CPU run that will take long).
+        self.slow_note = slow_note
         self.evaluate, self.eval_data, self.run_chunk, self.rest = evaluate, eval_data, run_chunk, rest
         self.stop = stop
         self.step = 0
         self.n_eval = 0  # evaluation rows done (the row index of the next one)
         self.eval_steps = [int(s) for s in members[0].layout.eval_steps]
+        self.chunks = ChunkSizer(config.steps_per_call)
+        self.last_done: float | None = None  # when the device last finished a chunk
 
     def elapsed(self, member: Member) -> float:
         return member.record["elapsed"] + (time.perf_counter() - self.t0)
@@ -123,7 +132,7 @@ class GroupLoop:
             self._evaluate(state, 0)
             self.n_eval = 1
             self._after_evaluation(state)
-        pending = None  # (metrics of the chunk in flight, its first step)
+        pending = None  # (metrics of the chunk in flight, its first step, when it was called)
         while self.step < cfg.max_steps and self.running():
             if self.stop() is not None:
                 if pending is not None:
@@ -131,11 +140,12 @@ class GroupLoop:
                 self._interrupted(state)
                 return
             target = self.eval_steps[self.n_eval] if self.n_eval < len(self.eval_steps) else cfg.max_steps
-            n = min(cfg.steps_per_call, target - self.step)
+            n = self.chunks.length(target - self.step)
+            called = time.perf_counter()
             state, metrics = self.run_chunk(state, n)
             if pending is not None:
                 self._absorb(*pending, state)
-            pending = (metrics, self.step)
+            pending = (metrics, self.step, called)
             self.step += n
             if self.step == target:
                 self._absorb(*pending, state)
@@ -174,12 +184,13 @@ class GroupLoop:
             return step % every == 0
         return time.perf_counter() - self.last_checkpoint >= CHECKPOINT_SECONDS
 
-    def _absorb(self, metrics, first_step: int, state: TrainState) -> None:
+    def _absorb(self, metrics, first_step: int, called: float, state: TrainState) -> None:
         """Log a chunk's per-step metrics; end the members that diverged within it.
 
         ``state`` is the latest state (possibly of a later chunk): a diverged member's part
-        of it stays frozen at its last finite step."""
+        of it stays frozen at its last finite step. ``called``: when the chunk was called."""
         host_all = {k: np.asarray(v, np.float64) for k, v in jax.device_get(metrics).items()}  # (M, n) each
+        self._timed(len(host_all["train_loss"][0]), called)
         for i, member in self.running():
             host = {k: v[i] for k, v in host_all.items()}
             diverged = int(host.pop("diverged_step")[-1])
@@ -201,6 +212,19 @@ class GroupLoop:
         if len(self.members) == 1 and self.members[0].status == "running":
             self.progress.update(first_step + len(host_all["train_loss"][0]),
                                  float(host_all["train_loss"][0, -1]))
+
+    def _timed(self, n: int, called: float) -> None:
+        """Give the chunk sizer the device time of a chunk of ``n`` steps just read: from its
+        call, or from the end of the chunk before it when that ended later (two are in flight)."""
+        done = time.perf_counter()
+        start = called if self.last_done is None else max(called, self.last_done)
+        first = self.chunks.step_seconds is None
+        self.chunks.observe(n, done - start)
+        self.last_done = done
+        if first and self.chunks.step_seconds is not None and self.slow_note is not None:
+            line = self.slow_note(self.chunks.step_seconds, self.config.max_steps - self.step)
+            if line:
+                self.progress.note(line)
 
     def _log_rows(self, member: Member, steps: np.ndarray, host: dict[str, np.ndarray]) -> None:
         for start, block in member.rows.add(steps, host, self.elapsed(member)):

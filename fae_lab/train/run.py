@@ -55,6 +55,7 @@ from fae_lab.store.writer import package_versions
 from fae_lab.train import interrupt
 from fae_lab.train.budget import check_run_budget
 from fae_lab.train.checkpoint import Checkpoints
+from fae_lab.train.cpu_sizing import cpu_hint, slow_hint
 from fae_lab.train.devices import plan_placement
 from fae_lab.train.evaluate import (
     SplitEvalData,
@@ -393,8 +394,14 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
 
         tracker = NTKTracker(first.eval.track_ntk_every, configs, problem.data.fields, problem.test_idx,
                              problem.training_scales)
+    # A run sized for a GPU on a CPU gets one line (fae_lab.train.cpu_sizing); one whose
+    # measured step time makes it long gets one once the time is known.
+    on_cpu = jax.default_backend() == "cpu" and not quiet
+    hint = cpu_hint(first, R) if on_cpu else None
+    if hint:
+        progress.note(hint)
     loop = GroupLoop(first, members, progress, evaluate, problem.eval_data, run_chunk, rest,
-                     on_evaluation=tracker)
+                     on_evaluation=tracker, slow_note=slow_hint if on_cpu and not hint else None)
     try:
         loop.run(state)
     except BaseException as err:

@@ -4,6 +4,9 @@ The fields come from :mod:`lab.launcher` (the settings of each loss and decoder 
 variant tables of :mod:`fae_lab.variants`; a variant's settings are shown while it is chosen),
 their starting values are ``fae-lab train``'s defaults.
 
+A run sized for a GPU (``fae-lab train``'s defaults are) gets the trainer's own hint above the
+button while no GPU is visible on the server (:mod:`fae_lab.train.cpu_sizing`).
+
 The values are checked by the trainer's own parser (:mod:`lab.launcher`) before anything
 starts; a bad value gets the parser's one-line message under the button. The run is started as
 a background process writing into ``RUNS/NAME``, and appears in every view once its store is
@@ -22,6 +25,7 @@ import param
 
 from fae_lab.errors import UsageError
 from fae_lab.store import PollResult
+from fae_lab.train.cpu_sizing import cpu_hint, gpu_visible
 from lab.launcher import (
     CHOICE_FIELDS,
     FLAGS,
@@ -33,6 +37,8 @@ from lab.launcher import (
     Launch,
     form_defaults,
     launch,
+    train_argv,
+    validate_train_argv,
 )
 from lab.state import LabState
 from lab.text import markdown_text
@@ -88,7 +94,30 @@ class LaunchForm(pn.viewable.Viewer, _Settings):
                                           formatters={"command": {"type": "textarea"},
                                                       "output": {"type": "textarea"}},
                                           widths={"run": 140, "process": 80, "status": 220})
+        # The trainer's word on a GPU-sized run, while no GPU is visible here.
+        self.gpu = gpu_visible()
+        self.cpu_note = pn.pane.Alert("", alert_type="warning", visible=False, disable_math=True,
+                                      css_classes=["launch-cpu-hint"])
+        self.param.watch(lambda *_events: self._update_cpu_note(),
+                         ["generate_resolution", "pooling_type", "max_steps", "data_source", "data_path"])
+        self._update_cpu_note()
         state.subscribe(self.ingest)
+
+    def cpu_hint(self) -> str | None:
+        """``fae-lab train``'s line for these settings on a CPU (None: CPU-sized, a GPU is
+        visible, or the values do not parse yet: the launch says what is wrong)."""
+        if self.gpu:
+            return None
+        try:
+            config = validate_train_argv(train_argv(self.values(), self.data_dir / "_"))
+        except UsageError:
+            return None
+        return cpu_hint(config, prog="No GPU is visible on this machine")
+
+    def _update_cpu_note(self) -> None:
+        hint = self.cpu_hint()
+        self.cpu_note.object = markdown_text(hint) if hint else ""
+        self.cpu_note.visible = hint is not None
 
     def values(self) -> dict:
         """The form's values, keyed like :func:`lab.launcher.train_argv` expects."""
@@ -177,6 +206,6 @@ class LaunchForm(pn.viewable.Viewer, _Settings):
             pn.pane.Markdown("**Model and loss**"), choices,
             pn.pane.Markdown("**Settings of the chosen loss and decoder**"), variant,
             pn.pane.Markdown("**Settings**"), numbers,
-            self.button, self.feedback,
+            self.cpu_note, self.button, self.feedback,
             pn.pane.Markdown("**Launched from this page**"), self.table,
             sizing_mode="stretch_width")

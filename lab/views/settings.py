@@ -73,6 +73,16 @@ class SettingsView(LiveView):
         if result.new_runs:
             self.refresh()
 
+    # Kept up to date while hidden too (like the Runs table; a refresh reads configurations
+    # only, at new runs or a new choice of drawn runs): a tab shown later is built with its
+    # current columns, rather than getting new column models while the browser builds it.
+    def _on_poll(self, result: PollResult) -> None:
+        if result.new_runs:
+            self._refresh_now()
+
+    def _on_structure(self, *_events) -> None:
+        self._refresh_now()
+
     def __panel__(self):
         return pn.Column(
             pn.pane.Markdown("**Settings that differ between the drawn runs** (click a header to "

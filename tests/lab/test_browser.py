@@ -205,8 +205,8 @@ def assert_clean(page, watch: PageWatch) -> None:
     text = page.locator("body").evaluate(DEEP_TEXT)
     assert not [t for t in ERROR_TEXT if t in text], text
     assert page.locator(".alert-danger").count() == 0
-    assert watch.errors == []
-    assert watch.external == []  # offline: no CDN, no web fonts
+    # Both at once, so that a failed load names its address (offline: no CDN, no web fonts).
+    assert (watch.errors, watch.external) == ([], [])
 
 
 def test_page_loads_with_every_run_and_no_errors(served, page, artifacts):
@@ -300,6 +300,17 @@ def test_tag_toggles_change_which_runs_are_drawn(served, page, artifacts):
     assert_clean(page, watch)
 
 
+def launched_pid(page, name: str, timeout: float = 60) -> int:
+    """The process of ``name`` once the launch table on the page lists it (the table reaches
+    the browser after the feedback line: polled, as a loaded machine may take seconds)."""
+    def pid() -> int | None:
+        text = text_of(page, "launch-table")
+        words = text.split(name, 1)[1].split() if name in text else []
+        return int(words[0]) if words and words[0].isdigit() else None
+
+    return wait_for(pid, timeout, interval=0.5, what=f"{name} in the launch table")
+
+
 def test_a_run_launched_from_the_form_appears(served, page, artifacts):
     runs, url = served
     watch = open_app(page, url)
@@ -312,15 +323,15 @@ def test_a_run_launched_from_the_form_appears(served, page, artifacts):
         field.press("Enter")
     page.get_by_label("Loss type", exact=True).select_option("h1")
     page.locator("button", has_text="Launch training run").click()
-    wait_for(lambda: "--batch-size" in text_of(page, "launch-feedback"), 10, what="the refusal")
+    wait_for(lambda: "--batch-size" in text_of(page, "launch-feedback"), 60, what="the refusal")
     assert not (runs / "launched-h1").exists()
     field = page.get_by_label("Batch size", exact=True)
     field.fill("4")
     field.press("Enter")
     page.locator("button", has_text="Launch training run").click()
-    wait_for(lambda: "Launched" in text_of(page, "launch-feedback"), 10, what="the launch")
+    wait_for(lambda: "Launched" in text_of(page, "launch-feedback"), 60, what="the launch")
+    pid = launched_pid(page, "launched-h1")
     page.screenshot(path=artifacts / "launch-form.png", full_page=True)
-    pid = int(text_of(page, "launch-table").split("launched-h1")[1].split()[0])
     try:
         click_tab(page, "Curves")
         wait_for(lambda: "launched-h1" in page.evaluate(DRAWN_RUNS), 150, interval=1,

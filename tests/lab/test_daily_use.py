@@ -450,3 +450,26 @@ def test_the_overlay_draws_every_run_at_its_newest_evaluation_by_the_step(runs_d
                     continue
                 expected = ds["eval_spectral_mse"].values[earlier[-1]]
             np.testing.assert_allclose(source.data["power"], expected, rtol=1e-6)
+
+
+def test_the_settings_table_follows_new_runs_while_its_tab_is_hidden(fresh_runs):
+    """A run with a setting of its own appears while the Settings tab is hidden: the table has
+    its column already, so the tab is built with it when shown (a column change sent while the
+    browser builds the table left page errors)."""
+    from lab.views.settings import SettingsView
+
+    state = LabState(fresh_runs)
+    view = SettingsView(state, shown=False)
+    view.prime()
+    assert not any("rff_sigma" in c for c in view.table.value.columns)
+    write_synthetic_run(fresh_runs / "sharper", loss_type="l2", n_evals=3, eval_every=10, log_every=5,
+                        resolution=16, n_scales=3, n_samples=2, n_bins=8, seed=9)
+    path = fresh_runs / "sharper" / "config.json"
+    payload = json.loads(path.read_text())
+    payload["config"]["model"]["rff_sigma"] = 9.5  # the only run with this value
+    path.write_text(json.dumps(payload))
+    state.poll()
+    assert not view.shown and "sharper" in set(view.table.value["run"])
+    column = [c for c in view.table.value.columns if "rff_sigma" in c]
+    assert column, list(view.table.value.columns)
+    assert view.table.value.set_index("run").loc["sharper", column[0]] in (9.5, "9.5")

@@ -244,3 +244,26 @@ def test_the_status_says_what_ended_the_process_in_words():
     assert exit_words(2) == "failed: exit status 2, a usage error (bad setting)"
     assert exit_words(-15) == "stopped by signal SIGTERM"
     assert exit_words(-9) == "stopped by signal SIGKILL"
+
+
+def test_the_form_shows_the_trainers_cpu_hint_while_no_gpu_is_visible(tmp_path, monkeypatch):
+    """The untouched form (``fae-lab train``'s GPU-sized defaults) on a machine without a GPU
+    shows the trainer's own line; CPU-sized settings, or a visible GPU, show none."""
+    import lab.views.launch as launch_view
+    from fae_lab.train.args import parse_run_config
+    from fae_lab.train.cpu_sizing import CPU_FLAGS, cpu_hint
+    from lab.state import LabState
+    from lab.text import markdown_text
+
+    monkeypatch.setattr(launch_view, "gpu_visible", lambda: False)
+    form = launch_view.LaunchForm(LabState(tmp_path))
+    expected = cpu_hint(parse_run_config([]), prog="No GPU is visible on this machine")
+    assert form.cpu_note.visible and form.cpu_note.object == markdown_text(expected)
+    assert "--pooling-type attention" in expected and CPU_FLAGS in expected
+    form.param.update(generate_resolution=16, pooling_type="mean", max_steps=1500)
+    assert not form.cpu_note.visible
+    form.max_steps = 50_000  # one GPU-sized setting is enough, and only it is named
+    assert form.cpu_note.visible and "max\\-steps 50000" in form.cpu_note.object
+    assert "pooling\\-type attention" not in form.cpu_note.object
+    monkeypatch.setattr(launch_view, "gpu_visible", lambda: True)
+    assert not launch_view.LaunchForm(LabState(tmp_path)).cpu_note.visible

@@ -1,0 +1,106 @@
+"""Chunk lengths sized from the measured step time, and the word on a GPU-sized run on a CPU.
+
+The stop latency of a real run with slow steps is in tests/test_train_reliability.py."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from fae_lab.demo import DEMO_DATA, DEMO_STEPS, DEMO_TRAINING
+from fae_lab.train.args import parse_run_config
+from fae_lab.train.chunks import CHUNK_SECONDS, MAX_STEPS_PER_CALL, ChunkSizer
+from fae_lab.train.cpu_sizing import CPU_FLAGS, cpu_hint, gpu_sized, slow_hint
+
+
+def settle(sizer: ChunkSizer, step_seconds: float) -> int:
+    """Feed the sizer calls of its own lengths at ``step_seconds`` a step (each length's first
+    call also compiling, 20 s) until the length stops changing; return it."""
+    for _ in range(20):
+        n = sizer.length(10_000)
+        compiling = 20.0 if n not in sizer.run_before else 0.0
+        sizer.observe(n, n * step_seconds + compiling)
+    return sizer.length(10_000)
+
+
+@pytest.mark.parametrize("step_seconds", [3.3, 0.3, 0.07, 0.001, 1e-5])
+def test_a_chunk_lasts_about_a_second_at_most_fifty_steps(step_seconds):
+    n = settle(ChunkSizer(), step_seconds)
+    # By hand: the largest power of two whose chunk fits in CHUNK_SECONDS, 1 if none does,
+    # the cap where the cap fits.
+    fits = [k for k in (1, 2, 4, 8, 16, 32) if k * step_seconds <= CHUNK_SECONDS]
+    expected = MAX_STEPS_PER_CALL if MAX_STEPS_PER_CALL * step_seconds <= CHUNK_SECONDS else max(fits or [1])
+    assert n == expected
+    assert n * step_seconds <= max(CHUNK_SECONDS, step_seconds)  # a stop waits about a second
+
+
+def test_the_first_call_of_a_length_is_not_taken_as_its_step_time():
+    sizer = ChunkSizer()
+    assert sizer.length(500) == 1  # unknown step time: one step
+    sizer.observe(1, 30.0)  # compilation and one step
+    assert sizer.step_seconds is None and sizer.length(500) == 1
+    sizer.observe(1, 0.05)
+    assert sizer.step_seconds == 0.05 and sizer.length(500) == 16  # 16 x 0.05 s <= 1 s < 32 x 0.05 s
+    assert sizer.length(7) == 7  # the rest before an evaluation in one call
+
+
+def test_a_given_steps_per_call_is_kept_whatever_the_step_time():
+    sizer = ChunkSizer(fixed=50)
+    for _ in range(3):
+        sizer.observe(50, 50 * 3.3)
+    assert sizer.length(10_000) == 50 and sizer.length(20) == 20
+    assert parse_run_config([]).steps_per_call is None  # sized by default
+    assert parse_run_config(["--steps-per-call", "7"]).steps_per_call == 7
+
+
+def test_the_gpu_sized_defaults_are_named_and_the_hint_offers_the_demos_sizes():
+    found = gpu_sized(parse_run_config([]))
+    assert found == ["--generate-resolution 64", "--pooling-type attention", "--max-steps 50000"]
+    hint = cpu_hint(parse_run_config([]))
+    assert "\n" not in hint and all(f in hint for f in found) and CPU_FLAGS in hint
+    # The suggested flags are CPU-sized, and they are the demo's (read from fae_lab.demo).
+    suggested = parse_run_config(CPU_FLAGS.split())
+    assert gpu_sized(suggested) == [] and cpu_hint(suggested) is None
+    assert suggested.data.generate_resolution == DEMO_DATA["resolution"]
+    assert suggested.max_steps == DEMO_STEPS
+    i = DEMO_TRAINING.index("--pooling-type")
+    assert suggested.model.pooling_type == DEMO_TRAINING[i + 1]
+    # A data file's grid counts once it is known.
+    on_file = parse_run_config(["--data-path", "x.npz", *CPU_FLAGS.split()[2:]])
+    assert gpu_sized(on_file) == [] and gpu_sized(on_file, resolution=128) == ["a 128x128 grid"]
+
+
+def test_a_long_measured_time_gets_a_line_with_its_hours():
+    assert slow_hint(0.01, 1500) is None  # 15 s
+    line = slow_hint(3.3, 50_000)  # 165,000 s: 45 h 50 min
+    assert "45 h 50 min" in line and CPU_FLAGS in line and "\n" not in line
+
+
+@pytest.mark.slow
+def test_train_at_its_defaults_on_a_cpu_says_so_on_stderr_and_goes_on(tmp_path):
+    """`fae-lab train` at its defaults on the CPU: one line on stderr naming the GPU-sized
+    settings and the CPU-sized flags, and the run is not refused (stopped here by SIGTERM)."""
+    env = {**__import__("os").environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-m", "fae_lab", "train", "--output-dir", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    timer = threading.Timer(240, proc.kill)  # the test's own limit
+    timer.start()
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "sized for a GPU" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=120)[1]
+    finally:
+        timer.cancel()
+    hints = [line for line in lines if "sized for a GPU" in line]
+    assert len(hints) == 1, "".join(lines) + rest
+    assert "--pooling-type attention" in hints[0] and CPU_FLAGS in hints[0]
+    assert proc.returncode in (143, 0), rest  # not refused (2): it was training
+    assert (tmp_path / "run" / "progress.json").exists()
