@@ -13,7 +13,7 @@ import pytest
 
 from fae_lab.demo import DEMO_DATA, DEMO_STEPS, DEMO_TRAINING
 from fae_lab.train.args import parse_run_config
-from fae_lab.train.chunks import CHUNK_SECONDS, MAX_STEPS_PER_CALL, ChunkSizer
+from fae_lab.train.chunks import CHUNK_SECONDS, MAX_STEPS_PER_CALL, ChunkSizer, fixed_length
 from fae_lab.train.cpu_sizing import CPU_FLAGS, cpu_hint, gpu_sized, slow_hint
 
 
@@ -55,6 +55,14 @@ def test_a_given_steps_per_call_is_kept_whatever_the_step_time():
     assert sizer.length(10_000) == 50 and sizer.length(20) == 20
     assert parse_run_config([]).steps_per_call is None  # sized by default
     assert parse_run_config(["--steps-per-call", "7"]).steps_per_call == 7
+
+
+def test_off_the_cpu_calls_are_fifty_steps_from_the_first_with_no_probing_compile():
+    for backend in ("gpu", "cuda", "tpu"):
+        sizer = ChunkSizer(fixed_length(None, backend))
+        assert sizer.length(1000) == MAX_STEPS_PER_CALL  # no one-step call to compile first
+    assert fixed_length(None, "cpu") is None and ChunkSizer(fixed_length(None, "cpu")).length(1000) == 1
+    assert fixed_length(7, "gpu") == fixed_length(7, "cpu") == 7  # the user's length wins
 
 
 def test_the_gpu_sized_defaults_are_named_and_the_hint_offers_the_demos_sizes():

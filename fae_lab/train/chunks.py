@@ -11,6 +11,9 @@ step time t: calls of one step until t is known, then the largest n of 1, 2, 4, 
 :data:`MAX_STEPS_PER_CALL` with ``n t <= CHUNK_SECONDS`` (at least 1). t is re-measured at every
 call whose length had run before: the first call of a length includes its compilation, which
 says nothing about t. Lengths are powers of two (and the cap), so a run compiles few of them.
+
+Sizing is for the CPU only (:func:`fixed_length`): on a GPU or TPU a step takes milliseconds,
+fifty steps well under a second, and measuring first would only cost one more compilation.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ from __future__ import annotations
 MAX_STEPS_PER_CALL = 50
 # The longest a call should take: a stop waits for at most two calls.
 CHUNK_SECONDS = 1.0
+
+
+def fixed_length(steps_per_call: int | None, backend: str) -> int | None:
+    """The fixed call length of a run: the user's ``--steps-per-call``; else
+    :data:`MAX_STEPS_PER_CALL` off the CPU (``backend`` as ``jax.default_backend()`` names it);
+    None (sized from the measured step time) on the CPU."""
+    if steps_per_call is not None:
+        return steps_per_call
+    return None if backend == "cpu" else MAX_STEPS_PER_CALL
 
 
 class ChunkSizer:

@@ -40,7 +40,7 @@ from fae_lab.config import RunConfig
 from fae_lab.store import AsyncStoreWriter, StoreLayout, final_metrics
 from fae_lab.train import interrupt
 from fae_lab.train.checkpoint import Checkpoints
-from fae_lab.train.chunks import ChunkSizer
+from fae_lab.train.chunks import ChunkSizer, fixed_length
 from fae_lab.train.evaluate import EvalData
 from fae_lab.train.progress import ProgressReporter
 from fae_lab.train.rows import TrainRowAggregator
@@ -108,7 +108,7 @@ class GroupLoop:
         self.step = 0
         self.n_eval = 0  # evaluation rows done (the row index of the next one)
         self.eval_steps = [int(s) for s in members[0].layout.eval_steps]
-        self.chunks = ChunkSizer(config.steps_per_call)
+        self.chunks = ChunkSizer(fixed_length(config.steps_per_call, jax.default_backend()))
         self.last_done: float | None = None  # when the device last finished a chunk
 
     def elapsed(self, member: Member) -> float:
