@@ -112,3 +112,19 @@ def test_train_at_its_defaults_on_a_cpu_says_so_on_stderr_and_goes_on(tmp_path):
     assert "--pooling-type attention" in hints[0] and CPU_FLAGS in hints[0]
     assert proc.returncode in (143, 0), rest  # not refused (2): it was training
     assert (tmp_path / "run" / "progress.json").exists()
+
+
+def test_a_run_stored_with_fixed_calls_resumes_without_the_flag(tmp_path):
+    import json
+
+    from fae_lab.config import to_json_dict
+    from fae_lab.errors import UsageError
+    from fae_lab.train.output_dir import check_resume_matches
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    stored = parse_run_config(["--output-dir", str(run), "--steps-per-call", "50"])
+    (run / "config.json").write_text(json.dumps({"config": to_json_dict(stored)}))
+    check_resume_matches(parse_run_config(["--output-dir", str(run), "--resume"]), run)  # no refusal
+    with pytest.raises(UsageError, match="--batch-size was 32"):  # a setting that computes still counts
+        check_resume_matches(parse_run_config(["--output-dir", str(run), "--resume", "--batch-size", "8"]), run)

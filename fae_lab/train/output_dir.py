@@ -17,7 +17,10 @@ from fae_lab.errors import UsageError
 from fae_lab.store.layout import CONFIG_FILE, PROGRESS_FILE
 
 # Settings a resumed run may change: how it runs, not what it computes.
-RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "stop_after_step", "n_devices", "kernels"})
+# The call length among them: a step's random keys are fold_in(key, step), whatever call it is
+# in, so runs stored with a fixed length (50 before lengths were sized) resume without the flag.
+RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "stop_after_step", "n_devices", "kernels",
+                               "steps_per_call"})
 
 
 def check_output_dir(config: RunConfig) -> Path:
