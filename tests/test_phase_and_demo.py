@@ -194,3 +194,21 @@ def test_a_report_that_cannot_be_written_is_one_line_not_a_failure(tmp_path, cap
     assert write_runs_report(tmp_path, "fae-lab phase") is None  # an empty folder: no runs
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("fae-lab phase: no HTML report: ") and "no runs" in out[0]
+
+
+def test_the_demo_runs_share_their_training_settings_and_evaluate_whole_batches(tmp_path):
+    """The three demo runs differ only in loss and decoder (same batch, steps, schedule and
+    evaluation), and the evaluation batch splits the test split into whole batches, so no
+    padded sample is decoded (the demo's CPU budget counts every decoded point)."""
+    from fae_lab.demo import DEMO_DATA, DEMO_EXPERIMENTS, DEMO_STEPS, DEMO_TRAINING
+
+    planned = plan(DEMO_EXPERIMENTS, tmp_path, str(tmp_path / "data.npz"), DEMO_STEPS, DEMO_TRAINING, False)
+    configs = [cfg for _, cfg, _ in planned]
+    assert [name for name, _, _ in planned] == ["baseline", "h1", "rff_output"]
+    assert len({(c.optim, c.eval, c.max_steps, c.steps_per_call, c.data) for c in configs}) == 1
+    cfg = configs[0]
+    assert cfg.max_steps == DEMO_STEPS and DEMO_STEPS % cfg.eval.eval_every == 0
+    # the split's rule (fae_lab.data.views.split_samples): round(test_fraction * N) test samples
+    n_test = round(cfg.data.test_fraction * DEMO_DATA["n_samples"])
+    assert n_test == 205 and n_test % cfg.eval.eval_batch_size == 0
+    assert cfg.eval.eval_train_samples is None  # as many training samples as test samples
