@@ -7,7 +7,8 @@ created, docs/run-store.md) names every array with its ``dimension_names``, shap
 attributes, so one read of it is enough to know the layout, and a row range of one variable
 is then one zarr read, ``array[start:stop]``. Each synchronous zarr read is a round trip to
 zarr's event-loop thread, which on a busy machine costs more than the read itself, so
-:meth:`MetricsArrays.read` reads many row ranges in one trip (``asyncio.gather``).
+:meth:`MetricsArrays.read` reads many row ranges in one trip (``asyncio.gather``), and
+:func:`read_many` those of many runs.
 
 What xarray would decode is nothing here: every variable is float64 with NaN as fill value,
 coordinates int64, float64 or bool; none carries a scale factor or a time unit. Which arrays
@@ -66,11 +67,13 @@ class MetricsArrays:
     def read(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
         """Rows ``[start, stop)`` along the first dimension of each of ``names``, read
         concurrently in one trip to zarr's event loop."""
-        async def gather():
-            return await asyncio.gather(*(self._arrays[name].async_array.getitem(
-                slice(start, stop)) for name in names))
+        return sync(self._read_async(names, start, stop))
 
-        return dict(zip(names, (np.asarray(v) for v in sync(gather())), strict=True))
+    async def _read_async(self, names: list[str], start: int,
+                          stop: int) -> dict[str, np.ndarray]:
+        values = await asyncio.gather(*(self._arrays[name].async_array.getitem(
+            slice(start, stop)) for name in names))
+        return dict(zip(names, (np.asarray(v) for v in values), strict=True))
 
     def fixed(self, name: str) -> np.ndarray:
         """The whole of ``name``, read once (for coordinates: written when the run is created,
@@ -78,3 +81,21 @@ class MetricsArrays:
         if name not in self._fixed:
             self._fixed[name] = self._arrays[name][...]
         return self._fixed[name]
+
+
+RowsRequest = tuple[MetricsArrays, list[str], int, int]
+
+
+def read_many(requests: list[RowsRequest]) -> list[dict[str, np.ndarray] | Exception]:
+    """:meth:`MetricsArrays.read` of each ``(arrays, names, start, stop)``, all in one trip to
+    zarr's event loop (over many runs, one trip per run was most of a page load's wait). Each
+    answer is the request's rows, or the exception its read raised (the others still read)."""
+    if not requests:
+        return []
+
+    async def gather():
+        return await asyncio.gather(*(arrays._read_async(names, start, stop)
+                                      for arrays, names, start, stop in requests),
+                                    return_exceptions=True)
+
+    return list(sync(gather()))

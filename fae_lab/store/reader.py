@@ -38,7 +38,7 @@ import xarray as xr
 
 from fae_lab.config import TAG_NAMES
 from fae_lab.errors import UsageError
-from fae_lab.store.arrays import MetricsArrays
+from fae_lab.store.arrays import MetricsArrays, read_many
 from fae_lab.store.jsonio import read_json
 from fae_lab.store.layout import (
     CONFIG_FILE,
@@ -49,7 +49,8 @@ from fae_lab.store.layout import (
 )
 
 __all__ = ["CURVE_VARIABLES", "EVAL_CURVES", "SCALE_VARIABLES", "SPECTRAL_VARIABLES",
-           "TAG_NAMES", "RunDelta", "RunReader", "RunUnreadable", "checked_progress", "open_run", "reason"]
+           "TAG_NAMES", "RunDelta", "RunReader", "RunUnreadable", "checked_progress", "open_run",
+           "poll_readers", "reason", "require_all"]
 
 # Scalar evaluation curves drawn against step (the seed's eval/* and eval/spectral/*).
 EVAL_CURVES = ("eval_rel_mse", "eval_low_freq_mse", "eval_high_freq_mse",
@@ -158,6 +159,16 @@ class _Rows:
     values: dict[str, np.ndarray] = field(default_factory=dict)
     available: list[str] = field(default_factory=list)
     count: int = 0
+
+
+@dataclass
+class _Read:
+    """Rows ``[start, stop)`` of ``names`` (of ``rows``'s dimension), to be read."""
+
+    rows: _Rows
+    names: list[str]
+    start: int
+    stop: int
 
 
 class RunReader:
@@ -326,28 +337,31 @@ class RunReader:
         self._truth = None
         self._recon_cache.clear()
 
-    def _read(self, rows: _Rows, names: list[str], start: int, stop: int) -> None:
+    def _request(self, read: _Read):
         assert self._metrics is not None
-        for name, values in self._metrics.read(names, start, stop).items():
-            rows.values[name][start:stop] = values
+        return (self._metrics, read.names, read.start, read.stop)
 
-    def _read_rows(self, rows: _Rows, stop: int) -> slice:
-        start = rows.count
-        if stop > start and rows.values:
-            self._read(rows, list(rows.values), start, stop)
-        rows.count = max(start, stop)
-        return slice(start, rows.count)
+    @staticmethod
+    def _store(read: _Read, values: dict[str, np.ndarray]) -> None:
+        for name, rows in values.items():
+            read.rows.values[name][read.start:read.stop] = rows
 
-    def require(self, *names: str) -> None:
-        """Track ``names`` too (those the store has): read their valid rows now, and the new
-        ones at every poll."""
+    def _require_reads(self, names: tuple[str, ...] | list[str]) -> list[_Read]:
+        """Start tracking ``names`` (those the store has); the reads of their valid rows."""
+        reads = []
         for rows in (self._train, self._eval):
-            new = [n for n in names if n in rows.available and n not in rows.values]
+            new = [n for n in dict.fromkeys(names) if n in rows.available and n not in rows.values]
             for name in new:
                 assert self._metrics is not None
                 rows.values[name] = np.full(self._metrics.shapes[name], np.nan)
             if new and rows.count:
-                self._read(rows, new, 0, rows.count)
+                reads.append(_Read(rows, new, 0, rows.count))
+        return reads
+
+    def require(self, *names: str) -> None:
+        """Track ``names`` too (those the store has): read their valid rows now, and the new
+        ones at every poll. (:func:`require_all`: many runs in one trip.)"""
+        require_all([(self, names)])
 
     def poll(self) -> RunDelta:
         """Read ``progress.json``, then only the rows that became valid since the last poll.
@@ -355,7 +369,14 @@ class RunReader:
         Never raises for what is on disk: a run whose files cannot be read, or whose
         ``progress.json`` fails :func:`checked_progress`, keeps its last state and sets
         ``error`` to the reason (``status_changed`` when the reason changes).
+        (:func:`poll_readers`: many runs, their rows read in one trip.)
         """
+        return poll_readers([self])[0]
+
+    def _polling(self):
+        """:meth:`poll` as a generator: yields the row reads it needs (a list of
+        :class:`_Read`), is sent their answers (rows or exceptions, in order) and returns the
+        :class:`RunDelta`. So :func:`poll_readers` reads every run's rows at once."""
         before = (self.progress.get("status"), self.progress.get("step"),
                   self.progress.get("message"), self.final is not None, self.error)
         train_start, eval_start, reset = self._train.count, self._eval.count, False
@@ -371,8 +392,17 @@ class RunReader:
                 # A resumed run truncated its rows, or the run was replaced: start again.
                 self._open()
                 reset, train_start, eval_start = True, 0, 0
-            self._read_rows(self._train, n_train)
-            self._read_rows(self._eval, n_eval)
+            reads = [_Read(rows, list(rows.values), rows.count, stop)
+                     for rows, stop in ((self._train, n_train), (self._eval, n_eval))
+                     if stop > rows.count and rows.values]
+            answers = yield reads
+            for rows, stop in ((self._train, n_train), (self._eval, n_eval)):
+                for read, answer in zip(reads, answers, strict=True):
+                    if read.rows is rows:
+                        if isinstance(answer, BaseException):
+                            raise answer  # rows read before stay read, as counted
+                        self._store(read, answer)
+                rows.count = max(rows.count, stop)
             status_changed = progress.get("status") != self.progress.get("status")
             self.progress = progress
             final_path = self.path / FINAL_FILE
@@ -491,6 +521,49 @@ class RunReader:
             self._recon_cache.popitem(last=False)
         return image
 
+
+
+def poll_readers(readers: list[RunReader]) -> list[RunDelta]:
+    """:meth:`RunReader.poll` of each reader, their new rows read in one trip to zarr's event
+    loop (zarr-python costs a fixed time per trip and per chunk; over hundreds of runs the
+    trips were most of a page load's wait)."""
+    deltas: dict[int, RunDelta] = {}
+    pending = []
+    for index, reader in enumerate(readers):
+        polling = reader._polling()
+        try:
+            reads = next(polling)
+        except StopIteration as done:  # failed before reading: its delta
+            deltas[index] = done.value
+            continue
+        pending.append((index, reader, polling, reads))
+    answers = iter(read_many([reader._request(read) for _, reader, _, reads in pending
+                              for read in reads]))
+    for index, _reader, polling, reads in pending:
+        try:
+            polling.send([next(answers) for _ in reads])
+        except StopIteration as done:
+            deltas[index] = done.value
+        else:  # pragma: no cover - _polling yields once
+            raise RuntimeError("RunReader._polling yielded twice")
+    return [deltas[index] for index in range(len(readers))]
+
+
+def require_all(wanted: list[tuple[RunReader, tuple[str, ...] | list[str]]]) -> None:
+    """:meth:`RunReader.require` of ``names`` for each ``(reader, names)``, the valid rows of all
+    of them read in one trip to zarr's event loop. Raises the first read's exception after
+    storing every other answer."""
+    reads = [(reader, read) for reader, names in wanted if reader.ready
+             for read in reader._require_reads(names)]
+    error = None
+    for (reader, read), answer in zip(reads, read_many([reader._request(read)
+                                                        for reader, read in reads]), strict=True):
+        if isinstance(answer, BaseException):
+            error = error or answer
+        else:
+            reader._store(read, answer)
+    if error is not None:
+        raise error
 
 
 def open_run(run_dir: str | os.PathLike) -> RunReader:

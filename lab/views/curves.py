@@ -52,7 +52,7 @@ from bokeh.models import (
 from bokeh.plotting import figure
 from scipy.signal import lfilter
 
-from fae_lab.store import EVAL_CURVES, PollResult, RunReader
+from fae_lab.store import EVAL_CURVES, PollResult, RunReader, require_all
 from lab.state import LabState
 from lab.transforms import (
     SPLIT_OPTIONS,
@@ -235,10 +235,17 @@ class CurvesView(LiveView):
         for a rung without an encoder."""
         return run_split(self.state.source[run].rung, self.split)
 
+    def _needed(self, run: str) -> tuple[str, ...]:
+        """The evaluation variables ``run``'s curves need beyond the tracked ones (and the
+        wall-clock columns when that axis is chosen: read only once asked for)."""
+        split = self.run_split(run)
+        wall = ("wall_time", "eval_wall_time") if self.x_axis == "wall_time" else ()
+        return (*DERIVED_INPUTS, *(split_variable(name, split) for name in
+                                   (*EVAL_CURVES, *DERIVED_INPUTS[:2])), *wall)
+
     def _evaluations(self, reader: RunReader, rows: slice | None = None) -> dict[str, np.ndarray]:
         split = self.run_split(reader.name)
-        reader.require(*DERIVED_INPUTS, *(split_variable(name, split) for name in
-                                          (*EVAL_CURVES, *DERIVED_INPUTS[:2])))
+        reader.require(*self._needed(reader.name))
         return _columns(evaluation_frame(reader.evaluations(rows), reader.k_upper, split))
 
     def ingest(self, result: PollResult) -> None:
@@ -309,10 +316,11 @@ class CurvesView(LiveView):
         self.panel_sources, self._panel_rows = {}, {}
         drawn = [run for run in self.state.visible if self.state.source[run].ready]
         self.merged = len(drawn) > MERGE_ABOVE
+        # Every drawn run's missing variables in one trip to zarr (one per run was most of the
+        # first render's wait over a few hundred runs).
+        require_all([(self.state.source[run], self._needed(run)) for run in drawn])
         for run in drawn:
             reader = self.state.source[run]
-            if self.x_axis == "wall_time":  # read only once asked for (each read has a cost)
-                reader.require("wall_time", "eval_wall_time")
             train, evals = self._training(reader), self._evaluations(reader)
             if self.merged:
                 self.train_sources[run], self.eval_sources[run] = RunColumns(train), RunColumns(evals)
