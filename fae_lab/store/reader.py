@@ -450,6 +450,24 @@ class RunReader:
                 for name, values in self._train.values.items()}
         return xr.Dataset(data, coords={"step": self.train_steps[rows.start:stop]})
 
+    def training_arrays(self, rows: slice | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`training` as plain arrays (copies): tracked variable -> ``(n,)`` rows, and
+        their steps ``(n,)``. Without xarray: a page of a few hundred runs builds no Dataset."""
+        rows = rows or slice(0, self._train.count)
+        stop = min(rows.stop, self._train.count)
+        return ({name: values[rows.start:stop].copy() for name, values in self._train.values.items()},
+                self.train_steps[rows.start:stop].copy())
+
+    def evaluation_arrays(self, rows: slice | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`evaluations` as plain arrays (copies): tracked variable -> ``(n, ...)``
+        rows, and the evaluations' steps ``(n,)``."""
+        rows = rows or slice(0, self._eval.count)
+        stop = min(rows.stop, self._eval.count)
+        if self._metrics is None:
+            return {}, np.zeros(0, np.int64)
+        return ({name: values[rows.start:stop].copy() for name, values in self._eval.values.items()},
+                self.eval_steps[rows.start:stop].copy())
+
     def evaluations(self, rows: slice | None = None) -> xr.Dataset:
         """Valid evaluation rows (all, or ``rows`` of them) as a Dataset along ``eval_step``,
         with the ``scale`` (``held_out``, ``time``) and ``k`` coordinates."""

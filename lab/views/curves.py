@@ -58,10 +58,10 @@ from lab.transforms import (
     SPLIT_OPTIONS,
     TEST_SPLIT,
     TRAINING_SPLIT,
-    evaluation_frame,
+    evaluation_columns,
     run_split,
     split_variable,
-    training_frame,
+    training_columns,
 )
 from lab.views.axes import readable_log_axes
 from lab.views.base import LiveView
@@ -104,10 +104,6 @@ PANELS = (
 # What the derived curves need besides the curve variables (a run without the training split
 # has no gap curve).
 DERIVED_INPUTS = ("eval_spectral_mse", "eval_spectral_target", "eval_train_rel_mse")
-
-
-def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {name: frame[name].to_numpy() for name in frame.columns}
 
 
 def _line(fig: figure, source: ColumnDataSource, y: str | dict, colour: str, name: str,
@@ -228,7 +224,9 @@ class CurvesView(LiveView):
 
     @staticmethod
     def _training(reader: RunReader, rows: slice | None = None) -> dict[str, np.ndarray]:
-        return _columns(training_frame(reader.training(rows), reader.loss_terms))
+        # Plain arrays, not a Dataset and a DataFrame per run: over a few hundred runs those
+        # were most of the first render after the reads.
+        return training_columns(*reader.training_arrays(rows), reader.loss_terms)
 
     def run_split(self, run: str) -> str:
         """The split ``run``'s evaluation curves show: the chosen one, or the training split
@@ -246,7 +244,7 @@ class CurvesView(LiveView):
     def _evaluations(self, reader: RunReader, rows: slice | None = None) -> dict[str, np.ndarray]:
         split = self.run_split(reader.name)
         reader.require(*self._needed(reader.name))
-        return _columns(evaluation_frame(reader.evaluations(rows), reader.k_upper, split))
+        return evaluation_columns(*reader.evaluation_arrays(rows), reader.k_upper, split)
 
     def ingest(self, result: PollResult) -> None:
         """Stream each drawn run's new rows into its sources (a reset run is redrawn)."""
