@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,26 @@ import zarr
 from zarr.core.sync import sync
 
 from fae_lab.store.chunkfiles import ChunkFiles
+
+
+class _DirectReaders(Mapping):
+    """name -> :class:`ChunkFiles` of a plain array (None for another kind), made on first
+    use from the array's metadata."""
+
+    def __init__(self, path: Path, metadata: dict[str, dict[str, Any]]):
+        self._path, self._metadata = path, metadata
+        self._readers: dict[str, ChunkFiles | None] = {}
+
+    def __getitem__(self, name: str) -> ChunkFiles | None:
+        if name not in self._readers:
+            self._readers[name] = ChunkFiles.plain(self._path, name, self._metadata[name])
+        return self._readers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._metadata)
+
+    def __len__(self) -> int:
+        return len(self._metadata)
 
 
 class MetricsArrays:
@@ -58,10 +79,9 @@ class MetricsArrays:
                                "dimension_names": array.metadata.dimension_names}
                         for name, array in group.arrays()}
             self.attrs: dict[str, Any] = group.attrs.asdict()
-            self._direct: dict[str, ChunkFiles | None] = dict.fromkeys(metadata)
-        else:
-            self._direct = {name: ChunkFiles.plain(self.path, name, meta)
-                            for name, meta in metadata.items()}
+            self._direct: Mapping[str, ChunkFiles | None] = dict.fromkeys(metadata)
+        else:  # each array's reader made on its first read (most are never read)
+            self._direct = _DirectReaders(self.path, metadata)
         self.dims = {name: tuple(meta.get("dimension_names") or ())
                      for name, meta in metadata.items()}
         self.shapes = {name: tuple(int(n) for n in meta["shape"])
