@@ -9,6 +9,7 @@ files exactly as zarr-python does."""
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from pathlib import Path
 
@@ -218,3 +219,52 @@ def test_plain_arrays_read_from_their_chunk_files_as_zarr_reads_them(tmp_path, m
         np.testing.assert_array_equal(read["gzipped"], values[5:17])
         np.testing.assert_array_equal(read["split"], values[5:17] + 100)
         np.testing.assert_array_equal(read["plain"], [5, 6, 7, 8, 9, *[np.nan] * 7])
+
+
+@pytest.mark.slow
+def test_the_chunk_file_reader_reads_only_whole_rows_while_the_writer_writes(tmp_path):
+    """A writer thread appends training rows in blocks of 7 and evaluations one by one (each
+    rewriting a partly written chunk); the reader, polling meanwhile, holds after every poll
+    exactly the values written in every row it counts valid, never a NaN or a torn one."""
+    layout = make_layout("live", max_steps=400, log_every=2, eval_every=10)  # 200 rows, 41 evals
+    store = RunStore.create(tmp_path / "live", layout, config={"max_steps": layout.max_steps},
+                            command_line=["test"], truth=np.zeros((1, T, R, R), np.float32))
+
+    def train_value(row):
+        return 0.5 + row
+
+    def eval_value(row):
+        return 1e3 * row + np.arange(T * N_BINS, dtype=float).reshape(T, N_BINS)
+
+    def write() -> None:
+        for row in range(layout.n_eval):
+            start = store.n_train
+            stop = min(layout.n_train, start + 7)
+            store.write_train_rows(start, {"train_loss": train_value(np.arange(start, stop))})
+            store.write_eval(row, {"eval_rel_mse": float(row),
+                                   "eval_scale_spectral_mse": eval_value(row)})
+
+    writer = threading.Thread(target=write)
+    reader = RunReader(tmp_path / "live")
+    reader.poll()
+    reader.require("eval_scale_spectral_mse")
+    writer.start()
+    polls = 0
+    while True:
+        done = not writer.is_alive()
+        reader.poll()
+        polls += 1
+        assert reader.error is None
+        values, _ = reader.training_arrays()
+        np.testing.assert_array_equal(values["train_loss"], train_value(np.arange(reader.n_train)))
+        values, steps = reader.evaluation_arrays()
+        np.testing.assert_array_equal(values["eval_rel_mse"], np.arange(reader.n_eval))
+        np.testing.assert_array_equal(values["eval_scale_spectral_mse"],
+                                      [eval_value(row) for row in range(reader.n_eval)]
+                                      if reader.n_eval else np.zeros((0, T, N_BINS)))
+        np.testing.assert_array_equal(steps, layout.eval_steps[:reader.n_eval])
+        if done:
+            break
+    writer.join()
+    assert reader.n_eval == layout.n_eval and reader.n_train == min(7 * layout.n_eval, 200)
+    assert polls > 2
