@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
 
 import panel as pn
 from tornado.iostream import StreamClosedError
@@ -76,34 +75,6 @@ def quiet_disconnects() -> None:
             logger.addFilter(DisconnectFilter())
 
 
-class LazyViews(Mapping):
-    """name -> view, each built by its factory on first access (``views[name]``), in the
-    factories' order; :meth:`built` lists those built so far. ``on_build(name, view)`` is
-    called once per view, after it is built."""
-
-    def __init__(self, factories: dict[str, Callable[[], pn.viewable.Viewer]],
-                 on_build: Callable[[str, pn.viewable.Viewer], None]):
-        self._factories = dict(factories)
-        self._views: dict[str, pn.viewable.Viewer] = {}
-        self._on_build = on_build
-
-    def __getitem__(self, name: str) -> pn.viewable.Viewer:
-        if name not in self._views:
-            view = self._views[name] = self._factories[name]()
-            self._on_build(name, view)
-        return self._views[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._factories)
-
-    def __len__(self) -> int:
-        return len(self._factories)
-
-    def built(self) -> list[tuple[str, pn.viewable.Viewer]]:
-        """(name, view) of the views built so far, in tab order."""
-        return [(name, self._views[name]) for name in self._factories if name in self._views]
-
-
 class LabApp(pn.viewable.Viewer):
     """Every view of one session over ``runs_dir``, in a Bootstrap template.
 
@@ -117,26 +88,22 @@ class LabApp(pn.viewable.Viewer):
         self.state = LabState(runs_dir)
         self.filter = RunFilter(self.state)
         self.download = ReportDownload(self.state)  # the drawn runs as one HTML file
-        # Each view is built when its tab is first shown (or by prime, after the page has
-        # loaded): the Bokeh models of a dozen views were a good part of a first render.
-        state = self.state
-        self.views = LazyViews({
-            "Curves": lambda: CurvesView(state),
-            "Runs": lambda: RunsTable(state, shown=False),
-            "Settings": lambda: SettingsView(state, shown=False),
-            "Frequency bands": lambda: FrequencyBandsView(state, shown=False),
-            "Learned fraction": lambda: LearnedFractionView(state, shown=False),
-            "Ladder": lambda: LadderView(state, shown=False),
-            "Reconstructions": lambda: ReconstructionsView(state, shown=False),
-            "Per scale": lambda: PerScaleView(state, shown=False),
-            "Compare two runs": lambda: TwoRunComparison(state, shown=False),
-            "Spectra of runs": lambda: SpectraOverlayView(state, shown=False),
-            "NTK": lambda: NTKView(state, shown=False),
-            "Launch": lambda: LaunchForm(state, data_dir),
-        }, on_build=self._place)
-        self.tabs = pn.Tabs(*((name, pn.Column(name=name)) for name in self.views),
-                            dynamic=True, sizing_mode="stretch_width")
-        self.views[next(iter(self.views))]  # the first tab, shown: built and drawn now
+        # Only the first tab is drawn now; the others draw when first shown.
+        self.views = {
+            "Curves": CurvesView(self.state),
+            "Runs": RunsTable(self.state, shown=False),
+            "Settings": SettingsView(self.state, shown=False),
+            "Frequency bands": FrequencyBandsView(self.state, shown=False),
+            "Learned fraction": LearnedFractionView(self.state, shown=False),
+            "Ladder": LadderView(self.state, shown=False),
+            "Reconstructions": ReconstructionsView(self.state, shown=False),
+            "Per scale": PerScaleView(self.state, shown=False),
+            "Compare two runs": TwoRunComparison(self.state, shown=False),
+            "Spectra of runs": SpectraOverlayView(self.state, shown=False),
+            "NTK": NTKView(self.state, shown=False),
+            "Launch": LaunchForm(self.state, data_dir),
+        }
+        self.tabs = pn.Tabs(*self.views.items(), dynamic=True, sizing_mode="stretch_width")
         self.tabs.param.watch(self._show_active, "active")
         self.template = pn.template.BootstrapTemplate(
             title="fae-lab: spectral bias in functional autoencoders", sidebar_width=320,
@@ -147,23 +114,14 @@ class LabApp(pn.viewable.Viewer):
     def __panel__(self):
         return self.template
 
-    def _place(self, name: str, view) -> None:
-        """Put a view just built into its tab (in place of the empty placeholder)."""
-        if hasattr(self, "tabs"):
-            self.tabs[list(self.views).index(name)] = (name, view)
-
     def _show_active(self, *_events) -> None:
-        names = list(self.views)
-        active = names[self.tabs.active] if 0 <= self.tabs.active < len(names) else None
-        if active is not None:
-            self.views[active]  # built on first showing
-        for name, view in self.views.built():
+        for index, view in enumerate(self.views.values()):
             if "shown" in view.param:
-                view.shown = name == active
+                view.shown = index == self.tabs.active
 
     def prime(self) -> None:
-        """Build and draw the hidden tabs once (after the page has loaded: not part of its
-        first render), so that a tab shown later renders with data and then catches up."""
+        """Draw the hidden tabs once (after the page has loaded: not part of its first render),
+        so that a tab shown later renders with data and then catches up."""
         for view in self.views.values():
             if "shown" in view.param and not view.shown:
                 view.prime()
