@@ -203,15 +203,50 @@ def colour_keys(tags: Mapping[str, Mapping[str, str]], colour_by: str) -> dict[s
     return {run: values[colour_by] for run, values in tags.items()}
 
 
+def training_columns(values: Mapping[str, np.ndarray], steps: np.ndarray,
+                     terms: Iterable[str]) -> dict[str, np.ndarray]:
+    """:func:`training_frame`'s columns from plain arrays: ``values`` maps variables of the
+    training log to ``(n,)`` rows, ``steps`` ``(n,)`` their steps."""
+    n = len(steps)
+    columns = {"step": np.asarray(steps).astype(np.int64)}
+    for name in ["wall_time", "train_loss", *(f"train_loss_{t}" for t in terms)]:
+        columns[name] = np.asarray(values[name]) if name in values else np.full(n, np.nan)
+    return columns
+
+
 def training_frame(training: xr.Dataset, terms: Iterable[str]) -> pd.DataFrame:
     """Training-log rows as a frame: ``step``, ``wall_time`` (seconds since the run started;
     NaN unless the rows hold it), ``train_loss`` and ``train_loss_<term>`` for each of
     ``terms`` (NaN where a run lacks that term)."""
     n = training.sizes.get("step", 0)
-    frame = {"step": training["step"].values.astype(np.int64) if n else np.zeros(0, np.int64)}
-    for name in ["wall_time", "train_loss", *(f"train_loss_{t}" for t in terms)]:
-        frame[name] = training[name].values if name in training else np.full(n, np.nan)
-    return pd.DataFrame(frame)
+    steps = training["step"].values if n else np.zeros(0, np.int64)
+    return pd.DataFrame(training_columns({name: training[name].values for name in training.data_vars},
+                                         steps, terms))
+
+
+def evaluation_columns(values: Mapping[str, np.ndarray], steps: np.ndarray,
+                       k_upper: np.ndarray | None = None,
+                       split: str = TEST_SPLIT) -> dict[str, np.ndarray]:
+    """:func:`evaluation_frame`'s columns from plain arrays: ``values`` maps evaluation
+    variables to their rows (``(n, ...)``), ``steps`` ``(n,)`` the evaluations' steps."""
+    n = len(steps)
+    columns = {"step": np.asarray(steps).astype(np.int64),
+               "wall_time": (np.asarray(values["eval_wall_time"]) if "eval_wall_time" in values
+                             else np.full(n, np.nan))}
+    for name in EVAL_CURVES:
+        stored = split_variable(name, split)
+        columns[name] = np.asarray(values[stored]) if stored in values else np.full(n, np.nan)
+    columns["resolved_bandwidth"] = np.full(n, np.nan)
+    error, target = (split_variable(name, split)
+                     for name in ("eval_spectral_mse", "eval_spectral_target"))
+    if n and k_upper is not None and error in values and target in values:
+        columns["resolved_bandwidth"] = resolved_bandwidth(
+            learned_fraction(values[error], values[target]), k_upper)
+    columns["generalisation_gap"] = np.full(n, np.nan)
+    if n and "eval_rel_mse" in values and "eval_train_rel_mse" in values:
+        columns["generalisation_gap"] = (np.asarray(values["eval_rel_mse"])
+                                         - np.asarray(values["eval_train_rel_mse"]))
+    return columns
 
 
 def evaluation_frame(evaluations: xr.Dataset, k_upper: np.ndarray | None = None,
@@ -231,22 +266,9 @@ def evaluation_frame(evaluations: xr.Dataset, k_upper: np.ndarray | None = None,
     """
     n = evaluations.sizes.get("eval_step", 0)
     steps = evaluations["eval_step"].values if n else np.zeros(0, np.int64)
-    frame = {"step": steps.astype(np.int64),
-             "wall_time": (evaluations["eval_wall_time"].values if "eval_wall_time" in evaluations
-                           else np.full(n, np.nan))}
-    for name in EVAL_CURVES:
-        stored = split_variable(name, split)
-        frame[name] = evaluations[stored].values if stored in evaluations else np.full(n, np.nan)
-    frame["resolved_bandwidth"] = np.full(n, np.nan)
-    spectra = {split_variable(name, split) for name in ("eval_spectral_mse", "eval_spectral_target")}
-    if n and k_upper is not None and spectra <= set(evaluations):
-        frame["resolved_bandwidth"] = bandwidth_over_training(
-            learned_fraction_by_k(evaluations, split=split), k_upper)
-    frame["generalisation_gap"] = np.full(n, np.nan)
-    if n and {"eval_rel_mse", "eval_train_rel_mse"} <= set(evaluations):
-        frame["generalisation_gap"] = (evaluations["eval_rel_mse"].values
-                                       - evaluations["eval_train_rel_mse"].values)
-    return pd.DataFrame(frame)
+    return pd.DataFrame(evaluation_columns(
+        {name: evaluations[name].values for name in evaluations.data_vars}, steps, k_upper,
+        split))
 
 
 def step_bin_cells(steps: np.ndarray, start: int, stop: int, k: np.ndarray, k_lower: np.ndarray,

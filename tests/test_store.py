@@ -26,6 +26,7 @@ from fae_lab.store import (
     eval_schedule,
     list_runs,
     open_run,
+    preallocate,
     read_json,
     train_schedule,
     write_json_atomic,
@@ -182,11 +183,17 @@ def test_created_store_has_the_documented_schema(tmp_path):
 
 
 @pytest.mark.slow
-def test_region_writes_land_in_their_rows_and_progress_counts_the_prefix(tmp_path):
+@pytest.mark.parametrize("chunks", ["writer's", "256 / 64 rows"])
+def test_region_writes_land_in_their_rows_and_progress_counts_the_prefix(tmp_path, chunks,
+                                                                          monkeypatch):
+    if chunks != "writer's":  # the chunks of stores written before 2026-11-30
+        monkeypatch.setattr(preallocate, "chunk_rows",
+                            lambda n_rows, row_values, max_rows: 256 if max_rows > 1024 else 64)
     store = create(tmp_path)
     run = tmp_path / "run"
     expected_train = {name: np.full(300, np.nan) for name in TRAIN_NAMES}
-    # Blocks that start and end inside chunks of 256 rows and cross the chunk boundary.
+    # With chunks of 256 rows: blocks that start and end inside chunks and cross the chunk
+    # boundary (the writer's own chunks hold all 300 rows: blocks rewrite a partly written one).
     for start, stop in [(0, 7), (7, 250), (250, 261), (261, 262)]:
         rows = np.arange(start, stop)
         block = {name: train_value(name, rows) for name in TRAIN_NAMES}
@@ -209,6 +216,7 @@ def test_region_writes_land_in_their_rows_and_progress_counts_the_prefix(tmp_pat
     assert progress["step"] == max(layout.train_steps[261], layout.eval_steps[2]) == 524
 
     ds = xr.open_zarr(run / "metrics.zarr")
+    assert ds["train_loss"].encoding["chunks"] == ((300,) if chunks == "writer's" else (256,))
     for name in TRAIN_NAMES:
         np.testing.assert_array_equal(ds[name].values, expected_train[name])
     for name in DOC_EVAL:

@@ -146,7 +146,7 @@ def write_while_reading(tmp_path: Path, writer_kind: str) -> dict:
         row, eval_row = 0, 0
         pauses = iter(PAUSE_ROWS)
         next_pause, seen = next(pauses), 0
-        # Blocks of 7 rows: most writes rewrite a partly written chunk of 256 rows.
+        # Blocks of 7 rows: most writes rewrite a partly written chunk.
         while row < N_TRAIN or eval_row < N_EVAL:
             if row < N_TRAIN:
                 rows = np.arange(row, min(row + 7, N_TRAIN))

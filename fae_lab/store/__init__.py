@@ -27,6 +27,8 @@ from fae_lab.store.reader import (
     RunUnreadable,
     checked_progress,
     open_run,
+    poll_readers,
+    require_all,
 )
 from fae_lab.store.runs import PollResult, RunsDirectory, list_runs
 from fae_lab.store.writer import AsyncStoreWriter, RunStore
@@ -51,7 +53,9 @@ __all__ = [
     "final_metrics",
     "list_runs",
     "open_run",
+    "poll_readers",
     "read_json",
+    "require_all",
     "train_schedule",
     "write_json_atomic",
 ]

@@ -29,13 +29,24 @@ RUN_FILES = (CONFIG_FILE, PROGRESS_FILE, METRICS_STORE, RECONSTRUCTIONS_STORE,
 
 STATUSES = ("running", "finished", "failed", "diverged")
 
-# Rows per chunk along ``step`` and ``eval_step``. A write of some rows of a chunk rewrites
-# the whole chunk file, atomically (zarr's LocalStore writes a temporary file and renames
-# it), so rows become visible whole at any chunk size; 64 evaluation rows per chunk keep
-# the file count and a full read far cheaper than one row per chunk (docs/run-store.md;
-# benchmarks/RESULTS.md has the timing).
-TRAIN_CHUNK_ROWS = 256
-EVAL_CHUNK_ROWS = 64
+# Rows per chunk along ``step`` and ``eval_step``: at most TRAIN_CHUNK_ROWS / EVAL_CHUNK_ROWS,
+# at most CHUNK_BYTES of float64 per chunk, never more rows than the dimension has. A run's
+# metrics are small (a few thousand training rows, a few hundred evaluations of a few floats),
+# so most variables are one chunk: a dashboard reading a page of runs pays zarr-python's fixed
+# cost per chunk, not per byte (benchmarks/RESULTS.md). A write of some rows of a chunk rewrites
+# the whole chunk file, atomically (zarr's LocalStore writes a temporary file and renames it),
+# so rows become visible whole at any chunk size; CHUNK_BYTES bounds what one write rewrites.
+# Stores written with other chunks (64 evaluation rows and 256 training rows, before
+# 2026-11-30) read the same: readers take the chunks from the metadata (docs/run-store.md).
+TRAIN_CHUNK_ROWS = 4096
+EVAL_CHUNK_ROWS = 1024
+CHUNK_BYTES = 256 * 1024
+
+
+def chunk_rows(n_rows: int, row_values: int, max_rows: int) -> int:
+    """Rows per chunk of a float64 variable of ``n_rows`` rows of ``row_values`` values each:
+    ``min(n_rows, max_rows, CHUNK_BYTES // (8 row_values))``, at least 1."""
+    return max(1, min(n_rows, max_rows, CHUNK_BYTES // (8 * max(row_values, 1))))
 
 
 class Variable(NamedTuple):

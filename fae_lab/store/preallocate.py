@@ -10,6 +10,7 @@ stores' structure changes afterwards.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from fae_lab.store.layout import (
     TRAIN_CHUNK_ROWS,
     StoreLayout,
     Variable,
+    chunk_rows,
 )
 
 
@@ -99,7 +101,9 @@ def create_metrics_store(path: Path, layout: StoreLayout) -> None:
     _create_coordinate(group, "k_upper", "k", layout.k_upper, "upper bin edge")
     for name, variable in layout.metric_variables().items():
         shape = layout.shape_of(variable)
-        chunks = (TRAIN_CHUNK_ROWS,) if variable.dims[0] == "step" else (EVAL_CHUNK_ROWS, *shape[1:])
+        rows = chunk_rows(shape[0], math.prod(shape[1:]),
+                          TRAIN_CHUNK_ROWS if variable.dims[0] == "step" else EVAL_CHUNK_ROWS)
+        chunks = (rows, *shape[1:])
         _create_variable(group, name, variable, shape, "float64", chunks, None)
     _consolidate(path)
 

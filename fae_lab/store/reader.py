@@ -27,6 +27,8 @@ NumPy, xarray and zarr only: no JAX, no Panel.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ import xarray as xr
 
 from fae_lab.config import TAG_NAMES
 from fae_lab.errors import UsageError
-from fae_lab.store.arrays import MetricsArrays
+from fae_lab.store.arrays import MetricsArrays, read_many
 from fae_lab.store.jsonio import read_json
 from fae_lab.store.layout import (
     CONFIG_FILE,
@@ -49,7 +51,8 @@ from fae_lab.store.layout import (
 )
 
 __all__ = ["CURVE_VARIABLES", "EVAL_CURVES", "SCALE_VARIABLES", "SPECTRAL_VARIABLES",
-           "TAG_NAMES", "RunDelta", "RunReader", "RunUnreadable", "checked_progress", "open_run", "reason"]
+           "TAG_NAMES", "RunDelta", "RunReader", "RunUnreadable", "checked_progress", "open_run",
+           "poll_readers", "reason", "require_all"]
 
 # Scalar evaluation curves drawn against step (the seed's eval/* and eval/spectral/*).
 EVAL_CURVES = ("eval_rel_mse", "eval_low_freq_mse", "eval_high_freq_mse",
@@ -158,6 +161,16 @@ class _Rows:
     values: dict[str, np.ndarray] = field(default_factory=dict)
     available: list[str] = field(default_factory=list)
     count: int = 0
+
+
+@dataclass
+class _Read:
+    """Rows ``[start, stop)`` of ``names`` (of ``rows``'s dimension), to be read."""
+
+    rows: _Rows
+    names: list[str]
+    start: int
+    stop: int
 
 
 class RunReader:
@@ -326,28 +339,31 @@ class RunReader:
         self._truth = None
         self._recon_cache.clear()
 
-    def _read(self, rows: _Rows, names: list[str], start: int, stop: int) -> None:
+    def _request(self, read: _Read):
         assert self._metrics is not None
-        for name, values in self._metrics.read(names, start, stop).items():
-            rows.values[name][start:stop] = values
+        return (self._metrics, read.names, read.start, read.stop)
 
-    def _read_rows(self, rows: _Rows, stop: int) -> slice:
-        start = rows.count
-        if stop > start and rows.values:
-            self._read(rows, list(rows.values), start, stop)
-        rows.count = max(start, stop)
-        return slice(start, rows.count)
+    @staticmethod
+    def _store(read: _Read, values: dict[str, np.ndarray]) -> None:
+        for name, rows in values.items():
+            read.rows.values[name][read.start:read.stop] = rows
 
-    def require(self, *names: str) -> None:
-        """Track ``names`` too (those the store has): read their valid rows now, and the new
-        ones at every poll."""
+    def _require_reads(self, names: tuple[str, ...] | list[str]) -> list[_Read]:
+        """Start tracking ``names`` (those the store has); the reads of their valid rows."""
+        reads = []
         for rows in (self._train, self._eval):
-            new = [n for n in names if n in rows.available and n not in rows.values]
+            new = [n for n in dict.fromkeys(names) if n in rows.available and n not in rows.values]
             for name in new:
                 assert self._metrics is not None
                 rows.values[name] = np.full(self._metrics.shapes[name], np.nan)
             if new and rows.count:
-                self._read(rows, new, 0, rows.count)
+                reads.append(_Read(rows, new, 0, rows.count))
+        return reads
+
+    def require(self, *names: str) -> None:
+        """Track ``names`` too (those the store has): read their valid rows now, and the new
+        ones at every poll. (:func:`require_all`: many runs in one trip.)"""
+        require_all([(self, names)])
 
     def poll(self) -> RunDelta:
         """Read ``progress.json``, then only the rows that became valid since the last poll.
@@ -355,7 +371,14 @@ class RunReader:
         Never raises for what is on disk: a run whose files cannot be read, or whose
         ``progress.json`` fails :func:`checked_progress`, keeps its last state and sets
         ``error`` to the reason (``status_changed`` when the reason changes).
+        (:func:`poll_readers`: many runs, their rows read in one trip.)
         """
+        return poll_readers([self])[0]
+
+    def _polling(self):
+        """:meth:`poll` as a generator: yields the row reads it needs (a list of
+        :class:`_Read`), is sent their answers (rows or exceptions, in order) and returns the
+        :class:`RunDelta`. So :func:`poll_readers` reads every run's rows at once."""
         before = (self.progress.get("status"), self.progress.get("step"),
                   self.progress.get("message"), self.final is not None, self.error)
         train_start, eval_start, reset = self._train.count, self._eval.count, False
@@ -371,8 +394,17 @@ class RunReader:
                 # A resumed run truncated its rows, or the run was replaced: start again.
                 self._open()
                 reset, train_start, eval_start = True, 0, 0
-            self._read_rows(self._train, n_train)
-            self._read_rows(self._eval, n_eval)
+            reads = [_Read(rows, list(rows.values), rows.count, stop)
+                     for rows, stop in ((self._train, n_train), (self._eval, n_eval))
+                     if stop > rows.count and rows.values]
+            answers = yield reads
+            for rows, stop in ((self._train, n_train), (self._eval, n_eval)):
+                for read, answer in zip(reads, answers, strict=True):
+                    if read.rows is rows:
+                        if isinstance(answer, BaseException):
+                            raise answer  # rows read before stay read, as counted
+                        self._store(read, answer)
+                rows.count = max(rows.count, stop)
             status_changed = progress.get("status") != self.progress.get("status")
             self.progress = progress
             final_path = self.path / FINAL_FILE
@@ -419,6 +451,24 @@ class RunReader:
         data = {name: ("step", values[rows.start:stop])
                 for name, values in self._train.values.items()}
         return xr.Dataset(data, coords={"step": self.train_steps[rows.start:stop]})
+
+    def training_arrays(self, rows: slice | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`training` as plain arrays (copies): tracked variable -> ``(n,)`` rows, and
+        their steps ``(n,)``. Without xarray: a page of a few hundred runs builds no Dataset."""
+        rows = rows or slice(0, self._train.count)
+        stop = min(rows.stop, self._train.count)
+        return ({name: values[rows.start:stop].copy() for name, values in self._train.values.items()},
+                self.train_steps[rows.start:stop].copy())
+
+    def evaluation_arrays(self, rows: slice | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`evaluations` as plain arrays (copies): tracked variable -> ``(n, ...)``
+        rows, and the evaluations' steps ``(n,)``."""
+        rows = rows or slice(0, self._eval.count)
+        stop = min(rows.stop, self._eval.count)
+        if self._metrics is None:
+            return {}, np.zeros(0, np.int64)
+        return ({name: values[rows.start:stop].copy() for name, values in self._eval.values.items()},
+                self.eval_steps[rows.start:stop].copy())
 
     def evaluations(self, rows: slice | None = None) -> xr.Dataset:
         """Valid evaluation rows (all, or ``rows`` of them) as a Dataset along ``eval_step``,
@@ -491,6 +541,69 @@ class RunReader:
             self._recon_cache.popitem(last=False)
         return image
 
+
+
+def poll_readers(readers: list[RunReader]) -> list[RunDelta]:
+    """:meth:`RunReader.poll` of each reader, their new rows read in one trip to zarr's event
+    loop (zarr-python costs a fixed time per trip and per chunk; over hundreds of runs the
+    trips were most of a page load's wait)."""
+    with cyclic_gc_paused():
+        return _poll_readers(readers)
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused():
+    """Python's cyclic garbage collector off inside the block (on again after it, if it was
+    on). Reading a few hundred runs makes many small objects (JSON documents, arrays) that
+    form no cycles, yet their count triggers full collections over a dashboard's whole heap:
+    about half of a 200-run poll's CPU time. Refcounting still frees them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _poll_readers(readers: list[RunReader]) -> list[RunDelta]:
+    deltas: dict[int, RunDelta] = {}
+    pending = []
+    for index, reader in enumerate(readers):
+        polling = reader._polling()
+        try:
+            reads = next(polling)
+        except StopIteration as done:  # failed before reading: its delta
+            deltas[index] = done.value
+            continue
+        pending.append((index, reader, polling, reads))
+    answers = iter(read_many([reader._request(read) for _, reader, _, reads in pending
+                              for read in reads]))
+    for index, _reader, polling, reads in pending:
+        try:
+            polling.send([next(answers) for _ in reads])
+        except StopIteration as done:
+            deltas[index] = done.value
+        else:  # pragma: no cover - _polling yields once
+            raise RuntimeError("RunReader._polling yielded twice")
+    return [deltas[index] for index in range(len(readers))]
+
+
+def require_all(wanted: list[tuple[RunReader, tuple[str, ...] | list[str]]]) -> None:
+    """:meth:`RunReader.require` of ``names`` for each ``(reader, names)``, the valid rows of all
+    of them read in one trip to zarr's event loop. Raises the first read's exception after
+    storing every other answer."""
+    reads = [(reader, read) for reader, names in wanted if reader.ready
+             for read in reader._require_reads(names)]
+    error = None
+    for (reader, read), answer in zip(reads, read_many([reader._request(read)
+                                                        for reader, read in reads]), strict=True):
+        if isinstance(answer, BaseException):
+            error = error or answer
+        else:
+            reader._store(read, answer)
+    if error is not None:
+        raise error
 
 
 def open_run(run_dir: str | os.PathLike) -> RunReader:

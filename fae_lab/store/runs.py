@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fae_lab.store.layout import CHECKPOINTS_DIR, CONFIG_FILE, METRICS_STORE, RECONSTRUCTIONS_STORE
-from fae_lab.store.reader import RunDelta, RunReader, reason
+from fae_lab.store.reader import RunDelta, RunReader, poll_readers, reason
 
 __all__ = ["PollResult", "RunsDirectory", "list_runs"]
 
@@ -91,11 +91,12 @@ class RunsDirectory:
         return new
 
     def poll(self) -> PollResult:
-        """Discover new runs, then poll every run for new rows."""
+        """Discover new runs, then poll every run for new rows (read in one trip to zarr,
+        :func:`~fae_lab.store.reader.poll_readers`)."""
         new = self.discover()
         deltas = []
-        for reader in self.readers.values():
-            delta = reader.poll()
+        for reader, delta in zip(self.readers.values(), poll_readers(list(self.readers.values())),
+                                 strict=True):
             if delta.has_rows or delta.reset or delta.status_changed or reader.name in new:
                 deltas.append(delta)
         return PollResult(new, deltas)

@@ -5,8 +5,8 @@
 once; nothing about the stores' shape changes afterwards, so a reader's view of the
 metadata is never stale. Rows are then written into place by region. zarr's LocalStore
 writes every chunk (or shard) file to a temporary name and renames it over the old one, so
-a reader decodes either the old file or the new one, never a torn one; a chunk (256
-training rows, 64 evaluation rows) is rewritten whole each time some of its rows are
+a reader decodes either the old file or the new one, never a torn one; a chunk (up to
+4,096 training rows or 1,024 evaluations, :func:`~fae_lab.store.layout.chunk_rows`) is rewritten whole each time some of its rows are
 written, and rows that were valid before stay valid in the new file. After the arrays, ``progress.json`` is replaced
 atomically with ``n_train`` / ``n_eval``: the longest prefix of rows written so far. So
 every row a reader is told is valid has been written before it read ``progress.json``.

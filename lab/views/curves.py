@@ -52,16 +52,16 @@ from bokeh.models import (
 from bokeh.plotting import figure
 from scipy.signal import lfilter
 
-from fae_lab.store import EVAL_CURVES, PollResult, RunReader
+from fae_lab.store import EVAL_CURVES, PollResult, RunReader, require_all
 from lab.state import LabState
 from lab.transforms import (
     SPLIT_OPTIONS,
     TEST_SPLIT,
     TRAINING_SPLIT,
-    evaluation_frame,
+    evaluation_columns,
     run_split,
     split_variable,
-    training_frame,
+    training_columns,
 )
 from lab.views.axes import readable_log_axes
 from lab.views.base import LiveView
@@ -104,10 +104,6 @@ PANELS = (
 # What the derived curves need besides the curve variables (a run without the training split
 # has no gap curve).
 DERIVED_INPUTS = ("eval_spectral_mse", "eval_spectral_target", "eval_train_rel_mse")
-
-
-def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {name: frame[name].to_numpy() for name in frame.columns}
 
 
 def _line(fig: figure, source: ColumnDataSource, y: str | dict, colour: str, name: str,
@@ -228,18 +224,27 @@ class CurvesView(LiveView):
 
     @staticmethod
     def _training(reader: RunReader, rows: slice | None = None) -> dict[str, np.ndarray]:
-        return _columns(training_frame(reader.training(rows), reader.loss_terms))
+        # Plain arrays, not a Dataset and a DataFrame per run: over a few hundred runs those
+        # were most of the first render after the reads.
+        return training_columns(*reader.training_arrays(rows), reader.loss_terms)
 
     def run_split(self, run: str) -> str:
         """The split ``run``'s evaluation curves show: the chosen one, or the training split
         for a rung without an encoder."""
         return run_split(self.state.source[run].rung, self.split)
 
+    def _needed(self, run: str) -> tuple[str, ...]:
+        """The evaluation variables ``run``'s curves need beyond the tracked ones (and the
+        wall-clock columns when that axis is chosen: read only once asked for)."""
+        split = self.run_split(run)
+        wall = ("wall_time", "eval_wall_time") if self.x_axis == "wall_time" else ()
+        return (*DERIVED_INPUTS, *(split_variable(name, split) for name in
+                                   (*EVAL_CURVES, *DERIVED_INPUTS[:2])), *wall)
+
     def _evaluations(self, reader: RunReader, rows: slice | None = None) -> dict[str, np.ndarray]:
         split = self.run_split(reader.name)
-        reader.require(*DERIVED_INPUTS, *(split_variable(name, split) for name in
-                                          (*EVAL_CURVES, *DERIVED_INPUTS[:2])))
-        return _columns(evaluation_frame(reader.evaluations(rows), reader.k_upper, split))
+        reader.require(*self._needed(reader.name))
+        return evaluation_columns(*reader.evaluation_arrays(rows), reader.k_upper, split)
 
     def ingest(self, result: PollResult) -> None:
         """Stream each drawn run's new rows into its sources (a reset run is redrawn)."""
@@ -309,10 +314,11 @@ class CurvesView(LiveView):
         self.panel_sources, self._panel_rows = {}, {}
         drawn = [run for run in self.state.visible if self.state.source[run].ready]
         self.merged = len(drawn) > MERGE_ABOVE
+        # Every drawn run's missing variables in one trip to zarr (one per run was most of the
+        # first render's wait over a few hundred runs).
+        require_all([(self.state.source[run], self._needed(run)) for run in drawn])
         for run in drawn:
             reader = self.state.source[run]
-            if self.x_axis == "wall_time":  # read only once asked for (each read has a cost)
-                reader.require("wall_time", "eval_wall_time")
             train, evals = self._training(reader), self._evaluations(reader)
             if self.merged:
                 self.train_sources[run], self.eval_sources[run] = RunColumns(train), RunColumns(evals)
