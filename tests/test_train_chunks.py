@@ -77,6 +77,7 @@ def test_the_gpu_sized_defaults_are_named_and_the_hint_offers_the_demos_sizes():
     assert suggested.max_steps == DEMO_STEPS
     i = DEMO_TRAINING.index("--pooling-type")
     assert suggested.model.pooling_type == DEMO_TRAINING[i + 1]
+    assert suggested.optim.batch_size == int(DEMO_TRAINING[DEMO_TRAINING.index("--batch-size") + 1])
     # A data file's grid counts once it is known.
     on_file = parse_run_config(["--data-path", "x.npz", *CPU_FLAGS.split()[2:]])
     assert gpu_sized(on_file) == [] and gpu_sized(on_file, resolution=128) == ["a 128x128 grid"]

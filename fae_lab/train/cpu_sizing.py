@@ -21,8 +21,20 @@ from fae_lab.config import RunConfig
 # work grows with them), and steps. Attention pooling (any pooling but mean) is GPU-sized too.
 GPU_RESOLUTION = 64
 GPU_STEPS = 10_000
-# The sizes `fae-lab demo` trains at on a CPU (fae_lab.demo: 16 x 16, mean pooling, 1,500 steps).
-CPU_FLAGS = "--generate-resolution 16 --pooling-type mean --max-steps 1500"
+
+
+def _demo_flags() -> str:
+    """The sizes `fae-lab demo` trains at on a CPU, read from fae_lab.demo so the two agree."""
+    from fae_lab.demo import DEMO_DATA, DEMO_STEPS, DEMO_TRAINING
+
+    def flag(name: str) -> str:
+        return f"{name} {DEMO_TRAINING[DEMO_TRAINING.index(name) + 1]}"
+
+    return (f"--generate-resolution {DEMO_DATA['resolution']} {flag('--pooling-type')} "
+            f"{flag('--batch-size')} --max-steps {DEMO_STEPS}")
+
+
+CPU_FLAGS = _demo_flags()
 # A run whose measured remaining time is longer than this gets slow_hint's line.
 LONG_SECONDS = 30 * 60
 
