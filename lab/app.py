@@ -75,6 +75,14 @@ def quiet_disconnects() -> None:
             logger.addFilter(DisconnectFilter())
 
 
+def laid_out_when_shown(view: pn.viewable.Viewer) -> pn.param.ParamFunction:
+    """``view``'s layout, made when its tab is first shown (``Tabs(dynamic=True)`` renders the
+    shown tab only) and kept. The view itself exists, and follows the polls, from the start:
+    only its widgets and panes wait."""
+    return pn.param.ParamFunction(pn.bind(pn.panel, view), lazy=True,
+                                  sizing_mode="stretch_width")
+
+
 class LabApp(pn.viewable.Viewer):
     """Every view of one session over ``runs_dir``, in a Bootstrap template.
 
@@ -103,7 +111,9 @@ class LabApp(pn.viewable.Viewer):
             "NTK": NTKView(self.state, shown=False),
             "Launch": LaunchForm(self.state, data_dir),
         }
-        self.tabs = pn.Tabs(*self.views.items(), dynamic=True, sizing_mode="stretch_width")
+        self.tabs = pn.Tabs(*((name, laid_out_when_shown(view) if index else view)
+                              for index, (name, view) in enumerate(self.views.items())),
+                            dynamic=True, sizing_mode="stretch_width")
         self.tabs.param.watch(self._show_active, "active")
         self.template = pn.template.BootstrapTemplate(
             title="fae-lab: spectral bias in functional autoencoders", sidebar_width=320,

@@ -103,8 +103,7 @@ class FrequencyBandsView(LiveView):
         self._step_colours = LinearColorMapper(palette=Viridis256, low=0, high=1)
         self._cutoffs = [Span(dimension="height", line_dash="dashed", line_color="grey"),
                          Span(dimension="width", line_dash="dashed", line_color="grey")]
-        self.spectrum_figure = self._spectrum_figure()
-        self.map_figure = self._map_figure()
+        self._built: tuple[figure, figure] | None = None  # see _built_figures
         self._run_select = pn.widgets.Select.from_param(self.param.run, name="Run")
         self._scale_select = pn.widgets.Select.from_param(self.param.scale, name="Scale")
         self._curves = pn.widgets.IntSlider.from_param(self.param.n_curves,
@@ -114,10 +113,29 @@ class FrequencyBandsView(LiveView):
     def __panel__(self):
         return pn.Column(
             pn.Row(self._run_select, self._scale_select, self._curves),
-            pn.Row(pn.pane.Bokeh(self.spectrum_figure, sizing_mode="stretch_width"),
-                   pn.pane.Bokeh(self.map_figure, sizing_mode="stretch_width"),
-                   sizing_mode="stretch_width"),
+            # Built when first rendered (a hidden tab is not: Tabs(dynamic=True)).
+            pn.param.ParamFunction(pn.bind(self._figure_row), lazy=True, sizing_mode="stretch_width"),
             sizing_mode="stretch_width")
+
+    def _figure_row(self) -> pn.Row:
+        return pn.Row(pn.pane.Bokeh(self.spectrum_figure, sizing_mode="stretch_width"),
+                      pn.pane.Bokeh(self.map_figure, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")
+
+    def _built_figures(self) -> tuple[figure, figure]:
+        """(spectra, map), built on first use: a tab never shown costs no Bokeh figures (the
+        sources they draw exist from the start)."""
+        if self._built is None:
+            self._built = (self._spectrum_figure(), self._map_figure())
+        return self._built
+
+    @property
+    def spectrum_figure(self) -> figure:
+        return self._built_figures()[0]
+
+    @property
+    def map_figure(self) -> figure:
+        return self._built_figures()[1]
 
     @property
     def reader(self) -> RunReader | None:

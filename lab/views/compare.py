@@ -84,7 +84,7 @@ class TwoRunComparison(LiveView):
         # Over the indices of the common steps; its title shows the step.
         self.slider = pn.widgets.IntSlider.from_param(self.param.evaluation, show_value=False,
                                                       sizing_mode="stretch_width")
-        self.spectrum_figure, self.ratio_figure, self.map_figure = self._figures()
+        self._built: tuple | None = None  # the figures, built on first use (see _built_figures)
         self.images = ReconstructionRow(("A", "B"), name="compare-image")
         self.start()
 
@@ -100,25 +100,56 @@ class TwoRunComparison(LiveView):
             widgets,
             self.slider,
             self.message,
-            pn.Row(*(pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in
-                     (self.spectrum_figure, self.ratio_figure, self.map_figure)),
-                   sizing_mode="stretch_width"),
+            # Built when first rendered (a hidden tab is not: Tabs(dynamic=True)).
+            pn.param.ParamFunction(pn.bind(self._figure_row), lazy=True, sizing_mode="stretch_width"),
             self.images, sizing_mode="stretch_width")
+
+    def _figure_row(self) -> pn.Row:
+        return pn.Row(*(pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in
+                        (self.spectrum_figure, self.ratio_figure, self.map_figure)),
+                      sizing_mode="stretch_width")
+
+    def _built_figures(self) -> tuple:
+        """(spectra, ratio, map, line A, line B), built on first use: a tab never shown
+        costs no Bokeh figures."""
+        if self._built is None:
+            self._built = self._figures()
+        return self._built
+
+    @property
+    def spectrum_figure(self) -> figure:
+        return self._built_figures()[0]
+
+    @property
+    def ratio_figure(self) -> figure:
+        return self._built_figures()[1]
+
+    @property
+    def map_figure(self) -> figure:
+        return self._built_figures()[2]
+
+    @property
+    def _line_a(self):
+        return self._built_figures()[3]
+
+    @property
+    def _line_b(self):
+        return self._built_figures()[4]
 
     def _reader(self, run: str | None) -> RunReader | None:
         return self.state.source.readers.get(run)
 
     # -- figures ---------------------------------------------------------------------------
 
-    def _figures(self) -> tuple[figure, figure, figure]:
+    def _figures(self) -> tuple:
         tools = "pan,wheel_zoom,box_zoom,reset,save"
         spectra = figure(title="Error power per |n| band", x_axis_type="log",
                          y_axis_type="log", x_axis_label="|n|", y_axis_label="error power",
                          height=320, sizing_mode="stretch_width", tools=tools,
                          x_range=DataRange1d(), y_range=DataRange1d())
-        self._line_a = spectra.line("k", "a", source=self.spectra, line_width=2,
+        line_a = spectra.line("k", "a", source=self.spectra, line_width=2,
                                     legend_label="A")
-        self._line_b = spectra.line("k", "b", source=self.spectra, line_width=2,
+        line_b = spectra.line("k", "b", source=self.spectra, line_width=2,
                                     line_dash="dashed", legend_label="B")
         spectra.legend.location = "bottom_left"
         ratio = figure(title="log10 E_B / E_A  (< 0: B has less error)", x_axis_type="log",
@@ -143,7 +174,7 @@ class TwoRunComparison(LiveView):
         for fig in (spectra, ratio, ratio_map):
             fig.toolbar.logo = None
             readable_log_axes(fig)
-        return spectra, ratio, ratio_map
+        return spectra, ratio, ratio_map, line_a, line_b
 
     # -- choices ---------------------------------------------------------------------------
 

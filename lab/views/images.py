@@ -23,19 +23,42 @@ ERROR_PALETTE = RdBu11  # blue below zero, red above
 
 
 class FieldImages:
-    """``len(titles)`` images side by side; ``palettes[i]`` colours image i."""
+    """``len(titles)`` images side by side; ``palettes[i]`` colours image i.
+
+    The sources and colour mappers exist from the start (updates go to them); the figures are
+    built on first use (:attr:`figures`, or the row rendered on screen), so a view in a tab
+    never shown costs no Bokeh figures.
+    """
 
     def __init__(self, titles: Sequence[str], palettes: Sequence[Sequence[str]],
                  size: int = 170, name: str = "field"):
+        self.size = size
+        self._titles = list(titles)
+        self._figures: list[figure] | None = None
+        self.sources: list[ColumnDataSource] = [
+            ColumnDataSource({"image": [np.zeros((2, 2))]}, name=f"{name}-{i}")
+            for i in range(len(self._titles))]
+        self.mappers: list[LinearColorMapper] = [
+            LinearColorMapper(palette=palette, low=0, high=1)
+            for _, palette in zip(self._titles, palettes, strict=True)]
+
+    @property
+    def figures(self) -> list[figure]:
+        """The images' figures (built on first access)."""
+        if self._figures is None:
+            self._figures = self._build()
+        return self._figures
+
+    def built_figures(self) -> list[figure]:
+        """The figures if built, else none (nothing is built)."""
+        return self._figures or []
+
+    def _build(self) -> list[figure]:
         x_range, y_range = Range1d(0, 1, bounds=(0, 1)), Range1d(0, 1, bounds=(0, 1))
-        self.sources: list[ColumnDataSource] = []
-        self.mappers: list[LinearColorMapper] = []
-        self.figures: list[figure] = []
-        for i, (title, palette) in enumerate(zip(titles, palettes, strict=True)):
-            source = ColumnDataSource({"image": [np.zeros((2, 2))]}, name=f"{name}-{i}")
-            mapper = LinearColorMapper(palette=palette, low=0, high=1)
-            fig = figure(title=title, x_range=x_range, y_range=y_range, frame_width=size,
-                         frame_height=size, tools="pan,wheel_zoom,box_zoom,reset,save,hover",
+        figures = []
+        for title, source, mapper in zip(self._titles, self.sources, self.mappers, strict=True):
+            fig = figure(title=title, x_range=x_range, y_range=y_range, frame_width=self.size,
+                         frame_height=self.size, tools="pan,wheel_zoom,box_zoom,reset,save,hover",
                          tooltips=[("x", "$x{0.000}"), ("y", "$y{0.000}"),
                                    ("value", "@image{0.000e}")])
             fig.image(image="image", x=0, y=0, dw=1, dh=1, source=source, color_mapper=mapper)
@@ -43,9 +66,8 @@ class FieldImages:
             fig.add_layout(ColorBar(color_mapper=mapper, width=8, ticker=BasicTicker(
                 desired_num_ticks=5), major_label_text_font_size="8pt"), "right")
             fig.toolbar.logo = None
-            self.sources.append(source)
-            self.mappers.append(mapper)
-            self.figures.append(fig)
+            figures.append(fig)
+        return figures
 
     def update(self, fields: Sequence[np.ndarray], limits: Sequence[tuple[float, float]],
                titles: Sequence[str] | None = None) -> None:
@@ -54,11 +76,17 @@ class FieldImages:
         for i, (field, (low, high)) in enumerate(zip(fields, limits, strict=True)):
             self.sources[i].data = {"image": [np.asarray(field, dtype=np.float64)]}
             self.mappers[i].update(low=low, high=high)
-            if titles is not None:
-                self.figures[i].title.text = titles[i]
+        if titles is not None:
+            self._titles = list(titles)
+            for fig, title in zip(self._figures or [], titles, strict=False):
+                fig.title.text = title
+
+    def _row(self) -> pn.Row:
+        return pn.Row(*(pn.pane.Bokeh(fig) for fig in self.figures))
 
     def __panel__(self):
-        return pn.Row(*(pn.pane.Bokeh(fig) for fig in self.figures))
+        # Evaluated when first rendered (a hidden tab is not rendered: Tabs(dynamic=True)).
+        return pn.param.ParamFunction(pn.bind(self._row), lazy=True)
 
 
 class ReconstructionRow(FieldImages):

@@ -88,8 +88,11 @@ class LearnedFractionView(LiveView):
         self.fractions: dict[str, xr.DataArray] = {}  # run -> L(s, k) of the rows read
         self.fraction_sources: dict[str, ColumnDataSource] = {}
         self.bandwidth_sources: dict[str, ColumnDataSource] = {}
-        self.fraction_figure = figure()
-        self.bandwidth_figure = figure()
+        # run -> the evaluation index its line shows (a line is redrawn only when it changes)
+        self._drawn_index: dict[str, int] = {}
+        # Built by each refresh (none before the first: a hidden tab builds no figures).
+        self.fraction_figure: figure | None = None
+        self.bandwidth_figure: figure | None = None
         self._plots = pn.Row(sizing_mode="stretch_width")
         self._empty = pn.pane.Alert("No run matches the filter.", alert_type="light",
                                     visible=False)
@@ -121,6 +124,7 @@ class LearnedFractionView(LiveView):
             if self.scale not in options.values():
                 self.scale = ALL_TRAINING_SCALES
         self.fractions, self.fraction_sources, self.bandwidth_sources = {}, {}, {}
+        self._drawn_index = {}
         for run, reader in readers.items():
             split = self.run_split(run)
             reader.require(*(split_variable(name, split) for name in SPECTRAL_VARIABLES))
@@ -208,12 +212,16 @@ class LearnedFractionView(LiveView):
 
     @param.depends("step", watch=True)
     def _draw_fractions(self) -> None:
-        """Each run's line at its newest evaluation at or before ``step``."""
+        """Each run's line at its newest evaluation at or before ``step``; a line already
+        showing that evaluation is left as it is (one new evaluation of one of 200 runs
+        redraws one line, or none, not 200)."""
         if self._holding:
             return
         for run, fraction in self.fractions.items():
             index = evaluation_at_step(fraction["eval_step"].values, self.step)
-            self.fraction_sources[run].data = fraction_columns(fraction, index)
+            if self._drawn_index.get(run) != index:
+                self.fraction_sources[run].data = fraction_columns(fraction, index)
+                self._drawn_index[run] = index
         self.slider.name = f"Step {self.step}"
 
     @param.depends("follow", watch=True)
@@ -245,6 +253,7 @@ class LearnedFractionView(LiveView):
                 continue
             new = self._fraction(delta.name, reader.evaluations(slice(have, reader.n_eval)))
             self.fractions[delta.name] = xr.concat([self.fractions[delta.name], new], "eval_step")
+            self._drawn_index.pop(delta.name, None)  # its rows changed: redraw its line
             self.bandwidth_sources[delta.name].stream(self._bandwidth(delta.name, new))
             changed = True
         if changed:

@@ -81,7 +81,8 @@ class ReconstructionsView(LiveView):
 
     @param.depends("size", watch=True)
     def _resize(self) -> None:
-        for figure in self.images.figures:
+        self.images.size = self.size  # figures not built yet are built at this size
+        for figure in self.images.built_figures():
             figure.frame_width = figure.frame_height = self.size
 
     @param.depends("sample", "scale", "evaluation", watch=True)

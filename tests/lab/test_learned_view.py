@@ -128,3 +128,32 @@ def test_the_curves_page_draws_resolved_bandwidth_and_the_gap_where_stored(runs_
     train = metrics["eval_rel_mse"] * 0.25
     frame = evaluation_frame(metrics.assign(eval_train_rel_mse=train), metrics["k_upper"].values)
     np.testing.assert_allclose(frame["generalisation_gap"], metrics["eval_rel_mse"].values * 0.75)
+
+
+@pytest.mark.slow
+def test_a_new_evaluation_redraws_only_the_lines_it_changes(fresh_runs):
+    """One run writes an evaluation past every other run's newest step: the step follows it,
+    yet the other runs' lines still show their newest evaluation, so only its line is sent."""
+    writer = live_run(fresh_runs, n_evals=12)
+    writer.advance(9)
+    state = LabState(fresh_runs)
+    view = LearnedFractionView(state)
+    doc = Document()
+    doc.add_root(view.__panel__().get_root())
+    before = {run: source.data for run, source in view.fraction_sources.items()}
+    events: list = []
+    doc.on_change(events.append)
+    writer.advance(1)
+    state.poll()
+    redrawn = {event.model.name for event in events
+               if getattr(event, "attr", None) == "data"
+               and str(getattr(event.model, "name", "")).startswith("fraction:")}
+    assert redrawn == {"fraction:live"}
+    steps, *_ = coords(fresh_runs / "live")
+    assert view.step == int(steps[9])
+    for run, source in view.fraction_sources.items():
+        fraction = expected_fraction(fresh_runs / run)
+        np.testing.assert_allclose(source.data["learned_fraction"], fraction[-1], rtol=1e-12)
+        if run != "live":
+            assert source.data is before[run]
+    assert len(expected_fraction(fresh_runs / "live")) == 10
