@@ -23,7 +23,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "archive"))  # fused_de
 STEPS = 10
 
 
-def training_step(kernels: str, n_devices: int = 1, batch: int = 32, unroll: int = 1):
+def model_config(args=None):
+    """The paper configuration, or the configuration the command line's model flags name
+    (``--pooling``, ``--decoder-type``, ``--rff-*``): the seed's other commands."""
+    from fae_lab.config import ModelConfig
+
+    cfg = dict(pooling_type="mean", n_coordinate_frequencies=16, coordinate_sigma=1.0,
+               latent_dim=64, encoder_hidden=(64, 64, 64), decoder_hidden=(100,) * 5)
+    if args is not None:
+        cfg.update(pooling_type=args.pooling, decoder_type=args.decoder_type, rff_dim=args.rff_dim,
+                   rff_location=args.rff_location,
+                   rff_multiscale_sigmas=tuple(float(s) for s in args.rff_sigmas.split(",")) if args.rff_sigmas else None)
+    return ModelConfig(**cfg)
+
+
+def training_step(kernels: str, n_devices: int = 1, batch: int = 32, unroll: int = 1, cfg=None):
     """The scanned step; with ``n_devices`` > 1 data parallel as training runs it: parameters
     replicated, each device runs the one-device step on its samples (``jax.shard_map``) and
     the gradient, raveled into one vector, is averaged by one all-reduce. (Until session 3 of
@@ -34,12 +48,10 @@ def training_step(kernels: str, n_devices: int = 1, batch: int = 32, unroll: int
     import optax
     from flax import nnx
 
-    from fae_lab.config import ModelConfig
     from fae_lab.grid import grid_coordinates
     from fae_lab.models import build_model
 
-    cfg = ModelConfig(pooling_type="mean", n_coordinate_frequencies=16, coordinate_sigma=1.0,
-                      latent_dim=64, encoder_hidden=(64, 64, 64), decoder_hidden=(100,) * 5)
+    cfg = cfg or model_config()
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     from fae_lab.train.devices import AXIS
@@ -125,10 +137,18 @@ def main() -> None:
     p.add_argument("--n-devices", type=int, default=1, help="data parallel over this many GPUs")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--unroll", type=int, default=1, help="lax.scan unroll")
+    p.add_argument("--pooling", choices=("mean", "attention", "augmented_residual"), default="mean")
+    p.add_argument("--decoder-type", default="standard")
+    p.add_argument("--rff-dim", type=int, default=512)
+    p.add_argument("--rff-location", default="penultimate")
+    p.add_argument("--rff-sigmas", default="", help="comma-separated: multi-band RFF")
     args = p.parse_args()
     import jax
 
-    fn, fn_args = (training_step(args.kernels, args.n_devices, args.batch, args.unroll) if args.what == "step"
+    if args.pooling != "mean":
+        args.kernels = "xla"  # the fused encoder is mean pooling's
+    fn, fn_args = (training_step(args.kernels, args.n_devices, args.batch, args.unroll, model_config(args))
+                   if args.what == "step"
                    else decoder_experiment())
     import time
 
@@ -144,7 +164,8 @@ def main() -> None:
     shutil.rmtree(trace_dir, ignore_errors=True)  # a trace left by an earlier call would add up
     with jax.profiler.trace(str(trace_dir)):
         jax.block_until_ready(fn(*fn_args))
-    print(f"== {args.what} (encoder kernels: {args.kernels}, batch {args.batch}, "
+    print(f"== {args.what} (encoder kernels: {args.kernels}, pooling {args.pooling}, decoder {args.decoder_type} "
+          f"{args.rff_location if args.decoder_type != 'standard' else ''} {args.rff_sigmas}, batch {args.batch}, "
           f"{args.n_devices} device(s), unroll {args.unroll}; times per device): wall {wall_us:.1f} us per step")
     report(kernel_times(trace_dir), (STEPS if args.what == "step" else 1) * args.n_devices, args.top)
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 16's GPU figures: where the seed's configurations spend a step, and how fast each of the
+# seed's eight commands trains.
+#
+#   bash benchmarks/speed_gpu.sh PART OUT [SECONDS]
+#
+# PART: profile (kernel_breakdown.py for the paper configuration, attention pooling, and the
+# RFF / multi-band decoders as the seed's commands run them, i.e. with attention pooling), or
+# seed (bench_seed.py: steady steps/s and peak memory of each seed command, 64 x 64, batch 32),
+# or both (seed first). Everything runs on the first visible GPU, one process at a time;
+# every step is cut off when SECONDS (default 500) have passed since the start.
+set -uo pipefail
+part=${1:?PART}; out=${2:?OUT}; seconds=${3:-500}; steps=${FAE_LAB_BENCH_STEPS:-1500}
+mkdir -p "$out"
+left() { echo $((seconds - SECONDS)); }
+
+seed() {
+  [ "$(left)" -gt 30 ] || return
+  timeout -s TERM "$(left)" python3 benchmarks/bench_seed.py --steps "$steps" \
+    --json "$out/bench_seed.json" 2>&1 | tee "$out/bench_seed.log"
+}
+
+profile() {
+  local configs=(
+    ""
+    "--pooling attention"
+    "--pooling augmented_residual"
+    "--pooling attention --decoder-type rff_output --rff-dim 256 --rff-sigmas 0.5,1.0,2.0,4.0"
+    "--pooling attention --decoder-type rff_output --rff-dim 512"
+    "--pooling attention --decoder-type rff_output --rff-dim 512 --rff-location coordinates"
+  )
+  for cfg in "${configs[@]}"; do
+    local t; t=$(left); [ "$t" -gt 20 ] || break; [ "$t" -gt 120 ] && t=120
+    # shellcheck disable=SC2086
+    timeout -s TERM "$t" python3 benchmarks/kernel_breakdown.py --top 25 $cfg 2>&1 | grep -v "^W0\|^I0" \
+      | tee -a "$out/profiles.txt"
+  done
+}
+
+case $part in
+  profile) profile ;;
+  seed) seed ;;
+  both) seed; profile ;;
+  *) echo "unknown part $part" >&2; exit 2 ;;
+esac
