@@ -101,11 +101,15 @@ def main() -> int:
     unknown = [n for n in args.commands.split(",") if n not in SEED_COMMANDS]
     if unknown:
         p.error(f"--commands: no seed command {unknown[0]!r} (choose from {', '.join(SEED_COMMANDS)})")
-    results = [time_phase(args, root)] if args.phase else [run_child(n, args, root) for n in args.commands.split(",")]
-    for result in results:
+    # Each result is printed and kept as soon as it exists: a call cut off by its time limit
+    # keeps the commands it finished.
+    results = []
+    for result in ([time_phase(args, root)] if args.phase
+                   else (run_child(n, args, root) for n in args.commands.split(","))):
+        results.append(result)
         print(json.dumps(result), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
     return 0 if all("error" not in r and r.get("exit_status", 0) == 0 for r in results) else 1
 
 

@@ -116,7 +116,7 @@ case $part in
   queue)  # what long1-long3 left, in order of importance: each GPU works through its list, one
            # phase group at a time, skipping groups whose three seeds finished; rerun until all
            # finish (FAE_LAB_RUNS_FROM: the previous call's tarballs). FAE_LAB_QUEUE="c:NAME b:NAME"
-           # replaces the two lists by one. On one GPU both lists share it, which gains nothing
+           # replaces GPU 0's list and FAE_LAB_QUEUE_GPU1 GPU 1's (unset: GPU 1 idles). On one GPU both lists share it, which gains nothing
            # (two groups run at half speed each: 2026-11-30), so give one list there.
     share_baseline phase_b phase_c
     queue() {  # GPU PHASE:EXPERIMENT ...
@@ -132,6 +132,9 @@ case $part in
     if [ -n "${FAE_LAB_QUEUE:-}" ]; then
       # shellcheck disable=SC2086
       queue 0 $FAE_LAB_QUEUE &
+      # FAE_LAB_QUEUE_GPU1: a second list, on GPU 1
+      # shellcheck disable=SC2086
+      [ -n "${FAE_LAB_QUEUE_GPU1:-}" ] && queue 1 $FAE_LAB_QUEUE_GPU1 &
     else
       second=1
       if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -lt 2 ]; then
