@@ -26,6 +26,7 @@ then at 20,000 steps (the first three calls):
 from __future__ import annotations
 
 import argparse
+import shutil
 import tarfile
 import tempfile
 from collections import defaultdict
@@ -99,10 +100,13 @@ def runs_under(root: Path) -> dict[str, list[Path]]:
 
 
 LONG = "findings_long3_runs.tar.xz"
-# The session of 2026-11-30 (`findings_gpu.sh queue`, one H200): phase c's coordinate RFF to
-# 50,000 steps; the Fourier-weighted loss (p = 1), the combined loss and the multi-band decoder
-# stopped at the call's limit (their checkpoints did not come back), compared at equal steps.
-QUEUE = ("findings_queue2_runs.tar.xz", "findings_queue3_runs.tar.xz")
+# `findings_gpu.sh queue`, in the order of the calls. 2026-11-30 (one H200): phase c's
+# coordinate RFF to 50,000 steps; the Fourier-weighted loss (p = 1), the combined loss and the
+# multi-band decoder stopped at the call's limit (their checkpoints did not come back), compared
+# at equal steps. 2026-11-30, second session (two H200s): Fourier-weighted p = 0.5 and 2, RFF 256
+# at the penultimate layer; Fourier p = 1 restarted from step 0.
+QUEUE = ("findings_queue2_runs.tar.xz", "findings_queue3_runs.tar.xz", "findings_queue4_runs.tar.xz",
+         "findings_queue5_runs.tar.xz")
 SHORT = ("findings_call1_ladder_b.tar.xz", "findings_call2_rest.tar.xz", "findings_call3_latent.tar.xz")
 
 
@@ -147,8 +151,12 @@ def compared(root: Path, folders: list[str], title: str, steps: str) -> None:
     print()
 
 
+MIN_STOPPED_STEP = 10_000  # a run stopped earlier (a call's last minute) is left out of the table
+
+
 def stopped(root: Path, folders: list[str], title: str) -> None:
-    """Experiments stopped before 50,000 steps, each against the baseline at the same step."""
+    """Experiments stopped before 50,000 steps (at ``MIN_STOPPED_STEP`` or later), each against
+    the baseline at the same step."""
     print(f"## {title}: runs stopped before 50,000 steps (test split; the baseline at the same step)\n")
     print("| experiment | stopped at step | test rel MSE | baseline at that step | vs baseline | "
           "high-band MSE | baseline's | vs baseline | resolved |n| |")
@@ -160,6 +168,8 @@ def stopped(root: Path, folders: list[str], title: str) -> None:
             if exp in finished:
                 continue
             step = min(last_evaluated_step(r) for r in runs)
+            if step < MIN_STOPPED_STEP:
+                continue
             rows = [row_at(r, "test", step) for r in runs]
             base = [row_at(r, "test", step) for r in baseline_runs]
             this, ref = summarise(rows), summarise(base)
@@ -265,10 +275,23 @@ def runs_under_any(root: Path) -> dict[str, list[Path]]:
 
 
 def unpack(results: Path, names, into: Path) -> Path:
+    """Unpack the tarballs in order into ``into``; a run folder (``phase/run``) or a phase's
+    file in a later tarball replaces the earlier one whole, so a run restarted from step 0 in a
+    later call never mixes with the files of its first attempt."""
     into.mkdir()
-    for name in names:
+    for i, name in enumerate(names):
+        staging = into.parent / f"{into.name}_{i}"
         with tarfile.open(results / name) as archive:
-            archive.extractall(into, filter="data")
+            archive.extractall(staging, filter="data")
+        for entry in sorted(staging.glob("*/*")):
+            target = into / entry.relative_to(staging)
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(entry), target)
+        shutil.rmtree(staging)
     return into
 
 
