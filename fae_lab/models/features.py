@@ -172,11 +172,16 @@ class HiddenFourierFeatures(nnx.Module):
     K·n_features features in all. This is the penultimate-layer RFF of IFeF-PINN (Wu, Aguiar,
     Johansson, Barreau, arXiv 2510.19399): it makes the readout's kernel stationary in h.
 
-    The phases are computed in float32 at the highest matmul precision (σ scales rounding of h
-    into phase error). Shapes: ``h (..., d)`` -> ``(..., K·n_features)`` float32.
+    The phases t = B h of all K bands are one product of h with the stacked ``(K·n, d)``
+    matrix, in float32 with the dot algorithm :func:`phase_algorithm` picks (``algorithm``
+    overrides it; see there for why a cheap one is not good enough). B is held out of
+    differentiation (``stop_gradient``): it is fixed, so no gradient is ever formed for it.
+    Shapes: ``h (..., d)`` -> ``phases (..., K, n_features/2)`` (cycles) and ``__call__``
+    ``(..., K·n_features)`` float32.
     """
 
-    def __init__(self, in_dim: int, n_features: int, sigmas: float | Sequence[float], *, rngs: nnx.Rngs):
+    def __init__(self, in_dim: int, n_features: int, sigmas: float | Sequence[float], *,
+                 algorithm: str | None = None, rngs: nnx.Rngs):
         if n_features < 2 or n_features % 2:
             raise UsageError(
                 f"--rff-dim: expected an even number >= 2 of features (cos and sin pairs), got {n_features}"
@@ -190,18 +195,94 @@ class HiddenFourierFeatures(nnx.Module):
         self.in_dim = in_dim
         self.n_features = n_features
         self.sigmas = sigmas
+        self.algorithm = algorithm  # None: phase_algorithm() of the backend that runs it
         self.frequencies = FourierBasis(jnp.stack(matrices))  # (K, n_features/2, d)
 
     @property
     def out_dim(self) -> int:
         return len(self.sigmas) * self.n_features
 
+    def phases(self, h: jax.Array) -> jax.Array:
+        """``h (..., d)`` -> t = B_b h ``(..., K, n_features/2)`` float32, in cycles."""
+        freqs = jax.lax.stop_gradient(self.frequencies[...])  # (K, n, d)
+        n_bands, n, d = freqs.shape
+        # One (..., d) x (d, K·n) product for all bands: no K-batched einsum.
+        t = jnp.matmul(h.astype(jnp.float32), freqs.reshape(n_bands * n, d).T,
+                       precision=self.algorithm or phase_algorithm())
+        return t.reshape((*h.shape[:-1], n_bands, n))
+
     def __call__(self, h: jax.Array) -> jax.Array:
         """``h (..., d)`` -> φ(h) ``(..., K·n_features)`` float32."""
-        phases = jnp.einsum(
-            "...d,kfd->...kf",
-            h.astype(jnp.float32),
-            self.frequencies[...],
-            precision=jax.lax.Precision.HIGHEST,
-        )
-        return fourier_embedding(phases).reshape((*h.shape[:-1], self.out_dim))
+        return fourier_embedding(self.phases(h)).reshape((*h.shape[:-1], self.out_dim))
+
+
+# Per backend, the dot algorithms tried for the phases, most wanted first (HIGHEST always works).
+_PHASE_ALGORITHMS = {
+    "gpu": ("TF32_TF32_F32_X3",),
+    "cuda": ("TF32_TF32_F32_X3",),
+    "rocm": ("TF32_TF32_F32_X3",),
+    "tpu": ("BF16_BF16_F32_X6",),
+}
+HIGHEST = "highest"
+
+
+def phase_algorithm(backend: str | None = None) -> str:
+    """The dot algorithm of the hidden phases t = B h on ``backend`` (default: JAX's default).
+
+    A rounding error δt of the phases moves the readout by
+    δu = Σ_f 2π δt_f (−w_cf sin 2πt_f + w_sf cos 2πt_f), so |δu| grows with |t|·ε where ε is
+    the product's relative rounding: TF32 inputs (ε ≈ 2⁻¹¹) would give a per-cent phase noise
+    at the several-cycle phases of σ = 4, the very noise the float32 decoder avoids. The
+    algorithm must therefore be about as accurate as float32 (ε ≈ 2⁻²⁴):
+
+    - GPU: ``TF32_TF32_F32_X3`` (each operand split into two TF32 parts, three tensor-core
+      products, ε ≈ 2⁻²¹), instead of HIGHEST, which Hopper runs on CUDA cores.
+    - TPU: ``BF16_BF16_F32_X6`` (three bf16 parts, six products).
+    - CPU and anything else: ``"highest"`` (true float32; the CPU has no faster exact path and
+      refuses the TF32 presets).
+
+    A preset that the backend refuses to compile falls back to ``"highest"``.
+    benchmarks/bench_rff.py measures the phase error of each choice against float64.
+    """
+    backend = backend or jax.default_backend()
+    for name in _PHASE_ALGORITHMS.get(backend, ()):
+        if _compiles(name, backend):
+            return name
+    return HIGHEST
+
+
+@functools.cache
+def _compiles(algorithm: str, backend: str) -> bool:
+    """Whether a tiny float32 product with ``algorithm`` compiles on ``backend``."""
+    def product(a, b):
+        return jnp.matmul(a, b, precision=algorithm)
+
+    spec = jax.ShapeDtypeStruct((16, 16), jnp.float32)
+    try:
+        jax.jit(product, backend=backend).lower(spec, spec).compile()
+    except Exception:  # noqa: BLE001 - any refusal (lowering or compiling) means "not here"
+        return False
+    return True
+
+
+@jax.checkpoint
+def fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.Array) -> jax.Array:
+    """The linear readout of φ without forming φ: ``(..., K, n)`` phases t (cycles) and
+    ``(K, n)`` weights -> ``(...)`` float32
+
+        w·φ = Σ_{b,f} w^c_{bf} cos 2πt_{bf} + w^s_{bf} sin 2πt_{bf}.
+
+    It equals ``φ @ w`` with ``w = [w^c_1, w^s_1, ..., w^c_K, w^s_K]``, the layout of
+    :class:`HiddenFourierFeatures`. Under ``jax.checkpoint`` the only residuals kept for the
+    derivatives are t and the weights: cos and sin are recomputed where they are needed,
+
+        ∂/∂t_{bf} = 2π (−w^c_{bf} sin 2πt_{bf} + w^s_{bf} cos 2πt_{bf}),
+        ∂/∂w^c_{bf} = cos 2πt_{bf},   ∂/∂w^s_{bf} = sin 2πt_{bf},
+
+    so XLA fuses them into the reductions and never writes the ``(..., 2Kn)`` features or the
+    concatenation. (A ``jax.checkpoint``, not a ``jax.custom_vjp``: the NTK's matrix-free
+    product needs forward-mode derivatives too.)
+    """
+    t = phases.astype(jnp.float32)
+    angle = 2.0 * jnp.pi * (t - jnp.round(t))
+    return jnp.sum(cos_weights * jnp.cos(angle) + sin_weights * jnp.sin(angle), axis=(-2, -1))
