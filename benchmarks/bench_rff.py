@@ -25,7 +25,6 @@ Results: one JSON object per line on stdout, all of them in ``--json``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -84,7 +83,7 @@ def measure(name: str, batch: int, resolution: int, repeats: int, tiny: bool,
             return jnp.mean((u - target) ** 2), u
 
         step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
-        (value, u), grads = jax.block_until_ready(step(params, z))
+        (_, u), grads = jax.block_until_ready(step(params, z))
         times = []
         for _ in range(repeats):
             start = time.perf_counter()

@@ -207,7 +207,7 @@ class HiddenFourierFeatures(nnx.Module):
         freqs = jax.lax.stop_gradient(self.frequencies[...])  # (K, n, d)
         n_bands, n, d = freqs.shape
         # One (..., d) x (d, K·n) product for all bands: no K-batched einsum.
-        t = jnp.matmul(h.astype(jnp.float32), freqs.reshape(n_bands * n, d).T,
+        t = jnp.einsum("...d,fd->...f", h.astype(jnp.float32), freqs.reshape(n_bands * n, d),
                        precision=self.algorithm or phase_algorithm())
         return t.reshape((*h.shape[:-1], n_bands, n))
 
@@ -260,7 +260,7 @@ def _compiles(algorithm: str, backend: str) -> bool:
     spec = jax.ShapeDtypeStruct((16, 16), jnp.float32)
     try:
         jax.jit(product, backend=backend).lower(spec, spec).compile()
-    except Exception:  # noqa: BLE001 - any refusal (lowering or compiling) means "not here"
+    except Exception:  # any refusal, in lowering or in compiling, means "not on this backend"
         return False
     return True
 
@@ -285,4 +285,6 @@ def fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.
     """
     t = phases.astype(jnp.float32)
     angle = 2.0 * jnp.pi * (t - jnp.round(t))
-    return jnp.sum(cos_weights * jnp.cos(angle) + sin_weights * jnp.sin(angle), axis=(-2, -1))
+    lead = (1,) * (t.ndim - 2)
+    wc, ws = cos_weights.reshape(lead + cos_weights.shape), sin_weights.reshape(lead + sin_weights.shape)
+    return jnp.sum(wc * jnp.cos(angle) + ws * jnp.sin(angle), axis=(-2, -1))
