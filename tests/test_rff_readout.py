@@ -91,6 +91,21 @@ def test_fused_readout_matches_under_vmap_over_two_members(cfg):
         close(jax.tree.map(lambda leaf, m=m: leaf[m], out[True]), alone)
 
 
+def test_forward_mode_through_the_decoder_matches_the_concatenated_path():
+    """The NTK's matrix-free product takes a JVP of g w.r.t. the decoder's parameters."""
+    graphdef, params, rest = decoder_parts(FOUR_BANDS)
+    z, x, _ = inputs(FOUR_BANDS)
+    direction = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape), params)
+
+    def g(params, fused):
+        decoder = nnx.merge(graphdef, params, rest)
+        return decoder(z, x) if fused else decoder.readout(decoder.penultimate(z, x))[..., 0]
+
+    got = jax.jvp(lambda p: g(p, True), (params,), (direction,))
+    want = jax.jvp(lambda p: g(p, False), (params,), (direction,))
+    close(got, want)
+
+
 def test_fourier_readout_and_its_derivatives_match_numpy():
     """u = Σ w_c cos 2πt + w_s sin 2πt and its gradients w.r.t. t, w_c, w_s in float64 NumPy,
     with phases of several cycles (the reduction to [-1/2, 1/2] is exact)."""

@@ -122,7 +122,12 @@ class CoordinateDecoder(nnx.Module):
     - ``both``: coordinate RFF branches, then φ of the concatenated branch outputs.
 
     The fixed matrices are :class:`~fae_lab.models.features.FourierBasis` variables. The
-    readout runs in float32 whatever the compute dtype. With penultimate RFF the whole decoder
+    readout runs in float32 whatever the compute dtype. With penultimate RFF, ``__call__``
+    computes w·φ(h_L) + c from the phases t = B h_L by
+    :func:`~fae_lab.models.features.fourier_readout`, never forming φ ``(B, P, 2Kn)``: the
+    readout's kernel (the same ``nnx.Linear`` parameter as ``readout(penultimate())``, laid
+    out as φ is) is split into its cosine and sine halves. ``penultimate()`` still returns φ
+    (for the NTK and the tests). With penultimate RFF the whole decoder
     runs in float32 too: φ turns a rounding error δh into a phase error 2π B_b δh, and bf16's
     δh/h ≈ 2⁻⁹ then moves u_hat by several per cent (benchmarks/RESULTS.md), which would confound the very
     high-frequency error this option is meant to study.
