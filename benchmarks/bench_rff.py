@@ -10,8 +10,11 @@ decoder's parameters and z) of L = mean((g(z, x) - u)²) on one grid, along four
 
 - ``concat/highest``: the old decoder, readout(φ(h)) with φ = [cos, sin] concatenated and the
   phases at Precision.HIGHEST;
-- ``fused/highest``: the fused readout (``fae_lab.models.features.fourier_readout``), HIGHEST;
-- ``concat/<algo>`` and ``fused/<algo>``: the same with the phases' dot algorithm that
+- ``fused/highest``: the decoder as it runs now, the fused readout
+  (``fae_lab.models.features.fourier_readout``) recomputing cos and sin for the gradient;
+- ``keep/highest``: the fused readout keeping cos and sin from the forward pass instead
+  (what ``readout_recomputes()`` picks on the CPU);
+- ``concat/<algo>``, ``fused/<algo>`` and ``keep/<algo>``: the same with the phases' dot algorithm that
   ``phase_algorithm()`` picks on this backend (when it is not HIGHEST) and with each of
   ``--algorithms``.
 
@@ -48,11 +51,11 @@ def model_config(name: str, tiny: bool):
 
 
 def paths(extra: tuple[str, ...] = ()):
-    """name -> (algorithm of the phases, fused?): HIGHEST, phase_algorithm()'s pick, ``extra``."""
+    """name -> (algorithm of the phases, readout): HIGHEST, phase_algorithm()'s pick, ``extra``."""
     from fae_lab.models.features import HIGHEST, phase_algorithm
 
     algorithms = list(dict.fromkeys([HIGHEST, phase_algorithm(), *extra]))
-    return {f"{kind}/{algo}": (algo, kind == "fused") for algo in algorithms for kind in ("concat", "fused")}
+    return {f"{kind}/{algo}": (algo, kind) for algo in algorithms for kind in ("concat", "fused", "keep")}
 
 
 def measure(name: str, batch: int, resolution: int, repeats: int, tiny: bool,
@@ -63,7 +66,7 @@ def measure(name: str, batch: int, resolution: int, repeats: int, tiny: bool,
     from flax import nnx
 
     from fae_lab.grid import grid_coordinates
-    from fae_lab.models import build_model
+    from fae_lab.models import build_model, features
 
     cfg = model_config(name, tiny)
     decoder = build_model(cfg, resolution, seed=0).decoder
@@ -73,17 +76,22 @@ def measure(name: str, batch: int, resolution: int, repeats: int, tiny: bool,
     freqs = np.asarray(decoder.penultimate_features.frequencies[...], np.float64)  # (K, n, d)
 
     rows, reference = [], None
-    for path, (algorithm, fused) in paths(extra).items():
+    for path, (algorithm, readout) in paths(extra).items():
         decoder.penultimate_features.algorithm = algorithm
         graphdef, params, rest = nnx.split(decoder, nnx.Param, ...)
 
-        def loss(p, z, graphdef=graphdef, rest=rest, fused=fused):
+        def loss(p, z, graphdef=graphdef, rest=rest, readout=readout):
             dec = nnx.merge(graphdef, p, rest)
-            u = dec(z, x) if fused else dec.readout(dec.penultimate(z, x))[..., 0]
+            u = dec.readout(dec.penultimate(z, x))[..., 0] if readout == "concat" else dec(z, x)
             return jnp.mean((u - target) ** 2), u
 
         step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
-        (_, u), grads = jax.block_until_ready(step(params, z))
+        chosen = features.readout_recomputes
+        features.readout_recomputes = lambda backend=None, readout=readout: readout == "fused"
+        try:  # the choice is read while the step is traced, at its first call
+            (_, u), grads = jax.block_until_ready(step(params, z))
+        finally:
+            features.readout_recomputes = chosen
         times = []
         for _ in range(repeats):
             start = time.perf_counter()

@@ -8,6 +8,7 @@ then the nnx.Linear), and NumPy in float64 for the function itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from fae_lab.config import ModelConfig
 from fae_lab.grid import grid_coordinates
 from fae_lab.models import build_model
 from fae_lab.models import features as features_module
-from fae_lab.models.features import HIGHEST, fourier_readout, phase_algorithm
+from fae_lab.models.features import HIGHEST, fourier_readout, phase_algorithm, readout_recomputes
 
 BASE = ModelConfig(
     pooling_type="mean", decoder_type="rff_output", rff_location="penultimate", latent_dim=6,
@@ -60,8 +61,15 @@ def loss_fn(graphdef, fused):
     return jax.value_and_grad(loss, argnums=(0, 2), has_aux=True)
 
 
+@pytest.fixture(params=[False, True], ids=["keep", "recompute"])
+def recompute(request, monkeypatch):
+    """Both ways of the fused readout's derivatives (on the CPU it keeps cos and sin unless told)."""
+    monkeypatch.setattr(features_module, "readout_recomputes", lambda backend=None: request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("cfg", [ONE_BAND, FOUR_BANDS], ids=["one_band", "four_bands"])
-def test_fused_readout_matches_the_concatenated_path_in_value_and_gradients(cfg):
+def test_fused_readout_matches_the_concatenated_path_in_value_and_gradients(cfg, recompute):
     graphdef, params, rest = decoder_parts(cfg)
     z, x, target = inputs(cfg)
     (value, u), grads = jax.jit(loss_fn(graphdef, fused=True))(params, rest, z, x, target)
@@ -75,7 +83,7 @@ def test_fused_readout_matches_the_concatenated_path_in_value_and_gradients(cfg)
 
 
 @pytest.mark.parametrize("cfg", [ONE_BAND, FOUR_BANDS], ids=["one_band", "four_bands"])
-def test_fused_readout_matches_under_vmap_over_two_members(cfg):
+def test_fused_readout_matches_under_vmap_over_two_members(cfg, recompute):
     members = [decoder_parts(cfg, seed) for seed in (0, 1)]
     graphdef = members[0][0]
     params, rest = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[(p, r) for _, p, r in members])
@@ -91,7 +99,7 @@ def test_fused_readout_matches_under_vmap_over_two_members(cfg):
         close(jax.tree.map(lambda leaf, m=m: leaf[m], out[True]), alone)
 
 
-def test_forward_mode_through_the_decoder_matches_the_concatenated_path():
+def test_forward_mode_through_the_decoder_matches_the_concatenated_path(recompute):
     """The NTK's matrix-free product takes a JVP of g w.r.t. the decoder's parameters."""
     graphdef, params, rest = decoder_parts(FOUR_BANDS)
     z, x, _ = inputs(FOUR_BANDS)
@@ -106,7 +114,8 @@ def test_forward_mode_through_the_decoder_matches_the_concatenated_path():
     close(got, want)
 
 
-def test_fourier_readout_and_its_derivatives_match_numpy():
+@pytest.mark.parametrize("recompute", [False, True], ids=["keep", "recompute"])
+def test_fourier_readout_and_its_derivatives_match_numpy(recompute):
     """u = Σ w_c cos 2πt + w_s sin 2πt and its gradients w.r.t. t, w_c, w_s in float64 NumPy,
     with phases of several cycles (the reduction to [-1/2, 1/2] is exact)."""
     rng = np.random.default_rng(0)
@@ -118,19 +127,20 @@ def test_fourier_readout_and_its_derivatives_match_numpy():
     dt = g[:, None, None] * 2 * np.pi * (-wc * np.sin(angle) + ws * np.cos(angle))
     dwc = np.einsum("p,pkn->kn", g, np.cos(angle))
     dws = np.einsum("p,pkn->kn", g, np.sin(angle))
-    got_u, pullback = jax.vjp(fourier_readout, jnp.asarray(t), jnp.asarray(wc), jnp.asarray(ws))
+    readout = functools.partial(fourier_readout, recompute=recompute)
+    got_u, pullback = jax.vjp(readout, jnp.asarray(t), jnp.asarray(wc), jnp.asarray(ws))
     close(got_u, u, 1e-5)
     close(pullback(jnp.asarray(g, jnp.float32)), (dt, dwc, dws), 1e-5)
     # forward mode too (the NTK's matrix-free product takes a JVP of the decoder)
     tangents = [rng.normal(size=a.shape).astype(np.float32) for a in (t, wc, ws)]
-    _, got_jvp = jax.jvp(fourier_readout, (jnp.asarray(t), jnp.asarray(wc), jnp.asarray(ws)),
+    _, got_jvp = jax.jvp(readout, (jnp.asarray(t), jnp.asarray(wc), jnp.asarray(ws)),
                          tuple(jnp.asarray(v) for v in tangents))
     want_jvp = (np.sum(dt / g[:, None, None] * tangents[0], axis=(-2, -1))
                 + np.sum(np.cos(angle) * tangents[1] + np.sin(angle) * tangents[2], axis=(-2, -1)))
     close(got_jvp, want_jvp, 1e-5)
 
 
-def test_fused_path_never_forms_the_concatenated_features():
+def test_fused_path_never_forms_the_concatenated_features(recompute):
     """φ is (B, P, 2Kn): neither the forward nor the gradient has a value of that size (the old
     path has the concatenation and its cotangent)."""
     cfg = FOUR_BANDS
@@ -191,6 +201,14 @@ def test_model_output_is_the_numpy_formula():
     close(model(z, x), want, 1e-5)
 
 
+def test_the_readout_recomputes_cos_and_sin_off_the_cpu():
+    assert not readout_recomputes("cpu") and readout_recomputes("gpu") and readout_recomputes("tpu")
+    jaxpr = str(jax.make_jaxpr(lambda t: fourier_readout(t, t[0], t[0], recompute=True))(jnp.ones((3, 2, 4))))
+    assert "checkpoint" in jaxpr or "remat" in jaxpr
+    jaxpr = str(jax.make_jaxpr(lambda t: fourier_readout(t, t[0], t[0], recompute=False))(jnp.ones((3, 2, 4))))
+    assert "checkpoint" not in jaxpr and "remat" not in jaxpr
+
+
 def test_phase_algorithm_falls_back_to_highest_where_a_preset_does_not_compile(monkeypatch):
     assert phase_algorithm("cpu") == HIGHEST
     assert phase_algorithm() == HIGHEST  # the tests run on the CPU
@@ -221,11 +239,12 @@ def test_bench_rff_tiny_runs_on_the_cpu(tmp_path):
 
     rows = bench_rff.main(["--tiny", "--configs", "multiband", "--json", str(tmp_path / "r.jsonl")])
     by_path = {r["path"]: r for r in rows}
-    assert set(by_path) == {"concat/highest", "fused/highest"}
-    assert by_path["fused/highest"]["u_rel_diff"] < 1e-5
-    assert by_path["fused/highest"]["grad_rel_diff"] < 1e-5
-    assert by_path["fused/highest"]["max_phase_error_cycles"] < 1e-5
-    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 2
+    assert set(by_path) == {"concat/highest", "fused/highest", "keep/highest"}
+    for path in ("fused/highest", "keep/highest"):
+        assert by_path[path]["u_rel_diff"] < 1e-5
+        assert by_path[path]["grad_rel_diff"] < 1e-5
+        assert by_path[path]["max_phase_error_cycles"] < 1e-5
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 3
     with pytest.raises(SystemExit) as exit_info:
         bench_rff.main(["--tiny", "--configs", "nope"])
     assert exit_info.value.code == 2

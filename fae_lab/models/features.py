@@ -265,24 +265,47 @@ def _compiles(algorithm: str, backend: str) -> bool:
     return True
 
 
-@jax.checkpoint
-def fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.Array) -> jax.Array:
+def readout_recomputes(backend: str | None = None) -> bool:
+    """Whether :func:`fourier_readout` recomputes cos and sin for its derivatives on ``backend``
+    (default: JAX's default backend) instead of keeping them from the forward pass.
+
+    On a GPU or TPU the readout is bound by memory traffic: keeping cos 2πt and sin 2πt means
+    writing and reading back two ``(..., K, n)`` arrays, while recomputing them costs
+    arithmetic only. On the CPU the transcendental functions themselves dominate, and the
+    recomputation (whose barrier also keeps XLA from fusing across it) costs more than the
+    traffic it saves (benchmarks/bench_rff.py measures both on either).
+    """
+    return (backend or jax.default_backend()) != "cpu"
+
+
+def fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.Array, *,
+                    recompute: bool | None = None) -> jax.Array:
     """The linear readout of φ without forming φ: ``(..., K, n)`` phases t (cycles) and
     ``(K, n)`` weights -> ``(...)`` float32
 
         w·φ = Σ_{b,f} w^c_{bf} cos 2πt_{bf} + w^s_{bf} sin 2πt_{bf}.
 
     It equals ``φ @ w`` with ``w = [w^c_1, w^s_1, ..., w^c_K, w^s_K]``, the layout of
-    :class:`HiddenFourierFeatures`. Under ``jax.checkpoint`` the only residuals kept for the
-    derivatives are t and the weights: cos and sin are recomputed where they are needed,
+    :class:`HiddenFourierFeatures`, but neither the ``(..., 2Kn)`` features, their
+    concatenation nor the cotangent of φ (an outer product g ⊗ w) is ever formed: the
+    derivatives are elementwise in t,
 
         ∂/∂t_{bf} = 2π (−w^c_{bf} sin 2πt_{bf} + w^s_{bf} cos 2πt_{bf}),
         ∂/∂w^c_{bf} = cos 2πt_{bf},   ∂/∂w^s_{bf} = sin 2πt_{bf},
 
-    so XLA fuses them into the reductions and never writes the ``(..., 2Kn)`` features or the
-    concatenation. (A ``jax.checkpoint``, not a ``jax.custom_vjp``: the NTK's matrix-free
-    product needs forward-mode derivatives too.)
+    so XLA fuses cos and sin into the reductions. With ``recompute`` (default
+    :func:`readout_recomputes`) the function runs under ``jax.checkpoint``: t and the weights
+    are the only residuals kept for the derivatives, and cos and sin are recomputed from t
+    where they are needed instead of being written out. (A checkpoint, not a
+    ``jax.custom_vjp``: the NTK's matrix-free product takes forward-mode derivatives too.)
     """
+    if recompute is None:
+        recompute = readout_recomputes()
+    return (jax.checkpoint(_fourier_readout) if recompute else _fourier_readout)(
+        phases, cos_weights, sin_weights)
+
+
+def _fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.Array) -> jax.Array:
     t = phases.astype(jnp.float32)
     angle = 2.0 * jnp.pi * (t - jnp.round(t))
     lead = (1,) * (t.ndim - 2)
