@@ -216,6 +216,19 @@ def test_phase_algorithm_falls_back_to_highest_where_a_preset_does_not_compile(m
     assert phase_algorithm("cpu") == HIGHEST  # the CPU refuses TF32
     monkeypatch.setitem(features_module._PHASE_ALGORITHMS, "cpu", ("TF32_TF32_F32_X3", "BF16_BF16_F32_X6"))
     assert phase_algorithm("cpu") == "BF16_BF16_F32_X6"  # the first one that compiles
+    assert phase_algorithm("no-such-backend") == HIGHEST
+    # asked while a decoder is being traced (its phases are), the probe stays out of that trace
+    features_module._compiles.cache_clear()
+    monkeypatch.setitem(features_module._PHASE_ALGORITHMS, "cpu", ("BF16_BF16_F32_X3",))
+    picked = []
+
+    @jax.jit
+    def traced(h):
+        picked.append(phase_algorithm())
+        return jnp.matmul(h, h, precision=picked[-1])
+
+    np.testing.assert_allclose(traced(jnp.eye(4)), np.eye(4))
+    assert picked == ["BF16_BF16_F32_X3"]
 
 
 def test_an_explicit_algorithm_gives_the_phases_to_float32_accuracy():

@@ -257,9 +257,13 @@ def _compiles(algorithm: str, backend: str) -> bool:
     def product(a, b):
         return jnp.matmul(a, b, precision=algorithm)
 
-    spec = jax.ShapeDtypeStruct((16, 16), jnp.float32)
     try:
-        jax.jit(product, backend=backend).lower(spec, spec).compile()
+        # Placed on one of the backend's devices, the operands make it lower and compile there
+        # (ahead of time: nothing runs, and nothing enters a trace this is called from).
+        device = jax.local_devices(backend=backend)[0]
+        spec = jax.ShapeDtypeStruct((16, 16), jnp.float32,
+                                    sharding=jax.sharding.SingleDeviceSharding(device))
+        jax.jit(product).lower(spec, spec).compile()
     except Exception:  # any refusal, in lowering or in compiling, means "not on this backend"
         return False
     return True
