@@ -232,8 +232,10 @@ def phase_algorithm(backend: str | None = None) -> str:
     A rounding error δt of the phases moves the readout by
     δu = Σ_f 2π δt_f (−w_cf sin 2πt_f + w_sf cos 2πt_f), so |δu| grows with |t|·ε where ε is
     the product's relative rounding: TF32 inputs (ε ≈ 2⁻¹¹) would give a per-cent phase noise
-    at the several-cycle phases of σ = 4, the very noise the float32 decoder avoids. The
-    algorithm must therefore be about as accurate as float32 (ε ≈ 2⁻²⁴):
+    at the several-cycle phases of σ = 4, the very noise the float32 decoder avoids. (The hidden
+    layers' own products run at the backend's default precision, TF32 on recent NVIDIA GPUs, so
+    h reaches φ with a rounding of that order already; the phase product must add none of its
+    own on top.) The algorithm must therefore be about as accurate as float32 (ε ≈ 2⁻²⁴):
 
     - GPU: ``TF32_TF32_F32_X3`` (each operand split into two TF32 parts, three tensor-core
       products, ε ≈ 2⁻²¹), instead of HIGHEST, which Hopper runs on CUDA cores.
