@@ -261,3 +261,26 @@ def test_bench_rff_tiny_runs_on_the_cpu(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         bench_rff.main(["--tiny", "--configs", "nope"])
     assert exit_info.value.code == 2
+
+
+def test_ntk_matrix_free_product_of_the_rff_decoder_matches_the_dense_kernel(recompute):
+    """K v = J (Jᵀ v) (one VJP, one JVP through the fused readout) equals J Jᵀ v with J the
+    dense Jacobian of the concatenated path."""
+    from fae_lab.ntk.kernel import flatten, make_dense_jacobian, make_ntk_matvec
+
+    graphdef, params, rest = decoder_parts(FOUR_BANDS)
+    z, x, _ = inputs(FOUR_BANDS, batch=1)
+
+    def output(fused):
+        def g(params, z):
+            decoder = nnx.merge(graphdef, params, rest)
+            u = decoder(z, x) if fused else decoder.readout(decoder.penultimate(z, x))[..., 0]
+            return u[0]
+
+        return flatten(g, params)
+
+    fused_f, theta = output(True)
+    concat_f, _ = output(False)
+    v = jax.random.normal(jax.random.key(5), (len(x),))
+    jac = np.asarray(make_dense_jacobian(concat_f)(theta, z), np.float64)  # (n, p)
+    close(make_ntk_matvec(fused_f)(theta, z, v), jac @ (jac.T @ np.asarray(v, np.float64)), 1e-4)
