@@ -7,7 +7,10 @@
 # PART: profile (kernel_breakdown.py for the paper configuration, attention pooling, and the
 # RFF / multi-band decoders as the seed's commands run them, i.e. with attention pooling), or
 # seed (bench_seed.py: steady steps/s and peak memory of each seed command, 64 x 64, batch 32),
-# or both (seed first). Everything runs on the first visible GPU, one process at a time;
+# or rff (bench_rff.py: the penultimate-RFF decoder's value-and-gradient, old concatenated
+# readout against the fused one, with the phases at HIGHEST, at the backend's pick and at the
+# other presets, and each one's phase and gradient error), or both (seed, then profile), or all
+# (seed, rff, profile). Everything runs on the first visible GPU, one process at a time;
 # every step is cut off when SECONDS (default 500) have passed since the start.
 set -uo pipefail
 part=${1:?PART}; out=${2:?OUT}; seconds=${3:-500}; steps=${FAE_LAB_BENCH_STEPS:-1500}
@@ -37,9 +40,18 @@ profile() {
   done
 }
 
+rff() {
+  [ "$(left)" -gt 30 ] || return
+  timeout -s TERM "$(left)" python3 benchmarks/bench_rff.py \
+    --algorithms TF32_TF32_F32_X3,BF16_BF16_F32_X6,BF16_BF16_F32_X3,TF32_TF32_F32 \
+    --json "$out/bench_rff.json" 2>&1 | grep -v "^W0\|^I0" | tee "$out/bench_rff.log"
+}
+
 case $part in
   profile) profile ;;
   seed) seed ;;
+  rff) rff ;;
   both) seed; profile ;;
+  all) seed; rff; profile ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac

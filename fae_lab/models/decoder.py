@@ -19,7 +19,7 @@ from flax import nnx
 from fae_lab import variants
 from fae_lab.config import RFF_LOCATIONS, ModelConfig
 from fae_lab.errors import UsageError
-from fae_lab.models.features import CoordinateFeatures, HiddenFourierFeatures
+from fae_lab.models.features import CoordinateFeatures, HiddenFourierFeatures, fourier_readout
 from fae_lab.models.layers import FactorisedLinear, GeluStack
 
 
@@ -122,7 +122,12 @@ class CoordinateDecoder(nnx.Module):
     - ``both``: coordinate RFF branches, then φ of the concatenated branch outputs.
 
     The fixed matrices are :class:`~fae_lab.models.features.FourierBasis` variables. The
-    readout runs in float32 whatever the compute dtype. With penultimate RFF the whole decoder
+    readout runs in float32 whatever the compute dtype. With penultimate RFF, ``__call__``
+    computes w·φ(h_L) + c from the phases t = B h_L by
+    :func:`~fae_lab.models.features.fourier_readout`, never forming φ ``(B, P, 2Kn)``: the
+    readout's kernel (the same ``nnx.Linear`` parameter as ``readout(penultimate())``, laid
+    out as φ is) is split into its cosine and sine halves. ``penultimate()`` still returns φ
+    (for the NTK and the tests). With penultimate RFF the whole decoder
     runs in float32 too: φ turns a rounding error δh into a phase error 2π B_b δh, and bf16's
     δh/h ≈ 2⁻⁹ then moves u_hat by several per cent (benchmarks/RESULTS.md), which would confound the very
     high-frequency error this option is meant to study.
@@ -165,8 +170,8 @@ class CoordinateDecoder(nnx.Module):
             return self.coordinate_features.bands(x)
         return self.coordinate_features(x)[..., None, :]
 
-    def penultimate(self, z: jax.Array, x: jax.Array) -> jax.Array:
-        """The readout's input features: ``(B, P, D)`` (h_L, branches concatenated, or φ of it)."""
+    def last_hidden(self, z: jax.Array, x: jax.Array) -> jax.Array:
+        """h_L, the branches concatenated: ``(B, P, K·H_L)`` in the compute dtype."""
         if z.ndim != 2 or x.ndim not in (2, 3) or x.shape[-1] != 2:
             raise ValueError(f"decoder: expected z (B,L) and x (P,2) or (B,P,2), got {z.shape}, {x.shape}")
         h = self.first.coordinate_term(self.coordinate_branches(x))  # (P,K,H) or (B,P,K,H)
@@ -174,10 +179,22 @@ class CoordinateDecoder(nnx.Module):
             h = h[None]
         h = jax.nn.gelu(h + self.first.input_term(z)[:, None, None, :])
         h = self.hidden(h)
-        h = h.reshape((*h.shape[:2], -1))
+        return h.reshape((*h.shape[:2], -1))
+
+    def penultimate(self, z: jax.Array, x: jax.Array) -> jax.Array:
+        """The readout's input features: ``(B, P, D)`` (h_L, branches concatenated, or φ of it)."""
+        h = self.last_hidden(z, x)
         if self.penultimate_features is not None:
             h = self.penultimate_features(h)
         return h
 
     def __call__(self, z: jax.Array, x: jax.Array) -> jax.Array:
-        return self.readout(self.penultimate(z, x).astype(jnp.float32))[..., 0]
+        features = self.penultimate_features
+        if not isinstance(features, HiddenFourierFeatures):
+            return self.readout(self.penultimate(z, x).astype(jnp.float32))[..., 0]
+        # w·φ(h_L) + c without φ: the readout's kernel, laid out as φ is ([cos, sin] per band),
+        # split into its cosine and sine halves (same parameters as readout(penultimate())).
+        t = features.phases(self.last_hidden(z, x))  # (B, P, K, n)
+        kernel = self.readout.kernel[...].reshape(t.shape[-2], 2, t.shape[-1])
+        u = fourier_readout(t, kernel[:, 0], kernel[:, 1])
+        return u + self.readout.bias[...][0]

@@ -172,11 +172,16 @@ class HiddenFourierFeatures(nnx.Module):
     K·n_features features in all. This is the penultimate-layer RFF of IFeF-PINN (Wu, Aguiar,
     Johansson, Barreau, arXiv 2510.19399): it makes the readout's kernel stationary in h.
 
-    The phases are computed in float32 at the highest matmul precision (σ scales rounding of h
-    into phase error). Shapes: ``h (..., d)`` -> ``(..., K·n_features)`` float32.
+    The phases t = B h of all K bands are one product of h with the stacked ``(K·n, d)``
+    matrix, in float32 with the dot algorithm :func:`phase_algorithm` picks (``algorithm``
+    overrides it; see there for why a cheap one is not good enough). B is held out of
+    differentiation (``stop_gradient``): it is fixed, so no gradient is ever formed for it.
+    Shapes: ``h (..., d)`` -> ``phases (..., K, n_features/2)`` (cycles) and ``__call__``
+    ``(..., K·n_features)`` float32.
     """
 
-    def __init__(self, in_dim: int, n_features: int, sigmas: float | Sequence[float], *, rngs: nnx.Rngs):
+    def __init__(self, in_dim: int, n_features: int, sigmas: float | Sequence[float], *,
+                 algorithm: str | None = None, rngs: nnx.Rngs):
         if n_features < 2 or n_features % 2:
             raise UsageError(
                 f"--rff-dim: expected an even number >= 2 of features (cos and sin pairs), got {n_features}"
@@ -190,18 +195,125 @@ class HiddenFourierFeatures(nnx.Module):
         self.in_dim = in_dim
         self.n_features = n_features
         self.sigmas = sigmas
+        self.algorithm = algorithm  # None: phase_algorithm() of the backend that runs it
         self.frequencies = FourierBasis(jnp.stack(matrices))  # (K, n_features/2, d)
 
     @property
     def out_dim(self) -> int:
         return len(self.sigmas) * self.n_features
 
+    def phases(self, h: jax.Array) -> jax.Array:
+        """``h (..., d)`` -> t = B_b h ``(..., K, n_features/2)`` float32, in cycles."""
+        freqs = jax.lax.stop_gradient(self.frequencies[...])  # (K, n, d)
+        n_bands, n, d = freqs.shape
+        # One (..., d) x (d, K·n) product for all bands: no K-batched einsum.
+        t = jnp.einsum("...d,fd->...f", h.astype(jnp.float32), freqs.reshape(n_bands * n, d),
+                       precision=self.algorithm or phase_algorithm())
+        return t.reshape((*h.shape[:-1], n_bands, n))
+
     def __call__(self, h: jax.Array) -> jax.Array:
         """``h (..., d)`` -> φ(h) ``(..., K·n_features)`` float32."""
-        phases = jnp.einsum(
-            "...d,kfd->...kf",
-            h.astype(jnp.float32),
-            self.frequencies[...],
-            precision=jax.lax.Precision.HIGHEST,
-        )
-        return fourier_embedding(phases).reshape((*h.shape[:-1], self.out_dim))
+        return fourier_embedding(self.phases(h)).reshape((*h.shape[:-1], self.out_dim))
+
+
+# Per backend, the dot algorithms tried for the phases, most wanted first (HIGHEST always works).
+_PHASE_ALGORITHMS = {
+    "gpu": ("TF32_TF32_F32_X3",),
+    "cuda": ("TF32_TF32_F32_X3",),
+    "rocm": ("TF32_TF32_F32_X3",),
+    "tpu": ("BF16_BF16_F32_X6",),
+}
+HIGHEST = "highest"
+
+
+def phase_algorithm(backend: str | None = None) -> str:
+    """The dot algorithm of the hidden phases t = B h on ``backend`` (default: JAX's default).
+
+    A rounding error δt of the phases moves the readout by
+    δu = Σ_f 2π δt_f (−w_cf sin 2πt_f + w_sf cos 2πt_f), so |δu| grows with |t|·ε where ε is
+    the product's relative rounding: TF32 inputs (ε ≈ 2⁻¹¹) would give a per-cent phase noise
+    at the several-cycle phases of σ = 4, the very noise the float32 decoder avoids. (The hidden
+    layers' own products run at the backend's default precision, TF32 on recent NVIDIA GPUs, so
+    h reaches φ with a rounding of that order already; the phase product must add none of its
+    own on top.) The algorithm must therefore be about as accurate as float32 (ε ≈ 2⁻²⁴):
+
+    - GPU: ``TF32_TF32_F32_X3`` (each operand split into two TF32 parts, three tensor-core
+      products, ε ≈ 2⁻²¹), instead of HIGHEST, which Hopper runs on CUDA cores.
+    - TPU: ``BF16_BF16_F32_X6`` (three bf16 parts, six products).
+    - CPU and anything else: ``"highest"`` (true float32; the CPU has no faster exact path and
+      refuses the TF32 presets).
+
+    A preset that the backend refuses to compile falls back to ``"highest"``.
+    benchmarks/bench_rff.py measures the phase error of each choice against float64.
+    """
+    backend = backend or jax.default_backend()
+    for name in _PHASE_ALGORITHMS.get(backend, ()):
+        if _compiles(name, backend):
+            return name
+    return HIGHEST
+
+
+@functools.cache
+def _compiles(algorithm: str, backend: str) -> bool:
+    """Whether a tiny float32 product with ``algorithm`` compiles on ``backend``."""
+    def product(a, b):
+        return jnp.matmul(a, b, precision=algorithm)
+
+    try:
+        # Placed on one of the backend's devices, the operands make it lower and compile there
+        # (ahead of time: nothing runs, and nothing enters a trace this is called from).
+        device = jax.local_devices(backend=backend)[0]
+        spec = jax.ShapeDtypeStruct((16, 16), jnp.float32,
+                                    sharding=jax.sharding.SingleDeviceSharding(device))
+        jax.jit(product).lower(spec, spec).compile()
+    except Exception:  # any refusal, in lowering or in compiling, means "not on this backend"
+        return False
+    return True
+
+
+def readout_recomputes(backend: str | None = None) -> bool:
+    """Whether :func:`fourier_readout` recomputes cos and sin for its derivatives on ``backend``
+    (default: JAX's default backend) instead of keeping them from the forward pass.
+
+    On a GPU or TPU the readout is bound by memory traffic: keeping cos 2πt and sin 2πt means
+    writing and reading back two ``(..., K, n)`` arrays, while recomputing them costs
+    arithmetic only. On the CPU the transcendental functions themselves dominate, and the
+    recomputation (whose barrier also keeps XLA from fusing across it) costs more than the
+    traffic it saves (benchmarks/bench_rff.py measures both on either).
+    """
+    return (backend or jax.default_backend()) != "cpu"
+
+
+def fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.Array, *,
+                    recompute: bool | None = None) -> jax.Array:
+    """The linear readout of φ without forming φ: ``(..., K, n)`` phases t (cycles) and
+    ``(K, n)`` weights -> ``(...)`` float32
+
+        w·φ = Σ_{b,f} w^c_{bf} cos 2πt_{bf} + w^s_{bf} sin 2πt_{bf}.
+
+    It equals ``φ @ w`` with ``w = [w^c_1, w^s_1, ..., w^c_K, w^s_K]``, the layout of
+    :class:`HiddenFourierFeatures`, but neither the ``(..., 2Kn)`` features, their
+    concatenation nor the cotangent of φ (an outer product g ⊗ w) is ever formed: the
+    derivatives are elementwise in t,
+
+        ∂/∂t_{bf} = 2π (−w^c_{bf} sin 2πt_{bf} + w^s_{bf} cos 2πt_{bf}),
+        ∂/∂w^c_{bf} = cos 2πt_{bf},   ∂/∂w^s_{bf} = sin 2πt_{bf},
+
+    so XLA fuses cos and sin into the reductions. With ``recompute`` (default
+    :func:`readout_recomputes`) the function runs under ``jax.checkpoint``: t and the weights
+    are the only residuals kept for the derivatives, and cos and sin are recomputed from t
+    where they are needed instead of being written out. (A checkpoint, not a
+    ``jax.custom_vjp``: the NTK's matrix-free product takes forward-mode derivatives too.)
+    """
+    if recompute is None:
+        recompute = readout_recomputes()
+    return (jax.checkpoint(_fourier_readout) if recompute else _fourier_readout)(
+        phases, cos_weights, sin_weights)
+
+
+def _fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.Array) -> jax.Array:
+    t = phases.astype(jnp.float32)
+    angle = 2.0 * jnp.pi * (t - jnp.round(t))
+    lead = (1,) * (t.ndim - 2)
+    wc, ws = cos_weights.reshape(lead + cos_weights.shape), sin_weights.reshape(lead + sin_weights.shape)
+    return jnp.sum(wc * jnp.cos(angle) + ws * jnp.sin(angle), axis=(-2, -1))
