@@ -19,6 +19,10 @@ The same approach applied to the decoder (five 100-wide layers whose per-point o
 needed) was slower than XLA; ``benchmarks/archive/fused_decoder_experiment.py`` keeps it and
 benchmarks/RESULTS.md says by how much.
 
+Attention pooling (and the augmented residual's mean + attention sum) reuses this module's
+per-point MLP tile, its backward chain and its padding in
+:mod:`fae_lab.models.fused_attention`.
+
 Off the GPU the kernels run in Pallas' interpreter (``interpret=True``), which is how the
 CPU test suite checks them against the XLA path.
 """
