@@ -58,7 +58,9 @@ def test_fused_attention_encoder_matches_xla_in_z_and_every_gradient(pooling, sh
     z, value, grads = _encoder_value_and_grads(plain, x, u, cotangent)
     fused_z, fused_value, fused_grads = _encoder_value_and_grads(fused_model, x, u, cotangent)
     np.testing.assert_allclose(np.asarray(fused_z), np.asarray(z), rtol=1e-4, atol=1e-5)
-    assert float(fused_value) == pytest.approx(float(value), rel=1e-4)
+    # the projection's sum can cancel: compare at the scale of its terms
+    scale = float(np.sum(np.abs(np.asarray(z) * np.asarray(cotangent))))
+    assert abs(float(fused_value) - float(value)) <= 1e-4 * scale
     assert grads.keys() == fused_grads.keys()
     names = {"/".join(map(str, k[1:])) for k in grads}
     assert "pool/query" in names or "pool/attention/query" in names
@@ -106,11 +108,13 @@ TILING = fused.Tiling(rows=16, chunk_rows=32, interpret=True)  # 50 points -> 64
 
 
 @pytest.mark.slow
-def test_pooled_and_mean_match_numpy_across_chunks_and_padding():
-    """50 points a sample: 14 padded rows and two programs a sample, merged by log-sum-exp."""
+@pytest.mark.parametrize("tiling", [TILING, fused.Tiling(rows=32, chunk_rows=32, interpret=True)])
+def test_pooled_and_mean_match_numpy_across_chunks_and_padding(tiling):
+    """50 points a sample: 14 padded rows and two programs a sample, merged by log-sum-exp
+    (and with the GPU's 32-row tiles: one tile a program)."""
     (features, u), params = _random_problem(np.random.default_rng(1))
-    pooled, mean = fused_attention.attention_embedding(features, u, *params, with_mean=True, tiling=TILING)
-    alone = fused_attention.attention_embedding(features, u, *params, tiling=TILING)
+    pooled, mean = fused_attention.attention_embedding(features, u, *params, with_mean=True, tiling=tiling)
+    alone = fused_attention.attention_embedding(features, u, *params, tiling=tiling)
     want_pooled, want_mean = _numpy_attention(features, u, *params)
     np.testing.assert_allclose(np.asarray(pooled), want_pooled, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(mean), want_mean, rtol=1e-4, atol=1e-5)

@@ -1,35 +1,34 @@
 """The encoder's per-point MLP and attention pooling as one fused GPU kernel (Pallas, Triton).
 
 The attention counterpart of :func:`fae_lab.models.fused.mean_embedding`: a tile of points
-stays in registers through the MLP, the key/value products and the softmax, and nothing per
-point is written. For point embeddings h_p ∈ R^H and J heads of width d = H/J
+stays in registers through the MLP, the value and logit products and the softmax, and nothing
+per point is written. For point embeddings h_p ∈ R^H and J heads of width d = H/J
 (:class:`fae_lab.models.encoder.AttentionPool`):
 
     k_p = W_k h_p + b_k,  v_p = W_v h_p + b_v          ([W_k, W_v] = W_kv, the module's kernel)
     ℓ_p^j = q_j · k_p^j / √d,  a_p^j = softmax_p ℓ_p^j,  pooled^j = Σ_p a_p^j v_p^j
 
 Column form. The kernels carry every head's quantities once per column of that head: with
-S ∈ {0,1}^{H×H} the same-head indicator (S_rc = 1 iff columns r and c belong to one head)
-and s = vec(q)/√d,
+S ∈ {0,1}^{H×H} the same-head indicator (S_rc = 1 iff columns r and c belong to one head),
+s = vec(q)/√d and the query folded into the key weights outside the kernels,
 
-    L = (k ⊙ s) S        (rows, H);   L_pc = ℓ_p^{head(c)}
+    W_q = W_k diag(s) S,  c_q = (b_k ⊙ s) S,  L_p = h_p W_q + c_q ∈ R^H,  L_pc = ℓ_p^{head(c)}
 
-so the online softmax runs per column (running max m, sum l, accumulator acc ∈ R^H), with
-no per-head expansion matrix and only (rows, H) x (H, H) products, the tile shapes the MLP
-already uses. Each program (a chunk of one sample's points) returns its (m, l, acc); the
-chunks of a sample are merged outside the kernel by a log-sum-exp merge:
+so keys are never formed, the online softmax runs per column (running max m, sum l,
+accumulator acc ∈ R^H) with no per-head expansion, and every product is (rows, H) x (H, H),
+the tile shapes the MLP already uses. Each program (a chunk of one sample's points) returns
+its (m, l, acc); the chunks of a sample are merged outside the kernel by a log-sum-exp merge:
 
     M = max_c m_c,  l = Σ_c l_c e^{m_c - M},  pooled = Σ_c acc_c e^{m_c - M} / l,  lse = M + log l
 
 Backward (``jax.custom_vjp``), with g the cotangent of pooled and a_pc = exp(L_pc - lse_c)
-recomputed per tile:
+recomputed per tile (column c's softmax only sees column c's logits):
 
-    dv_p = a_p ⊙ g,   t_p = a_p ⊙ g ⊙ (v_p - pooled),   T = t S
-    dk_p = T_p ⊙ s,   ds = Σ_p T_p ⊙ k_p,   dh_p = dk_p W_kᵀ + dv_p W_vᵀ
+    dv_p = a_p ⊙ g,   dL_p = a_p ⊙ g ⊙ (v_p - pooled),   dh_p = dL_p W_qᵀ + dv_p W_vᵀ
+    dW_q = Σ_p h_pᵀ dL_p,   dc_q = Σ_p dL_p,   dW_v = Σ_p h_pᵀ dv_p,   db_v = Σ_p dv_p
 
-(T_pc = Σ_{c' in head(c)} t_pc' is the cotangent of ℓ_p^{head(c)}); ds reaches the query
-through s = vec(q)/√d in JAX. W_k, W_v, b_k, b_v and s get their gradients summed in
-registers per program, like the MLP's.
+summed in registers per program like the MLP's weight gradients; JAX carries dW_q and dc_q
+back to W_k, b_k and q through the folding.
 
 ``with_mean`` also returns the mean of h from the same pass (and takes its cotangent in the
 backward), which is what :class:`fae_lab.models.encoder.AugmentedResidualPool` adds to the
@@ -37,8 +36,8 @@ attention path; its LayerNorm/MLP block stays in JAX.
 
 Padded points (rows up to a whole tile) get logit -10^30, so zero softmax weight; every tile
 holds at least one real point (padding is shorter than a tile), so a tile's running max is
-always a real logit. Padded columns (widths up to a power of two) have s = 0 and zero value
-weights, so they pool to exactly zero. Same numerics as the mean kernel: float32, GELU in its
+always a real logit. Padded columns (widths up to a power of two) have zero W_q, c_q, W_v and
+b_v columns, so they pool to exactly zero. Same numerics as the mean kernel: float32, GELU in its
 tanh form, matrix products in the card's default float32 mode.
 """
 
@@ -71,6 +70,17 @@ from fae_lab.models.fused import (
     padded_width,
 )
 
+
+def attention_tiling() -> Tiling:
+    """The GPU tiling of these kernels: 32-row tiles, up to 512 rows a program, 8 warps, no
+    software pipelining (the fastest of the tilings tried with ``benchmarks/bench_fused.py``;
+    the backward carries two more H x H gradient sums than the mean kernel, and 8 warps
+    halve each thread's share of them). Interpreted, off the GPU, as :func:`default_tiling`."""
+    if jax.default_backend() != "gpu":
+        return default_tiling()
+    return Tiling(rows=32, chunk_rows=512, num_warps=8, num_stages=1)
+
+
 # The logit of a padded point: exp(-1e30 - m) is exactly 0 for any real running max m.
 _PADDED_LOGIT = -1e30
 
@@ -83,28 +93,26 @@ def same_head_matrix(width: int, n_heads: int, padded: int) -> np.ndarray:
     return ((head[:, None] == head[None, :]) & (head[:, None] >= 0)).astype(np.float32)
 
 
-def _attention_tile(h, wk_ref, bk_ref, wv_ref, bv_ref, scale, heads_ref, mask):
-    """Keys, values and column-form logits of a tile's embeddings h (rows, H)."""
-    k = _dot(h, wk_ref[...]) + bk_ref[...]
+def _attention_tile(h, wq_ref, cq_ref, wv_ref, bv_ref, mask):
+    """Values and column-form logits of a tile's embeddings h (rows, H)."""
     v = _dot(h, wv_ref[...]) + bv_ref[...]
-    logits = _dot(k * scale, heads_ref[...]) + mask[:, None]
-    return k, v, logits
+    logits = _dot(h, wq_ref[...]) + cq_ref[...] + mask[:, None]
+    return v, logits
 
 
 def _forward_kernel(feat_ref, u_ref, weight_ref, w0_ref, b0_ref, wu_ref, *refs, n_hidden, rows_per_tile,
                     chunk, with_mean):
     refs = list(refs)
     w_ref, b_ref = (refs.pop(0), refs.pop(0)) if n_hidden else (None, None)
-    mask_ref, wk_ref, bk_ref, wv_ref, bv_ref, scale_ref, heads_ref = refs[:7]
-    m_ref, norm_ref, acc_ref = refs[7:10]
+    mask_ref, wq_ref, cq_ref, wv_ref, bv_ref = refs[:5]
+    m_ref, norm_ref, acc_ref = refs[5:8]
     w0, b0, wu = w0_ref[...], b0_ref[...], wu_ref[...]
-    scale = scale_ref[...]
 
     def body(j, carry):
         m, norm, acc, total = carry
         tile = pl.ds(pl.multiple_of(j * rows_per_tile, rows_per_tile), rows_per_tile)
         _, h = _encoder_tile(feat_ref[tile, :], u_ref[tile], w0, b0, wu, w_ref, b_ref, n_hidden)
-        _, v, logits = _attention_tile(h, wk_ref, bk_ref, wv_ref, bv_ref, scale, heads_ref, mask_ref[tile])
+        v, logits = _attention_tile(h, wq_ref, cq_ref, wv_ref, bv_ref, mask_ref[tile])
         m_new = jnp.maximum(m, jnp.max(logits, axis=0))
         p = jnp.exp(logits - m_new[None, :])
         rescale = jnp.exp(m - m_new)  # 0 on the first tile (m = -inf)
@@ -122,72 +130,67 @@ def _forward_kernel(feat_ref, u_ref, weight_ref, w0_ref, b0_ref, wu_ref, *refs, 
     norm_ref[...] = norm[None]
     acc_ref[...] = acc[None]
     if with_mean:
-        refs[10][...] = total[None]
+        refs[8][...] = total[None]
 
 
 def _backward_kernel(feat_ref, u_ref, weight_ref, w0_ref, b0_ref, wu_ref, *refs, n_hidden, rows_per_tile,
                      chunk, with_mean):
     refs = list(refs)
     w_ref, b_ref = (refs.pop(0), refs.pop(0)) if n_hidden else (None, None)
-    mask_ref, wk_ref, bk_ref, wv_ref, bv_ref, scale_ref, heads_ref = (refs.pop(0) for _ in range(7))
+    mask_ref, wq_ref, cq_ref, wv_ref, bv_ref = (refs.pop(0) for _ in range(5))
     lse_ref, pooled_ref, grad_ref = refs.pop(0), refs.pop(0), refs.pop(0)
     grad_mean_ref = refs.pop(0) if with_mean else None
     dw0_ref, db0_ref, dwu_ref = refs.pop(0), refs.pop(0), refs.pop(0)
     dw_ref, db_ref = (refs.pop(0), refs.pop(0)) if n_hidden else (None, None)
-    dwk_ref, dbk_ref, dwv_ref, dbv_ref, dscale_ref = refs
+    dwq_ref, dcq_ref, dwv_ref, dbv_ref = refs
     w0, b0, wu = w0_ref[...], b0_ref[...], wu_ref[...]
-    scale = scale_ref[...]
     # (1, H) each: this chunk's sample's log-sum-exp, pooled vector and cotangents
     lse, pooled, g = lse_ref[...], pooled_ref[...], grad_ref[...]
     g_mean = grad_mean_ref[...] if with_mean else None
 
     def body(j, carry):
-        stack, acc_wk, acc_bk, acc_wv, acc_bv, acc_scale = carry
+        stack, acc_wq, acc_cq, acc_wv, acc_bv = carry
         tile = pl.ds(pl.multiple_of(j * rows_per_tile, rows_per_tile), rows_per_tile)
         feat, u = feat_ref[tile, :], u_ref[tile]
         pres, h = _encoder_tile(feat, u, w0, b0, wu, w_ref, b_ref, n_hidden)
-        k, v, logits = _attention_tile(h, wk_ref, bk_ref, wv_ref, bv_ref, scale, heads_ref, mask_ref[tile])
+        v, logits = _attention_tile(h, wq_ref, cq_ref, wv_ref, bv_ref, mask_ref[tile])
         dv = jnp.exp(logits - lse) * g
-        t = _dot(dv * (v - pooled), heads_ref[...])  # the cotangent of each column's head logit
-        dk = t * scale
-        acc_scale = acc_scale + jnp.sum(t * k, axis=0)
-        acc_wk = acc_wk + _dot(h, dk, trans_a=True)
-        acc_bk = acc_bk + jnp.sum(dk, axis=0)
+        dlogits = dv * (v - pooled)  # each column's own softmax: d pooled_c / d L_pc
+        acc_wq = acc_wq + _dot(h, dlogits, trans_a=True)
+        acc_cq = acc_cq + jnp.sum(dlogits, axis=0)
         acc_wv = acc_wv + _dot(h, dv, trans_a=True)
         acc_bv = acc_bv + jnp.sum(dv, axis=0)
-        grad_h = _dot(dk, wk_ref[...], trans_b=True) + _dot(dv, wv_ref[...], trans_b=True)
+        grad_h = _dot(dlogits, wq_ref[...], trans_b=True) + _dot(dv, wv_ref[...], trans_b=True)
         if with_mean:
             grad_h = grad_h + weight_ref[tile][:, None] * g_mean
         stack = _encoder_tile_backward(feat, u, pres, grad_h, w_ref, stack)
-        return stack, acc_wk, acc_bk, acc_wv, acc_bv, acc_scale
+        return stack, acc_wq, acc_cq, acc_wv, acc_bv
 
     width = g.shape[-1]
     zeros = jnp.zeros((width,), jnp.float32)
     square = jnp.zeros((width, width), jnp.float32)
-    init = (_stack_grad_zeros(w0.shape, n_hidden), square, zeros, square, zeros, zeros)
-    stack, acc_wk, acc_bk, acc_wv, acc_bv, acc_scale = jax.lax.fori_loop(0, chunk // rows_per_tile, body, init)
+    init = (_stack_grad_zeros(w0.shape, n_hidden), square, zeros, square, zeros)
+    stack, acc_wq, acc_cq, acc_wv, acc_bv = jax.lax.fori_loop(0, chunk // rows_per_tile, body, init)
     _store_stack_grads(stack, dw0_ref, db0_ref, dwu_ref, dw_ref, db_ref)
-    dwk_ref[...] = acc_wk[None]
-    dbk_ref[...] = acc_bk[None]
+    dwq_ref[...] = acc_wq[None]
+    dcq_ref[...] = acc_cq[None]
     dwv_ref[...] = acc_wv[None]
     dbv_ref[...] = acc_bv[None]
-    dscale_ref[...] = acc_scale[None]
 
 
 def _call(kind, stack_args, pool_args, extra, *, n_points, tiling, with_mean):
     """One pallas_call over the programs (chunks of one sample's points each).
     ``stack_args`` as :class:`fae_lab.models.fused.PaddedPointMLP`; ``pool_args = (mask (P',),
-    W_k, b_k, W_v, b_v, s, S)``; ``extra`` the backward's per-sample ``(B, H')`` arrays
+    W_q, c_q, W_v, b_v)``; ``extra`` the backward's per-sample ``(B, H')`` arrays
     ``(lse, pooled, g[, g_mean])``."""
     feat, u, weight, w0, b0, wu, weights, biases = stack_args
-    mask, wk, bk, wv, bv, scale, heads = pool_args
+    mask, wq, cq, wv, bv = pool_args
     rows, width, n_hidden = u.shape[0], w0.shape[1], weights.shape[0]
     chunk = _chunk(rows, n_points, tiling)
     programs = rows // chunk
     args, in_specs, point_block = _stack_inputs(feat, u, weight, w0, b0, wu, weights, biases, chunk, n_points)
-    args += [mask, wk, bk.reshape(1, width), wv, bv.reshape(1, width), scale.reshape(1, width), heads]
-    in_specs += [point_block, _full(wk.shape), _full((1, width)), _full(wv.shape), _full((1, width)),
-                 _full((1, width)), _full(heads.shape)]
+    args += [mask, wq, cq.reshape(1, width), wv, bv.reshape(1, width)]
+    in_specs += [point_block, _full(wq.shape), _full((1, width)), _full(wv.shape), _full((1, width))]
     static = dict(n_hidden=n_hidden, rows_per_tile=tiling.rows, chunk=chunk, with_mean=with_mean)
     row = jax.ShapeDtypeStruct((programs, width), jnp.float32)
     row_block = pl.BlockSpec((1, width), lambda g: (g, 0))
@@ -202,8 +205,8 @@ def _call(kind, stack_args, pool_args, extra, *, n_points, tiling, with_mean):
         out_shape, out_specs = _stack_grad_outputs(programs, feat.shape[1], width, n_hidden)
         square = jax.ShapeDtypeStruct((programs, width, width), jnp.float32)
         square_block = pl.BlockSpec((1, width, width), lambda g: (g, 0, 0))
-        out_shape += [square, row, square, row, row]
-        out_specs += [square_block, row_block, square_block, row_block, row_block]
+        out_shape += [square, row, square, row]
+        out_specs += [square_block, row_block, square_block, row_block]
     return pl.pallas_call(
         kernel,
         out_shape=out_shape,
@@ -247,10 +250,9 @@ def _attention_bwd(n_samples, n_points, tiling, with_mean, saved, grad):
     outs = _call("backward", stack_args, pool_args, (lse, pooled, *grads), n_points=n_points, tiling=tiling,
                  with_mean=with_mean)
     (dw0, db0, dwu, dw, db), rest = _stack_grad_sums(outs, stack_args[6], stack_args[7])
-    dwk, dbk, dwv, dbv, dscale = (jnp.sum(o, axis=0) for o in rest)
+    dwq, dcq, dwv, dbv = (jnp.sum(o, axis=0) for o in rest)
     d_stack = (None, None, None, dw0, db0, dwu, dw, db)
-    mask, heads = pool_args[0], pool_args[6]
-    d_pool = (jnp.zeros_like(mask), dwk, dbk, dwv, dbv, dscale, jnp.zeros_like(heads))
+    d_pool = (jnp.zeros_like(pool_args[0]), dwq, dcq, dwv, dbv)
     return d_stack, d_pool
 
 
@@ -270,7 +272,7 @@ def attention_embedding(features, u, coordinate_kernel, bias, value_kernel, weig
     ``with_mean`` the tuple ``(pooled, (1/P) Σ_p h_p)``. Differentiable in the parameters (not
     in ``features`` or ``u``). Any P: padded points get zero softmax weight.
     """
-    tiling = tiling or default_tiling()
+    tiling = tiling or attention_tiling()
     n_heads, head_dim = query.shape
     width = coordinate_kernel.shape[1]
     if key_value_kernel.shape != (width, 2 * width) or n_heads * head_dim != width:
@@ -282,10 +284,12 @@ def attention_embedding(features, u, coordinate_kernel, bias, value_kernel, weig
     wk = jnp.pad(kv[:, :width], ((0, hp - width), (0, hp - width)))
     wv = jnp.pad(kv[:, width:], ((0, hp - width), (0, hp - width)))
     scale = pad_vector(query.reshape(-1) / jnp.sqrt(jnp.float32(head_dim)), hp)
-    mask = (1.0 - padded.valid) * _PADDED_LOGIT
     heads = jnp.asarray(same_head_matrix(width, n_heads, hp))
-    pool_args = (mask, wk, pad_vector(key_value_bias[:width], hp), wv, pad_vector(key_value_bias[width:], hp),
-                 scale, heads)
+    # The query folded into the key weights (differentiated by JAX, outside the kernels).
+    wq = (wk * scale[None, :]) @ heads
+    cq = (pad_vector(key_value_bias[:width], hp) * scale) @ heads
+    mask = (1.0 - padded.valid) * _PADDED_LOGIT
+    pool_args = (mask, wq, cq, wv, pad_vector(key_value_bias[width:], hp))
     out = _attention(padded.stack_args, pool_args, u.shape[0], padded.n_points, tiling, with_mean)
     if with_mean:
         return out[0][:, :width], out[1][:, :width]
