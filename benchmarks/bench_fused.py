@@ -3,8 +3,8 @@
 For the decoder (32 samples x 4096 points, 5 GELU layers of 100, readout) and the encoder
 embedding (32 x 4096 points, 32 Fourier features + value -> 64, 2 more layers of 64, then mean
 pooling, or ``attention`` pooling with 4 heads, or the ``augmented_residual`` pooling's
-mean + attention sum, the part of it that is fused): relative error of the value and of every gradient against XLA at the highest
-matmul precision, then the median time of value-and-gradient for XLA (default precision) and
+mean + attention sum, the part of it that is fused): relative error of the value and of every
+gradient against XLA at the highest matmul precision, then the median time of value-and-gradient for XLA (default precision) and
 for each tiling given. Prints one JSON object.
 
     python3 benchmarks/bench_fused.py [--tilings 64:1024:4:2,32:1024:4:2] [--repeats 30]
