@@ -1,12 +1,17 @@
 """The fused Pallas point MLPs against XLA on the paper configuration's shapes (GPU).
 
 For the decoder (32 samples x 4096 points, 5 GELU layers of 100, readout) and the encoder
-embedding (32 x 4096 points, 32 Fourier features + value -> 64, 2 more layers of 64, mean
-pooling): relative error of the value and of every gradient against XLA at the highest
-matmul precision, then the median time of value-and-gradient for XLA (default precision) and
+embedding (32 x 4096 points, 32 Fourier features + value -> 64, 2 more layers of 64, then mean
+pooling, or ``attention`` pooling with 4 heads, or the ``augmented_residual`` pooling's
+mean + attention sum, the part of it that is fused): relative error of the value and of every
+gradient against XLA at the highest matmul precision, then the median time of value-and-gradient for XLA (default precision) and
 for each tiling given. Prints one JSON object.
 
     python3 benchmarks/bench_fused.py [--tilings 64:1024:4:2,32:1024:4:2] [--repeats 30]
+        [--cases encoder,attention,augmented_residual]
+
+On a CPU the kernels run in Pallas' interpreter; keep it small there, e.g.
+``--batch 2 --encoder-points 40 --tilings 16:32:4:2 --repeats 1 --cases attention``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fae_lab.models import fused
+from fae_lab.models import fused, fused_attention
 
 
 def decoder_reference(cterm, zterm, weights, biases, wout):
@@ -64,6 +69,29 @@ def encoder_reference(feat, u, w0, b0, wu, weights, biases):
     return h.mean(-2)
 
 
+def attention_reference(feat, u, w0, b0, wu, weights, biases, kv, kv_bias, query):
+    """AttentionPool of the encoder's embeddings, as fae_lab.models.encoder computes it."""
+    h = jax.nn.gelu(feat @ w0 + b0 + u[..., None] * wu)
+    for w, b in zip(weights, biases, strict=True):
+        h = jax.nn.gelu(h @ w + b)
+    n_heads, head_dim = query.shape
+    kv = (h @ kv + kv_bias).reshape(*h.shape[:-1], 2, n_heads, head_dim)
+    logits = jnp.einsum("bpjd,jd->bjp", kv[..., 0, :, :], query) / jnp.sqrt(float(head_dim))
+    pooled = jnp.einsum("bjp,bpjd->bjd", jax.nn.softmax(logits, axis=-1), kv[..., 1, :, :])
+    return pooled.reshape(h.shape[0], -1)
+
+
+def augmented_reference(feat, u, w0, b0, wu, weights, biases, kv, kv_bias, query):
+    """The augmented-residual pooling's s = mean(h) + AttentionPool(h) (its block stays XLA)."""
+    return encoder_reference(feat, u, w0, b0, wu, weights, biases) + attention_reference(
+        feat, u, w0, b0, wu, weights, biases, kv, kv_bias, query)
+
+
+def augmented_kernel(*args, tiling):
+    pooled, mean = fused_attention.attention_embedding(*args, with_mean=True, tiling=tiling)
+    return pooled + mean
+
+
 def problems(rng, batch, points, encoder_points):
     def r(*shape, scale=1.0):
         return jnp.asarray(rng.normal(size=shape, scale=scale), jnp.float32)
@@ -81,7 +109,10 @@ def problems(rng, batch, points, encoder_points):
                 [r(he, scale=0.1) for _ in range(2)]),
         cot=r(batch, he),
     )
-    return decoder, encoder
+    heads = 4
+    attention = dict(encoder, params=(*encoder["params"], r(he, 2 * he, scale=he ** -0.5), r(2 * he, scale=0.1),
+                                      r(heads, he // heads)))
+    return decoder, encoder, attention
 
 
 def decoder_loss(fn, cot):
@@ -127,10 +158,12 @@ def main(argv=None):
     ap.add_argument("--cases", default="decoder,encoder,decoder_padded_xla")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    decoder, encoder = problems(rng, args.batch, args.points, args.encoder_points)
+    decoder, encoder, attention = problems(rng, args.batch, args.points, args.encoder_points)
     cases = {
         "decoder": (decoder, decoder_loss, decoder_reference, fused_decoder_experiment.decoder_stack),
         "encoder": (encoder, encoder_loss, encoder_reference, fused.mean_embedding),
+        "attention": (attention, encoder_loss, attention_reference, fused_attention.attention_embedding),
+        "augmented_residual": (attention, encoder_loss, augmented_reference, augmented_kernel),
         "decoder_padded_xla": (decoder, decoder_loss, decoder_reference_padded, None),
         "decoder_flat_xla": (decoder, decoder_loss, decoder_reference_flat, None),
     }

@@ -145,8 +145,6 @@ def main() -> None:
     args = p.parse_args()
     import jax
 
-    if args.pooling != "mean":
-        args.kernels = "xla"  # the fused encoder is mean pooling's
     fn, fn_args = (training_step(args.kernels, args.n_devices, args.batch, args.unroll, model_config(args))
                    if args.what == "step"
                    else decoder_experiment())

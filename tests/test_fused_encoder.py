@@ -99,13 +99,17 @@ def test_when_the_fused_encoder_is_used():
     assert use_fused_encoder(dataclasses.replace(base, kernels="pallas"), "data") is True
     attention = dataclasses.replace(base, kernels="pallas",
                                     model=dataclasses.replace(base.model, pooling_type="attention"))
-    with pytest.raises(UsageError, match="pooling-type attention"):
-        use_fused_encoder(attention, "single")
+    assert use_fused_encoder(attention, "single") is True  # every pooling type is fused
+    assert use_fused_encoder(dataclasses.replace(
+        attention, model=dataclasses.replace(base.model, pooling_type="augmented_residual")), "single") is True
     with pytest.raises(UsageError, match="precision bf16"):
         use_fused_encoder(dataclasses.replace(base, kernels="pallas", precision="bf16"), "single")
     with pytest.raises(UsageError, match="members spread over several devices"):
         use_fused_encoder(dataclasses.replace(base, kernels="pallas"), "members")
-    assert use_fused_encoder(dataclasses.replace(attention, kernels="auto"), "single") is False
+    assert use_fused_encoder(dataclasses.replace(attention, kernels="auto"), "single") is (
+        jax.default_backend() == "gpu")
+    with pytest.raises(UsageError, match="precision bf16"):
+        use_fused_encoder(dataclasses.replace(attention, precision="bf16"), "single")
     assert use_fused_encoder(base, "members") is False
 
 
@@ -135,7 +139,7 @@ def test_training_with_the_fused_encoder_follows_the_xla_run(tiny_data, tmp_path
 def test_impossible_kernel_request_gets_one_line_and_status_2(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", "--data-path", str(tiny_data), "--output-dir", str(out), *TINY,
-                     "--kernels", "pallas", "--pooling-type", "attention")
+                     "--kernels", "pallas", "--pooling-type", "attention", "--precision", "bf16")
     assert_one_line_refusal(result, "--kernels pallas")
     assert not out.exists()
 

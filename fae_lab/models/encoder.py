@@ -13,6 +13,7 @@ from flax import nnx
 from fae_lab.config import POOLING_TYPES, ModelConfig
 from fae_lab.errors import UsageError
 from fae_lab.models import fused as fused_kernels
+from fae_lab.models import fused_attention
 from fae_lab.models.features import CoordinateFeatures
 from fae_lab.models.layers import FactorisedLinear, GeluStack
 
@@ -80,7 +81,10 @@ class AugmentedResidualPool(nnx.Module):
         self.out = nnx.Linear(width, width, rngs=rngs)
 
     def __call__(self, h: jax.Array) -> jax.Array:
-        s = jnp.mean(h, axis=-2, dtype=jnp.float32) + self.attention(h)
+        return self.block(jnp.mean(h, axis=-2, dtype=jnp.float32) + self.attention(h))
+
+    def block(self, s: jax.Array) -> jax.Array:
+        """t = s + W_2 GELU(W_1 LayerNorm(s) + b_1) + b_2, ``(B, H) -> (B, H)``."""
         return s + self.out(jax.nn.gelu(self.hidden(self.norm(s))))
 
 
@@ -105,6 +109,12 @@ class PointSetEncoder(nnx.Module):
     With mean pooling and ``encoder_hidden=(64, 64, 64)`` this is the encoder of Bunker et al.,
     "Autoencoders in Function Space" (JMLR 2025).
 
+    ``fused=True`` (float32 compute only) computes the per-point MLP and the pooling as one
+    fused Pallas kernel that never writes h_p: :func:`fae_lab.models.fused.mean_embedding` for
+    mean pooling, :func:`fae_lab.models.fused_attention.attention_embedding` for attention
+    pooling and for the mean + attention sum of augmented-residual pooling (whose LayerNorm/MLP
+    block and ``to_latent`` stay in XLA). Same parameters and function as the XLA path.
+
     Shapes: ``x (B, P, 2)`` or ``(P, 2)`` (one point set shared by the batch), ``u (B, P)``
     -> ``z (B, latent_dim)`` float32.
     """
@@ -112,8 +122,8 @@ class PointSetEncoder(nnx.Module):
     def __init__(self, cfg: ModelConfig, coordinate_features: CoordinateFeatures, *,
                  compute_dtype=jnp.float32, fused: bool = False, rngs: nnx.Rngs):
         widths = tuple(cfg.encoder_hidden)
-        if fused and (cfg.pooling_type != "mean" or jnp.dtype(compute_dtype) != jnp.dtype(jnp.float32)):
-            raise UsageError("--kernels pallas: the fused encoder needs mean pooling and float32 compute")
+        if fused and jnp.dtype(compute_dtype) != jnp.dtype(jnp.float32):
+            raise UsageError("--kernels pallas: the fused encoder needs float32 compute")
         self.fused = fused
         if not widths or min(widths) < 1:
             raise UsageError(f"--encoder-hidden: expected one or more widths >= 1, got {widths}")
@@ -138,14 +148,31 @@ class PointSetEncoder(nnx.Module):
         if u.ndim != 2 or x.shape[-2] != u.shape[-1] or x.ndim not in (2, 3):
             raise ValueError(f"encoder: expected x (B,P,2) or (P,2) and u (B,P), got {x.shape}, {u.shape}")
         if self.fused:
-            return self.to_latent(self.fused_mean_embedding(x, u))
+            return self.to_latent(self.fused_pooled(x, u))
         return self.to_latent(self.pool(self.embed_points(x, u)))
 
+    def _point_mlp_args(self, x: jax.Array, u: jax.Array) -> tuple:
+        """The per-point MLP's operands in the fused kernels' order."""
+        return (self.coordinate_features(x), u, self.first.coordinate_kernel[...], self.first.bias[...],
+                self.first.input_kernel[...][0],
+                [layer.kernel[...] for layer in self.hidden.layers],
+                [layer.bias[...] for layer in self.hidden.layers])
+
     def fused_mean_embedding(self, x: jax.Array, u: jax.Array) -> jax.Array:
-        """``MeanPool(embed_points(x, u))`` as one fused kernel (mean pooling only): ``(B, H)``."""
-        return fused_kernels.mean_embedding(
-            self.coordinate_features(x), u, self.first.coordinate_kernel[...], self.first.bias[...],
-            self.first.input_kernel[...][0],
-            [layer.kernel[...] for layer in self.hidden.layers],
-            [layer.bias[...] for layer in self.hidden.layers],
-        )
+        """``MeanPool(embed_points(x, u))`` as one fused kernel: ``(B, H)``."""
+        return fused_kernels.mean_embedding(*self._point_mlp_args(x, u))
+
+    def fused_pooled(self, x: jax.Array, u: jax.Array) -> jax.Array:
+        """``self.pool(embed_points(x, u))`` with the per-point MLP and the pooling fused
+        (mean, attention, or augmented residual's mean + attention, then its block): ``(B, H)``."""
+        if isinstance(self.pool, MeanPool):
+            return self.fused_mean_embedding(x, u)
+        attention = self.pool if isinstance(self.pool, AttentionPool) else self.pool.attention
+        with_mean = isinstance(self.pool, AugmentedResidualPool)
+        out = fused_attention.attention_embedding(
+            *self._point_mlp_args(x, u), attention.key_value.kernel[...], attention.key_value.bias[...],
+            attention.query[...], with_mean=with_mean)
+        if with_mean:
+            pooled, mean = out
+            return self.pool.block(mean + pooled)
+        return out

@@ -54,8 +54,9 @@ def build_model(cfg: ModelConfig, resolution: int, *, seed: int = 0,
     float32; ``compute_dtype=jnp.bfloat16`` runs the hidden layers' matrix products in bf16
     (Fourier phases, pooling sums, softmax and the readout stay float32; a decoder with
     penultimate RFF stays float32 throughout, see :class:`CoordinateDecoder`).
-    ``fused_encoder`` computes the encoder's point embedding and mean pooling with the fused
-    Pallas kernel of :mod:`fae_lab.models.fused` (same function and parameters).
+    ``fused_encoder`` computes the encoder's point embedding and pooling (mean, attention or
+    augmented residual) with the fused Pallas kernels of :mod:`fae_lab.models.fused` and
+    :mod:`fae_lab.models.fused_attention` (same function and parameters).
     """
     if resolution < 2:
         raise UsageError(f"resolution: expected a grid of at least 2 x 2 points, got {resolution}")

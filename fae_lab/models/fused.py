@@ -19,6 +19,10 @@ The same approach applied to the decoder (five 100-wide layers whose per-point o
 needed) was slower than XLA; ``benchmarks/archive/fused_decoder_experiment.py`` keeps it and
 benchmarks/RESULTS.md says by how much.
 
+Attention pooling (and the augmented residual's mean + attention sum) reuses this module's
+per-point MLP tile, its backward chain and its padding in
+:mod:`fae_lab.models.fused_attention`.
+
 Off the GPU the kernels run in Pallas' interpreter (``interpret=True``), which is how the
 CPU test suite checks them against the XLA path.
 """
@@ -119,6 +123,48 @@ def _encoder_tile(feat, u, w0, b0, wu, w_ref, b_ref, n_hidden):
     return pres, h
 
 
+def _encoder_tile_backward(feat, u, pres, grad_h, w_ref, carry):
+    """Back-propagate ``grad_h`` (rows, H), the cotangent of a tile's last-layer embedding
+    h, through the GELU stack whose pre-activations are ``pres``; add the tile's weight
+    gradients to ``carry = (dW_γ, db, dw_u, (dW_l), (db_l))`` and return it."""
+    acc_w0, acc_b0, acc_wu, acc_w, acc_b = carry
+    acc_w, acc_b = list(acc_w), list(acc_b)
+    for layer in reversed(range(len(pres))):
+        _, slope = _gelu_and_slope(pres[layer])
+        delta = grad_h * slope
+        if layer == 0:
+            acc_w0 = acc_w0 + _dot(feat, delta, trans_a=True)
+            acc_b0 = acc_b0 + jnp.sum(delta, axis=0)
+            acc_wu = acc_wu + jnp.sum(delta * u[:, None], axis=0)
+        else:
+            h_prev = _gelu(pres[layer - 1])
+            acc_w[layer - 1] = acc_w[layer - 1] + _dot(h_prev, delta, trans_a=True)
+            acc_b[layer - 1] = acc_b[layer - 1] + jnp.sum(delta, axis=0)
+            grad_h = _dot(delta, w_ref[layer - 1], trans_b=True)
+    return acc_w0, acc_b0, acc_wu, tuple(acc_w), tuple(acc_b)
+
+
+def _stack_grad_zeros(w0_shape, n_hidden):
+    """The zero accumulators of :func:`_encoder_tile_backward`."""
+    width = w0_shape[1]
+    zeros = jnp.zeros((width,), jnp.float32)
+    return (
+        jnp.zeros(w0_shape, jnp.float32), zeros, zeros,
+        tuple(jnp.zeros((width, width), jnp.float32) for _ in range(n_hidden)),
+        tuple(zeros for _ in range(n_hidden)),
+    )
+
+
+def _store_stack_grads(carry, dw0_ref, db0_ref, dwu_ref, dw_ref, db_ref):
+    acc_w0, acc_b0, acc_wu, acc_w, acc_b = carry
+    dw0_ref[...] = acc_w0[None]
+    db0_ref[...] = acc_b0[None]
+    dwu_ref[...] = acc_wu[None]
+    for layer in range(len(acc_w)):
+        dw_ref[0, layer] = acc_w[layer]
+        db_ref[0, layer] = acc_b[layer]
+
+
 def _encoder_forward_kernel(feat_ref, u_ref, weight_ref, w0_ref, b0_ref, wu_ref, *refs, n_hidden, rows_per_tile, chunk):
     if n_hidden:
         w_ref, b_ref, out_ref = refs
@@ -145,51 +191,26 @@ def _encoder_backward_kernel(feat_ref, u_ref, weight_ref, w0_ref, b0_ref, wu_ref
     g = grad_ref[...]  # (1, H): the pooled vector's cotangent for this chunk's sample
 
     def body(j, carry):
-        acc_w0, acc_b0, acc_wu, acc_w, acc_b = carry
         tile = pl.ds(pl.multiple_of(j * rows_per_tile, rows_per_tile), rows_per_tile)
         feat, u = feat_ref[tile, :], u_ref[tile]
         pres, _ = _encoder_tile(feat, u, w0, b0, wu, w_ref, b_ref, n_hidden)
-        grad_h = weight_ref[tile][:, None] * g
-        acc_w, acc_b = list(acc_w), list(acc_b)
-        for layer in reversed(range(n_hidden + 1)):
-            _, slope = _gelu_and_slope(pres[layer])
-            delta = grad_h * slope
-            if layer == 0:
-                acc_w0 = acc_w0 + _dot(feat, delta, trans_a=True)
-                acc_b0 = acc_b0 + jnp.sum(delta, axis=0)
-                acc_wu = acc_wu + jnp.sum(delta * u[:, None], axis=0)
-            else:
-                h_prev = _gelu(pres[layer - 1])
-                acc_w[layer - 1] = acc_w[layer - 1] + _dot(h_prev, delta, trans_a=True)
-                acc_b[layer - 1] = acc_b[layer - 1] + jnp.sum(delta, axis=0)
-                grad_h = _dot(delta, w_ref[layer - 1], trans_b=True)
-        return acc_w0, acc_b0, acc_wu, tuple(acc_w), tuple(acc_b)
+        return _encoder_tile_backward(feat, u, pres, weight_ref[tile][:, None] * g, w_ref, carry)
 
-    width = g.shape[-1]
-    zeros = jnp.zeros((width,), jnp.float32)
-    init = (
-        jnp.zeros(w0.shape, jnp.float32), zeros, zeros,
-        tuple(jnp.zeros((width, width), jnp.float32) for _ in range(n_hidden)),
-        tuple(zeros for _ in range(n_hidden)),
-    )
-    acc_w0, acc_b0, acc_wu, acc_w, acc_b = jax.lax.fori_loop(0, chunk // rows_per_tile, body, init)
-    dw0_ref[...] = acc_w0[None]
-    db0_ref[...] = acc_b0[None]
-    dwu_ref[...] = acc_wu[None]
-    for layer in range(n_hidden):
-        dw_ref[0, layer] = acc_w[layer]
-        db_ref[0, layer] = acc_b[layer]
+    carry = jax.lax.fori_loop(0, chunk // rows_per_tile, body, _stack_grad_zeros(w0.shape, n_hidden))
+    _store_stack_grads(carry, dw0_ref, db0_ref, dwu_ref, dw_ref, db_ref)
 
 
-def _encoder_call(kind, feat, u, weight, w0, b0, wu, weights, biases, grad, *, n_points, tiling):
-    """``u`` holds every sample's points, ``(B·P,)``; ``weight`` the pooling weight of each
-    point, ``(P,)``, the same for every sample; ``feat`` is ``(P, F)`` (one point set for the
-    batch, read by every sample's chunks) or ``(B·P, F)``."""
+def _sample_block(width, chunk, n_points):
+    """A ``(1, width)`` block of a ``(B, width)`` array: the row of the program's sample."""
+    chunks_per_sample = n_points // chunk
+    return pl.BlockSpec((1, width), lambda g: (g // chunks_per_sample, 0))
+
+
+def _stack_inputs(feat, u, weight, w0, b0, wu, weights, biases, chunk, n_points):
+    """The per-point MLP's operands and their blocks, in the kernels' argument order
+    ``feat, u, weight, W_γ, b, w_u[, W_l, b_l]``; also the block of a per-point ``(P,)`` array."""
     rows, n_feat = u.shape[0], feat.shape[1]
-    width = w0.shape[1]
-    n_hidden = weights.shape[0]
-    chunk = _chunk(rows, n_points, tiling)
-    programs = rows // chunk
+    width, n_hidden = w0.shape[1], weights.shape[0]
     chunks_per_sample = n_points // chunk
     point_block = pl.BlockSpec((chunk,), lambda g: (g % chunks_per_sample,))
     if feat.shape[0] == rows:
@@ -202,6 +223,50 @@ def _encoder_call(kind, feat, u, weight, w0, b0, wu, weights, biases, grad, *, n
     if n_hidden:
         args += [weights, biases]
         in_specs += [_full(weights.shape), _full(biases.shape)]
+    return args, in_specs, point_block
+
+
+def _stack_grad_outputs(programs, n_feat, width, n_hidden):
+    """Per-program weight gradients of the per-point MLP: shapes and blocks."""
+    out_shape = [
+        jax.ShapeDtypeStruct((programs, n_feat, width), jnp.float32),
+        jax.ShapeDtypeStruct((programs, width), jnp.float32),
+        jax.ShapeDtypeStruct((programs, width), jnp.float32),
+    ]
+    out_specs = [
+        pl.BlockSpec((1, n_feat, width), lambda g: (g, 0, 0)),
+        pl.BlockSpec((1, width), lambda g: (g, 0)),
+        pl.BlockSpec((1, width), lambda g: (g, 0)),
+    ]
+    if n_hidden:
+        out_shape += [
+            jax.ShapeDtypeStruct((programs, n_hidden, width, width), jnp.float32),
+            jax.ShapeDtypeStruct((programs, n_hidden, width), jnp.float32),
+        ]
+        out_specs += [
+            pl.BlockSpec((1, n_hidden, width, width), lambda g: (g, 0, 0, 0)),
+            pl.BlockSpec((1, n_hidden, width), lambda g: (g, 0, 0)),
+        ]
+    return out_shape, out_specs
+
+
+def _stack_grad_sums(outs, weights, biases):
+    """Sum the per-program MLP gradients (the first 3, or 5 with hidden layers, of ``outs``)
+    over programs: ``(dW_γ, db, dw_u, dW, db_l)``, and the outputs after them."""
+    dw0, db0, dwu = (jnp.sum(o, axis=0) for o in outs[:3])
+    if weights.shape[0]:
+        return (dw0, db0, dwu, jnp.sum(outs[3], axis=0), jnp.sum(outs[4], axis=0)), list(outs[5:])
+    return (dw0, db0, dwu, jnp.zeros_like(weights), jnp.zeros_like(biases)), list(outs[3:])
+
+
+def _encoder_call(kind, feat, u, weight, w0, b0, wu, weights, biases, grad, *, n_points, tiling):
+    """``u`` holds every sample's points, ``(B·P,)``; ``weight`` the pooling weight of each
+    point, ``(P,)``, the same for every sample; ``feat`` is ``(P, F)`` (one point set for the
+    batch, read by every sample's chunks) or ``(B·P, F)``."""
+    rows, width, n_hidden = u.shape[0], w0.shape[1], weights.shape[0]
+    chunk = _chunk(rows, n_points, tiling)
+    programs = rows // chunk
+    args, in_specs, _ = _stack_inputs(feat, u, weight, w0, b0, wu, weights, biases, chunk, n_points)
     static = dict(n_hidden=n_hidden, rows_per_tile=tiling.rows, chunk=chunk)
     if kind == "forward":
         kernel = functools.partial(_encoder_forward_kernel, **static)
@@ -209,27 +274,9 @@ def _encoder_call(kind, feat, u, weight, w0, b0, wu, weights, biases, grad, *, n
         out_specs = [pl.BlockSpec((1, width), lambda g: (g, 0))]
     else:
         args.append(grad)
-        in_specs.append(pl.BlockSpec((1, width), lambda g: (g // chunks_per_sample, 0)))
+        in_specs.append(_sample_block(width, chunk, n_points))
         kernel = functools.partial(_encoder_backward_kernel, **static)
-        out_shape = [
-            jax.ShapeDtypeStruct((programs, n_feat, width), jnp.float32),
-            jax.ShapeDtypeStruct((programs, width), jnp.float32),
-            jax.ShapeDtypeStruct((programs, width), jnp.float32),
-        ]
-        out_specs = [
-            pl.BlockSpec((1, n_feat, width), lambda g: (g, 0, 0)),
-            pl.BlockSpec((1, width), lambda g: (g, 0)),
-            pl.BlockSpec((1, width), lambda g: (g, 0)),
-        ]
-        if n_hidden:
-            out_shape += [
-                jax.ShapeDtypeStruct((programs, n_hidden, width, width), jnp.float32),
-                jax.ShapeDtypeStruct((programs, n_hidden, width), jnp.float32),
-            ]
-            out_specs += [
-                pl.BlockSpec((1, n_hidden, width, width), lambda g: (g, 0, 0, 0)),
-                pl.BlockSpec((1, n_hidden, width), lambda g: (g, 0, 0)),
-            ]
+        out_shape, out_specs = _stack_grad_outputs(programs, feat.shape[1], width, n_hidden)
     return pl.pallas_call(
         kernel,
         out_shape=out_shape,
@@ -258,12 +305,8 @@ def _encoder_bwd(n_points, tiling, saved, grad):
     feat, u, weight, w0, b0, wu, weights, biases = saved
     outs = _encoder_call("backward", feat, u, weight, w0, b0, wu, weights, biases,
                          grad.astype(jnp.float32), n_points=n_points, tiling=tiling)
-    dw0, db0, dwu = (jnp.sum(o, axis=0) for o in outs[:3])
-    if weights.shape[0]:
-        dw, db = jnp.sum(outs[3], axis=0), jnp.sum(outs[4], axis=0)
-    else:
-        dw, db = jnp.zeros_like(weights), jnp.zeros_like(biases)
-    return None, None, None, dw0, db0, dwu, dw, db
+    grads, _ = _stack_grad_sums(outs, weights, biases)
+    return (None, None, None, *grads)
 
 
 _encoder.defvjp(_encoder_fwd, _encoder_bwd)
@@ -281,6 +324,26 @@ def mean_embedding(features, u, coordinate_kernel, bias, value_kernel, weights, 
     zero pooling weight.
     """
     tiling = tiling or default_tiling()
+    padded = pad_point_mlp(features, u, coordinate_kernel, bias, value_kernel, weights, biases, tiling)
+    pooled = _encoder(*padded.stack_args, padded.n_points, tiling)
+    return pooled[:, :coordinate_kernel.shape[1]]
+
+
+@dataclasses.dataclass(frozen=True)
+class PaddedPointMLP:
+    """The per-point MLP's operands, rows padded to whole tiles (P' points a sample) and
+    widths to :func:`padded_width` (F', H'): ``stack_args = (feat (P', F') or (B·P', F'),
+    u (B·P',), weight (P',), W_γ (F', H'), b (H'), w_u (H'), W (L, H', H'), b_l (L, H'))``
+    with ``weight`` the mean's pooling weight 1/P on real points and 0 on padded ones;
+    ``valid (P',)`` is 1 on real points and 0 on padded ones."""
+
+    stack_args: tuple
+    n_points: int
+    valid: jax.Array
+
+
+def pad_point_mlp(features, u, coordinate_kernel, bias, value_kernel, weights, biases, tiling):
+    """The operands of :func:`mean_embedding`, padded for the kernels (:class:`PaddedPointMLP`)."""
     n_samples, n_points = u.shape
     width = coordinate_kernel.shape[1]
     n_feat = features.shape[-1]
@@ -290,18 +353,18 @@ def mean_embedding(features, u, coordinate_kernel, bias, value_kernel, weights, 
     feats = jnp.pad(features.astype(jnp.float32),
                     ((0, 0),) * (features.ndim - 2) + ((0, padded_points - n_points), (0, fp - n_feat)))
     values = jnp.pad(u.astype(jnp.float32), ((0, 0), (0, padded_points - n_points)))
-    weight = jnp.pad(jnp.full((n_points,), 1.0 / n_points, jnp.float32), (0, padded_points - n_points))
+    valid = jnp.pad(jnp.ones((n_points,), jnp.float32), (0, padded_points - n_points))
     w0 = jnp.pad(coordinate_kernel.astype(jnp.float32), ((0, fp - n_feat), (0, hp - width)))
-
-    def vec(v):
-        return jnp.pad(v.astype(jnp.float32).reshape(-1), (0, hp - width))
-
     w = (jnp.stack([jnp.pad(m.astype(jnp.float32), ((0, hp - width), (0, hp - width))) for m in weights])
          if len(weights) else jnp.zeros((0, hp, hp), jnp.float32))
-    b = jnp.stack([vec(v) for v in biases]) if len(biases) else jnp.zeros((0, hp), jnp.float32)
-    rows = n_samples * padded_points
-    pooled = _encoder(
-        feats.reshape(-1, fp), values.reshape(rows), weight, w0, vec(bias),
-        vec(value_kernel), w, b, padded_points, tiling,
-    )
-    return pooled[:, :width]
+    b = (jnp.stack([pad_vector(v, hp) for v in biases]) if len(biases)
+         else jnp.zeros((0, hp), jnp.float32))
+    args = (feats.reshape(-1, fp), values.reshape(n_samples * padded_points),
+            jnp.full((padded_points,), 1.0 / n_points, jnp.float32) * valid, w0,
+            pad_vector(bias, hp), pad_vector(value_kernel, hp), w, b)
+    return PaddedPointMLP(args, padded_points, valid)
+
+
+def pad_vector(v, width):
+    """A vector as float32, zero-padded to ``width``."""
+    return jnp.pad(v.astype(jnp.float32).reshape(-1), (0, width - v.size))

@@ -93,8 +93,8 @@ def build_parser(prog: str = "fae-lab train") -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=C.PRECISIONS,
                    help="bf16: bfloat16 matrix products with float32 parameters and accumulation")
     g.add_argument("--kernels", choices=C.KERNELS,
-                   help="pallas: the encoder's per-point MLP and mean pooling as one fused GPU kernel "
-                        "(float32, mean pooling; not for sweep members spread over devices); auto "
+                   help="pallas: the encoder's per-point MLP and pooling (mean, attention or augmented_residual) "
+                        "as one fused GPU kernel (float32; not for sweep members spread over devices); auto "
                         "(default): pallas on a GPU where allowed, else XLA; off the GPU pallas runs "
                         "in Pallas' (slow) interpreter")
     g.add_argument("--n-devices", type=pos_int,

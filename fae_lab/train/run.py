@@ -265,7 +265,9 @@ def program_key(config: RunConfig) -> tuple:
 def use_fused_encoder(config: RunConfig, mode: str) -> bool:
     """Whether the encoder runs as the fused Pallas kernel (``--kernels``).
 
-    It needs mean pooling, float32 compute, and one device or data-parallel placement
+    It fuses every pooling type (mean, attention, augmented residual: the per-point MLP and
+    the pooling sums; see :class:`~fae_lab.models.encoder.PointSetEncoder`). It needs float32
+    compute, and one device or data-parallel placement
     (``mode`` of :class:`~fae_lab.train.devices.Placement`; there each device runs the kernel
     on its share of the batch). Members spread over devices keep XLA's encoder: a Pallas call
     is opaque to XLA's partitioner. ``auto`` takes it on a GPU whenever those hold;
@@ -275,8 +277,6 @@ def use_fused_encoder(config: RunConfig, mode: str) -> bool:
     if config.kernels == "xla":
         return False
     blockers = []
-    if config.model.pooling_type != "mean":
-        blockers.append(f"--pooling-type {config.model.pooling_type} (needs mean)")
     if config.precision != "float32":
         blockers.append(f"--precision {config.precision} (needs float32)")
     if mode == "members":
