@@ -10,10 +10,10 @@ decoder's parameters and z) of L = mean((g(z, x) - u)²) on one grid, along four
 
 - ``concat/highest``: the old decoder, readout(φ(h)) with φ = [cos, sin] concatenated and the
   phases at Precision.HIGHEST;
-- ``fused/highest``: the decoder as it runs now, the fused readout
-  (``fae_lab.models.features.fourier_readout``) recomputing cos and sin for the gradient;
+- ``fused/highest``: the fused readout (``fae_lab.models.features.fourier_readout``)
+  recomputing cos and sin for the gradient (``recompute=True``);
 - ``keep/highest``: the fused readout keeping cos and sin from the forward pass instead
-  (what ``readout_recomputes()`` picks on the CPU);
+  (what ``readout_recomputes()`` picks, on every backend);
 - ``concat/<algo>``, ``fused/<algo>`` and ``keep/<algo>``: the same with the phases' dot algorithm that
   ``phase_algorithm()`` picks on this backend (when it is not HIGHEST) and with each of
   ``--algorithms`` (the fused path only). A path that does not compile gives a row with its

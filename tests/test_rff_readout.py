@@ -201,8 +201,9 @@ def test_model_output_is_the_numpy_formula():
     close(model(z, x), want, 1e-5)
 
 
-def test_the_readout_recomputes_cos_and_sin_off_the_cpu():
-    assert not readout_recomputes("cpu") and readout_recomputes("gpu") and readout_recomputes("tpu")
+def test_the_readout_keeps_cos_and_sin_on_every_backend():
+    # measured faster on the CPU and on an H200 (benchmarks/RESULTS.md)
+    assert not any(readout_recomputes(b) for b in ("cpu", "gpu", "tpu"))
     jaxpr = str(jax.make_jaxpr(lambda t: fourier_readout(t, t[0], t[0], recompute=True))(jnp.ones((3, 2, 4))))
     assert "checkpoint" in jaxpr or "remat" in jaxpr
     jaxpr = str(jax.make_jaxpr(lambda t: fourier_readout(t, t[0], t[0], recompute=False))(jnp.ones((3, 2, 4))))

@@ -275,13 +275,14 @@ def readout_recomputes(backend: str | None = None) -> bool:
     """Whether :func:`fourier_readout` recomputes cos and sin for its derivatives on ``backend``
     (default: JAX's default backend) instead of keeping them from the forward pass.
 
-    On a GPU or TPU the readout is bound by memory traffic: keeping cos 2πt and sin 2πt means
-    writing and reading back two ``(..., K, n)`` arrays, while recomputing them costs
-    arithmetic only. On the CPU the transcendental functions themselves dominate, and the
-    recomputation (whose barrier also keeps XLA from fusing across it) costs more than the
-    traffic it saves (benchmarks/bench_rff.py measures both on either).
+    Keeping them means writing and reading back two ``(..., K, n)`` arrays; recomputing them
+    costs the transcendental functions again, behind a barrier that also keeps XLA from fusing
+    across it. Measured on the CPU and on an H200 (``benchmarks/bench_rff.py``, figures in
+    benchmarks/RESULTS.md), keeping was faster on both, so no backend recomputes; the
+    recomputing path stays for ``recompute=True`` (less memory).
     """
-    return (backend or jax.default_backend()) != "cpu"
+    del backend
+    return False
 
 
 def fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.Array, *,
