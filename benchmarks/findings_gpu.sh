@@ -140,9 +140,12 @@ case $part in
       if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -lt 2 ]; then
         second=0; export XLA_PYTHON_CLIENT_MEM_FRACTION=0.45
       fi
-      queue 0 c:phase_c_multiband_4scales c:phase_c_rff512_both c:phase_c_rff256_penultimate &
-      queue "$second" b:phase_b_fourier_p1.0 c:phase_c_rff512_coordinates b:phase_b_combined \
-        b:phase_b_fourier_p0.5 b:phase_b_fourier_p2.0 c:phase_c_rff1024_penultimate &
+      # What the calls up to 2026-11-30 left, with FAE_LAB_RUNS_FROM="findings_long3_runs.tar.xz
+      # findings_queue5_runs.tar.xz" (the last holds every earlier finished group but phase c's
+      # coordinate RFF, in findings_queue3_runs.tar.xz). GPU 0's multi-band group (~11 minutes)
+      # needs two calls, its stopped store coming back in parts.
+      queue 0 c:phase_c_multiband_4scales c:phase_c_rff512_both &
+      queue "$second" b:phase_b_fourier_p1.0 b:phase_b_combined c:phase_c_rff1024_penultimate &
     fi
     ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
