@@ -6,8 +6,9 @@ for the test module that runs ``sys.executable``, found first through ``JUPYTER_
 user's own ``python3`` kernelspec pointing elsewhere does not change what is tested). A cell
 inserted after the ``parameters`` cell (papermill's convention) sets ``RUNS_DIR`` to a fresh
 temporary directory and, for the executions, :data:`TEST_BUDGET`: fewer steps than the
-notebooks' defaults, the same experiments, seeds, data and cells. The kernels share the
-session's JAX compilation cache (tests/conftest.py; every phase trains the same baseline).
+notebooks' defaults at a fixed number of steps a host call, the same experiments, seeds,
+data and cells. The kernels share the session's JAX compilation cache (tests/conftest.py;
+every phase trains the same baseline).
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
 # evaluations, the conclusions, the NTK, the dashboard, the report). Ten steps a host call:
 # on the CPU the call length is otherwise sized from the measured step time (1, 1, then a
 # power of two and the remainder before each evaluation), and every new length is one more
-# XLA compilation of the training program, several seconds each, most of a notebook's time;
-# one length is one compilation per group, shared by the four notebooks' baselines through
-# the session's compilation cache.
+# XLA compilation of the training program, which is most of a notebook's time at this budget;
+# one length is one compilation per group, and the four notebooks' baselines (the same flags)
+# share theirs through the session's compilation cache. The CPU's measured call length stays
+# tested end to end by the launch-form browser tests, whose runs have no --steps-per-call.
 TEST_BUDGET = 'MAX_STEPS = 20\nTRAIN_FLAGS = [*TRAIN_FLAGS, "--eval-every", "10", "--steps-per-call", "10"]'
 
 
