@@ -6,8 +6,9 @@ for the test module that runs ``sys.executable``, found first through ``JUPYTER_
 user's own ``python3`` kernelspec pointing elsewhere does not change what is tested). A cell
 inserted after the ``parameters`` cell (papermill's convention) sets ``RUNS_DIR`` to a fresh
 temporary directory and, for the executions, :data:`TEST_BUDGET`: fewer steps than the
-notebooks' defaults, the same experiments, seeds, data and cells. The kernels share the
-session's JAX compilation cache (tests/conftest.py; every phase trains the same baseline).
+notebooks' defaults at a fixed number of steps a host call, the same experiments, seeds,
+data and cells. The kernels share the session's JAX compilation cache (tests/conftest.py;
+every phase trains the same baseline).
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ def cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
 # The executions' budget, injected after the parameters: the defaults' 200 steps with an
 # evaluation every 50 cost minutes of CPU per notebook, most of it training steps; 20 steps
 # evaluated at 0, 10 and 20 run every cell the same way (training, a curve of three
-# evaluations, the conclusions, the NTK, the dashboard, the report).
-TEST_BUDGET = 'MAX_STEPS = 20\nTRAIN_FLAGS = [*TRAIN_FLAGS, "--eval-every", "10"]'
+# evaluations, the conclusions, the NTK, the dashboard, the report). Ten steps a host call:
+# on the CPU the call length is otherwise sized from the measured step time (1, 1, then a
+# power of two and the remainder before each evaluation), and every new length is one more
+# XLA compilation of the training program, which is most of a notebook's time at this budget;
+# one length is one compilation per group, and the four notebooks' baselines (the same flags)
+# share theirs through the session's compilation cache. The CPU's measured call length stays
+# tested end to end by the launch-form browser tests, whose runs have no --steps-per-call.
+TEST_BUDGET = 'MAX_STEPS = 20\nTRAIN_FLAGS = [*TRAIN_FLAGS, "--eval-every", "10", "--steps-per-call", "10"]'
 
 
 def with_runs_dir(notebook, runs_dir: Path, budget: str | None = None):
@@ -84,7 +91,7 @@ def test_the_injected_runs_dir_follows_the_parameters(tmp_path):
     exec(notebook.cells[index].source, defaults)
     exec(notebook.cells[index].source + "\n" + budgeted.cells[index + 1].source, values)
     assert defaults["MAX_STEPS"] > 20 and values["MAX_STEPS"] == 20
-    assert values["TRAIN_FLAGS"] == [*defaults["TRAIN_FLAGS"], "--eval-every", "10"]
+    assert values["TRAIN_FLAGS"] == [*defaults["TRAIN_FLAGS"], "--eval-every", "10", "--steps-per-call", "10"]
     assert values["SEEDS"] == defaults["SEEDS"] and values["ONLY"] == defaults["ONLY"]
 
 
