@@ -185,3 +185,34 @@ def test_baseline_test_error_falls_during_training(tmp_path):
     rel = xr.open_zarr(out / "metrics.zarr")["eval_rel_mse"].values
     assert np.all(np.isfinite(rel))
     assert rel[-1] < 0.5 * rel[0], rel
+
+
+def test_a_run_sized_from_its_step_time_compiles_one_loop_and_matches_fixed_calls(tiny_data, tmp_path, caplog):
+    """On the CPU, without --steps-per-call, call lengths change from call to call (1, 1, then
+    the rest up to each evaluation: several lengths here). They share one compiled loop, and the
+    logged rows and final metrics are those of a run with fixed calls (a step does not depend on
+    the call it runs in)."""
+    import logging
+
+    import jax
+
+    steps = ["--max-steps", "23", "--eval-every", "7", "--log-every", "1", "--batch-size", "4", "--seed", "5"]
+    fixed, sized = tmp_path / "fixed", tmp_path / "sized"
+    assert train_main([*_common(tiny_data, fixed), *steps, "--steps-per-call", "7"]) == 0
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert train_main([*_common(tiny_data, sized), *steps]) == 0
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling jit(chunk)")]
+    assert len(compiled) == 1, compiled
+    a = xr.open_zarr(fixed / "metrics.zarr").load()
+    b = xr.open_zarr(sized / "metrics.zarr").load()
+    assert np.isfinite(b["train_loss"].values).sum() == 23  # every step logged, once
+    for name in a.data_vars:
+        if name in ("wall_time", "eval_wall_time"):
+            continue
+        np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-5, atol=1e-8, err_msg=name)
+    assert read_json(sized / "final.json")["final/test_rel_mse"] == pytest.approx(
+        read_json(fixed / "final.json")["final/test_rel_mse"], rel=1e-5)

@@ -9,8 +9,10 @@ fifty steps a call is minutes.
 ``--steps-per-call N`` fixes the length at N. Without it the length is sized from the measured
 step time t: calls of one step until t is known, then the largest n of 1, 2, 4, ...,
 :data:`MAX_STEPS_PER_CALL` with ``n t <= CHUNK_SECONDS`` (at least 1). t is re-measured at every
-call whose length had run before: the first call of a length includes its compilation, which
-says nothing about t. Lengths are powers of two (and the cap), so a run compiles few of them.
+call whose length had run before: the first call of a length may include a compilation, which
+says nothing about t. A sized run compiles one training loop whose step count is an argument
+(:func:`fae_lab.train.step.make_sized_chunk`, up to :data:`MAX_STEPS_PER_CALL` steps), so its
+lengths (powers of two, the cap, and the rest before an evaluation) share one compilation.
 
 Sizing is for the CPU only (:func:`fixed_length`): on a GPU or TPU a step takes milliseconds,
 fifty steps well under a second, and measuring first would only cost one more compilation.

@@ -132,7 +132,7 @@ class GroupLoop:
             self._evaluate(state, 0)
             self.n_eval = 1
             self._after_evaluation(state)
-        pending = None  # (metrics of the chunk in flight, its first step, when it was called)
+        pending = None  # (metrics of the chunk in flight, its length, its first step, when it was called)
         while self.step < cfg.max_steps and self.running():
             if self.stop() is not None:
                 if pending is not None:
@@ -145,7 +145,7 @@ class GroupLoop:
             state, metrics = self.run_chunk(state, n)
             if pending is not None:
                 self._absorb(*pending, state)
-            pending = (metrics, self.step, called)
+            pending = (metrics, n, self.step, called)
             self.step += n
             if self.step == target:
                 self._absorb(*pending, state)
@@ -184,12 +184,14 @@ class GroupLoop:
             return step % every == 0
         return time.perf_counter() - self.last_checkpoint >= CHECKPOINT_SECONDS
 
-    def _absorb(self, metrics, first_step: int, called: float, state: TrainState) -> None:
+    def _absorb(self, metrics, n: int, first_step: int, called: float, state: TrainState) -> None:
         """Log a chunk's per-step metrics; end the members that diverged within it.
 
-        ``state`` is the latest state (possibly of a later chunk): a diverged member's part
-        of it stays frozen at its last finite step. ``called``: when the chunk was called."""
-        host_all = {k: np.asarray(v, np.float64) for k, v in jax.device_get(metrics).items()}  # (M, n) each
+        ``metrics``: (M, >= n) arrays whose first ``n`` columns are the chunk's ``n`` steps (a
+        sized chunk's arrays are longer). ``state`` is the latest state (possibly of a later
+        chunk): a diverged member's part of it stays frozen at its last finite step.
+        ``called``: when the chunk was called."""
+        host_all = {k: np.asarray(v, np.float64)[:, :n] for k, v in jax.device_get(metrics).items()}  # (M, n) each
         self._timed(len(host_all["train_loss"][0]), called)
         for i, member in self.running():
             host = {k: v[i] for k, v in host_all.items()}

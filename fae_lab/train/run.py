@@ -55,6 +55,7 @@ from fae_lab.store.writer import package_versions
 from fae_lab.train import interrupt
 from fae_lab.train.budget import check_run_budget
 from fae_lab.train.checkpoint import Checkpoints
+from fae_lab.train.chunks import MAX_STEPS_PER_CALL, fixed_length
 from fae_lab.train.cpu_sizing import cpu_hint, slow_hint
 from fae_lab.train.devices import plan_placement
 from fae_lab.train.evaluate import (
@@ -74,6 +75,7 @@ from fae_lab.train.step import (
     adam,
     hyper_from_config,
     make_chunk,
+    make_sized_chunk,
     make_train_step,
     member_slice,
     stack_members,
@@ -365,8 +367,18 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     evaluate_one = make_evaluate(apply_fn, problem.bins, problem.cutoff, problem.n_reconstructions)
     evaluate = jax.jit(jax.vmap(make_split_evaluate(evaluate_one), in_axes=(0, 0, None)))
     chunks: dict[int, Any] = {}
+    sized = fixed_length(first.steps_per_call, jax.default_backend()) is None
 
     def run_chunk(state, n):
+        """``n`` steps in one host call -> (state, metrics of length >= n per member; the host
+        reads the first n). A fixed length compiles one ``lax.scan`` of exactly n steps; a length
+        sized from the step time (the CPU) compiles one loop of up to MAX_STEPS_PER_CALL steps
+        whose count is an argument, so its changing lengths share one compilation."""
+        if sized:
+            if 0 not in chunks:
+                batched = jax.vmap(make_sized_chunk(step_fn, MAX_STEPS_PER_CALL), in_axes=(0, 0, None, 0, 0, None))
+                chunks[0] = jax.jit(batched, donate_argnums=(0,))
+            return chunks[0](state, keys_typed, problem.train_data, hyper, rest, jnp.int32(n))
         if n not in chunks:
             member_chunk = make_chunk(step_fn, n)
             batched = jax.vmap(member_chunk, in_axes=(0, 0, None, 0, 0))

@@ -272,6 +272,31 @@ def make_chunk(step_fn, n_steps: int):
     return chunk
 
 
+def make_sized_chunk(step_fn, capacity: int):
+    """Up to ``capacity`` training steps in one host call, how many given at run time.
+
+    ``chunk(state, key, data, hyper, rest, n)`` runs the first ``n`` (a traced int32, 1 <= n <=
+    ``capacity``) steps in a ``lax.fori_loop`` and returns the state and the per-step metrics in
+    arrays of length ``capacity``, whose first ``n`` entries are those steps' (the rest are
+    zeros; the host reads the first ``n``). The steps are :func:`make_chunk`'s, one after the
+    other; a run whose call length changes from call to call (sized from the measured step
+    time, :mod:`fae_lab.train.chunks`) compiles this once instead of once per length.
+    """
+
+    def chunk(state: TrainState, key: Array, data: TrainData, hyper, rest, n):
+        shapes = jax.eval_shape(lambda s: step_fn(s, key, data, hyper, rest)[1], state)
+        buffers = jax.tree.map(lambda m: jnp.zeros((capacity, *m.shape), m.dtype), shapes)
+
+        def body(i, carry):
+            state, buffers = carry
+            state, metrics = step_fn(state, key, data, hyper, rest)
+            return state, jax.tree.map(lambda b, m: b.at[i].set(m), buffers, metrics)
+
+        return jax.lax.fori_loop(0, n, body, (state, buffers))
+
+    return chunk
+
+
 def adam() -> optax.GradientTransformation:
     """Adam's moment scaling; the learning rate and sign are applied by the step."""
     return optax.scale_by_adam()
