@@ -10,13 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import xarray as xr
 from flax import nnx
 
 from fae_lab.config import ModelConfig
 from fae_lab.models import build_model, fused, fused_attention
-from fae_lab.train.cli import main as train_main
-from tests.train_helpers import TINY, write_tiny_data
+from tests.train_helpers import assert_fused_run_follows_xla, write_tiny_data
 
 # 16 columns = one padded tile width; 12 hidden + 4 heads of 3 exercise width and head padding.
 WIDTH, HEADS = 12, 4
@@ -206,16 +204,6 @@ def tiny_data(tmp_path_factory):
 def test_training_with_fused_attention_pooling_follows_the_xla_run(tiny_data, tmp_path):
     """``--kernels pallas --pooling-type attention`` (interpreted) trains the curves of
     ``--kernels xla`` to float32 tolerance, and the store says which kernel ran."""
-    from tests.train_helpers import read_json
-
-    common = ["--data-path", str(tiny_data), "--pooling-type", "attention", "--n-heads", "2",
-              "--encoder-hidden", "16,16", "--decoder-hidden", "16,16", "--latent-dim", "8",
-              "--encoder-points", "40", *TINY]
-    assert train_main([*common, "--output-dir", str(tmp_path / "xla"), "--kernels", "xla"]) == 0
-    assert train_main([*common, "--output-dir", str(tmp_path / "pallas"), "--kernels", "pallas"]) == 0
-    a = xr.open_zarr(tmp_path / "xla" / "metrics.zarr").load()
-    b = xr.open_zarr(tmp_path / "pallas" / "metrics.zarr").load()
-    assert a["train_loss"].size >= 5
-    for name in ("train_loss", "eval_rel_mse", "eval_spectral_mse"):
-        np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-4, atol=1e-7, err_msg=name)
-    assert read_json(tmp_path / "pallas" / "config.json")["versions"]["encoder_kernel"] == "pallas"
+    assert_fused_run_follows_xla(tiny_data, tmp_path, [
+        "--pooling-type", "attention", "--n-heads", "2", "--encoder-hidden", "16,16",
+        "--decoder-hidden", "16,16", "--latent-dim", "8", "--encoder-points", "40"])

@@ -19,9 +19,15 @@ from flax import nnx
 from fae_lab.config import ModelConfig, RunConfig
 from fae_lab.errors import UsageError
 from fae_lab.models import build_model, fused
-from fae_lab.train.cli import main as train_main
 from fae_lab.train.run import use_fused_encoder
-from tests.train_helpers import TINY, assert_one_line_refusal, read_json, run_cli, write_tiny_data
+from tests.train_helpers import (
+    TINY,
+    assert_fused_run_follows_xla,
+    assert_one_line_refusal,
+    read_json,
+    run_cli,
+    write_tiny_data,
+)
 
 SMALL = ModelConfig(encoder_hidden=(24, 24, 24), decoder_hidden=(16, 16), latent_dim=8,
                     n_coordinate_frequencies=5, pooling_type="mean")
@@ -122,16 +128,9 @@ def tiny_data(tmp_path_factory):
 def test_training_with_the_fused_encoder_follows_the_xla_run(tiny_data, tmp_path):
     """Same seed and data, ``--kernels pallas`` (interpreted) vs ``--kernels xla``: the same
     loss and evaluation curves to float32 tolerance, and the store says which kernel ran."""
-    common = ["--data-path", str(tiny_data), "--pooling-type", "mean", "--encoder-hidden", "16,16",
-              "--decoder-hidden", "16,16", "--latent-dim", "8", "--encoder-points", "40", *TINY]
-    assert train_main([*common, "--output-dir", str(tmp_path / "xla"), "--kernels", "xla"]) == 0
-    assert train_main([*common, "--output-dir", str(tmp_path / "pallas"), "--kernels", "pallas"]) == 0
-    a = xr.open_zarr(tmp_path / "xla" / "metrics.zarr").load()
-    b = xr.open_zarr(tmp_path / "pallas" / "metrics.zarr").load()
-    assert a["train_loss"].size >= 5
-    for name in ("train_loss", "eval_rel_mse", "eval_spectral_mse"):
-        np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-4, atol=1e-7, err_msg=name)
-    assert read_json(tmp_path / "pallas" / "config.json")["versions"]["encoder_kernel"] == "pallas"
+    assert_fused_run_follows_xla(tiny_data, tmp_path, [
+        "--pooling-type", "mean", "--encoder-hidden", "16,16", "--decoder-hidden", "16,16",
+        "--latent-dim", "8", "--encoder-points", "40"])
     assert read_json(tmp_path / "xla" / "config.json")["versions"]["encoder_kernel"] == "xla"
 
 
