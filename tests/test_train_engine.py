@@ -27,7 +27,7 @@ def _common(data, out):
 
 
 @pytest.mark.slow
-def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(tiny_data, tmp_path):
+def test_a_moved_stopped_run_resumes_to_the_same_metrics_as_an_uninterrupted_one(tiny_data, tmp_path):
     steps = ["--max-steps", "30", "--eval-every", "10", "--log-every", "3", "--batch-size", "4",
              "--steps-per-call", "4", "--loss-type", "h1", "--seed", "3"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -36,6 +36,8 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(tiny_dat
     stopped = read_json(parts / "progress.json")
     assert stopped["status"] == "failed" and "resume" in stopped["message"]
     assert stopped["step"] == 20 and stopped["n_eval"] == 3  # stopped at the first eval >= 12
+    # The stopped run is moved (as when unpacked on another machine) and resumed where it is now.
+    parts = parts.rename(tmp_path / "moved")
     assert train_main([*_common(tiny_data, parts), *steps, "--resume"]) == 0
     assert read_json(parts / "progress.json")["status"] == "finished"
 

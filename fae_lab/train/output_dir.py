@@ -19,8 +19,10 @@ from fae_lab.store.layout import CONFIG_FILE, PROGRESS_FILE
 # Settings a resumed run may change: how it runs, not what it computes.
 # The call length among them: a step's random keys are fold_in(key, step), whatever call it is
 # in, so runs stored with a fixed length (50 before lengths were sized) resume without the flag.
+# The run folder's own path too: a stopped run moved or unpacked elsewhere (another disk, another
+# machine) is the same run, and nothing in the store depends on where it was written.
 RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "stop_after_step", "n_devices", "kernels",
-                               "steps_per_call"})
+                               "steps_per_call", "output_dir"})
 
 
 def check_output_dir(config: RunConfig) -> Path:
