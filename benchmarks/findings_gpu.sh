@@ -140,10 +140,11 @@ case $part in
       if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -lt 2 ]; then
         second=0; export XLA_PYTHON_CLIENT_MEM_FRACTION=0.45
       fi
-      # What the calls up to 2026-11-30 left, with FAE_LAB_RUNS_FROM="findings_long3_runs.tar.xz
-      # findings_queue5_runs.tar.xz" (the last holds every earlier finished group but phase c's
-      # coordinate RFF, in findings_queue3_runs.tar.xz). GPU 0's multi-band group (~11 minutes)
-      # needs two calls, its stopped store coming back in parts.
+      # Phases b and c's groups that the calls up to 2026-11-30 (second session) left; the third
+      # session's three calls finished them all (findings_queue8_runs.tar.xz), so with that
+      # tarball in FAE_LAB_RUNS_FROM every item is skipped, and without it the lists rerun them.
+      # A stopped group resumes only with the --n-reconstruction-samples it started with
+      # (FAE_LAB_N_RECONSTRUCTIONS: 1 for the groups of queue5 and later).
       queue 0 c:phase_c_multiband_4scales c:phase_c_rff512_both &
       queue "$second" b:phase_b_fourier_p1.0 b:phase_b_combined c:phase_c_rff1024_penultimate &
     fi

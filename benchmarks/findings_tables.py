@@ -104,9 +104,12 @@ LONG = "findings_long3_runs.tar.xz"
 # coordinate RFF to 50,000 steps; the Fourier-weighted loss (p = 1), the combined loss and the
 # multi-band decoder stopped at the call's limit (their checkpoints did not come back), compared
 # at equal steps. 2026-11-30, second session (two H200s): Fourier-weighted p = 0.5 and 2, RFF 256
-# at the penultimate layer; Fourier p = 1 restarted from step 0.
+# at the penultimate layer; Fourier p = 1 restarted from step 0. 2026-11-30, third session (two
+# H200s, three calls, each resuming the last): the combined loss, the multi-band, RFF 1,024 and
+# coordinates-and-penultimate decoders, Fourier p = 1's last 1,350 steps (queue8 holds every
+# run of queue5 and the calls since).
 QUEUE = ("findings_queue2_runs.tar.xz", "findings_queue3_runs.tar.xz", "findings_queue4_runs.tar.xz",
-         "findings_queue5_runs.tar.xz")
+         "findings_queue5_runs.tar.xz", "findings_queue8_runs.tar.xz")
 SHORT = ("findings_call1_ladder_b.tar.xz", "findings_call2_rest.tar.xz", "findings_call3_latent.tar.xz")
 
 
@@ -162,6 +165,7 @@ def stopped(root: Path, folders: list[str], title: str) -> None:
           "high-band MSE | baseline's | vs baseline | resolved |n| |")
     print("|---|---|---|---|---|---|---|---|---|")
     baseline_runs = runs_under(root / "phase_a")["baseline_multi_scale"]
+    printed = 0
     for folder in folders:
         finished = runs_under(root / folder)
         for exp, runs in sorted(runs_under_any(root / folder).items()):
@@ -177,6 +181,10 @@ def stopped(root: Path, folders: list[str], title: str) -> None:
                   f"{significance(this, ref, 'rel_mse')} | {stat([r['high'] for r in rows])} | "
                   f"{stat([r['high'] for r in base])} | {significance(this, ref, 'high')} | "
                   f"{stat([r['bandwidth'] for r in rows])} |")
+            printed += 1
+    if not printed:
+        print(f"| (none: every run reached 50,000 steps or stopped before step {MIN_STOPPED_STEP:,}) "
+              "| | | | | | | | |")
     print()
 
 
