@@ -271,22 +271,8 @@ def _compiles(algorithm: str, backend: str) -> bool:
     return True
 
 
-def readout_recomputes(backend: str | None = None) -> bool:
-    """Whether :func:`fourier_readout` recomputes cos and sin for its derivatives on ``backend``
-    (default: JAX's default backend) instead of keeping them from the forward pass.
-
-    Keeping them means writing and reading back two ``(..., K, n)`` arrays; recomputing them
-    costs the transcendental functions again, behind a barrier that also keeps XLA from fusing
-    across it. Measured on the CPU and on an H200 (``benchmarks/bench_rff.py``, figures in
-    benchmarks/RESULTS.md), keeping was faster on both, so no backend recomputes; the
-    recomputing path stays for ``recompute=True`` (less memory).
-    """
-    del backend
-    return False
-
-
 def fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.Array, *,
-                    recompute: bool | None = None) -> jax.Array:
+                    recompute: bool = False) -> jax.Array:
     """The linear readout of φ without forming φ: ``(..., K, n)`` phases t (cycles) and
     ``(K, n)`` weights -> ``(...)`` float32
 
@@ -300,14 +286,16 @@ def fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.
         ∂/∂t_{bf} = 2π (−w^c_{bf} sin 2πt_{bf} + w^s_{bf} cos 2πt_{bf}),
         ∂/∂w^c_{bf} = cos 2πt_{bf},   ∂/∂w^s_{bf} = sin 2πt_{bf},
 
-    so XLA fuses cos and sin into the reductions. With ``recompute`` (default
-    :func:`readout_recomputes`) the function runs under ``jax.checkpoint``: t and the weights
+    so XLA fuses cos and sin into the reductions. By default cos and sin are kept from the
+    forward pass as residuals (two ``(..., K, n)`` arrays written and read back). With
+    ``recompute=True`` the function runs under ``jax.checkpoint`` instead: t and the weights
     are the only residuals kept for the derivatives, and cos and sin are recomputed from t
-    where they are needed instead of being written out. (A checkpoint, not a
-    ``jax.custom_vjp``: the NTK's matrix-free product takes forward-mode derivatives too.)
+    where they are needed (less memory, but the transcendental functions run again, behind a
+    barrier that also keeps XLA from fusing across it). Keeping was the faster of the two on
+    the CPU and on an H200 (``benchmarks/bench_rff.py``, figures in benchmarks/RESULTS.md), so
+    the decoder uses the default on every backend. (A checkpoint, not a ``jax.custom_vjp``:
+    the NTK's matrix-free product takes forward-mode derivatives too.)
     """
-    if recompute is None:
-        recompute = readout_recomputes()
     return (jax.checkpoint(_fourier_readout) if recompute else _fourier_readout)(
         phases, cos_weights, sin_weights)
 
