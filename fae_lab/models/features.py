@@ -231,8 +231,12 @@ def phase_algorithm(backend: str | None = None) -> str:
 
     A rounding error δt of the phases moves the readout by
     δu = Σ_f 2π δt_f (−w_cf sin 2πt_f + w_sf cos 2πt_f), so |δu| grows with |t|·ε where ε is
-    the product's relative rounding: TF32 inputs (ε ≈ 2⁻¹¹) would give a per-cent phase noise
-    at the several-cycle phases of σ = 4, the very noise the float32 decoder avoids. (The hidden
+    the product's relative rounding. TF32 keeps 10 mantissa bits, so with TF32 inputs each
+    angle 2πt_f = 2π b_f·h, of size |2πσ b·h| ~ tens of radians at σ = 4 (b ~ N(0, 1)), carries a
+    rounding error of order 2⁻¹¹ of itself: phase noise of the kind the float32 decoder is there
+    to avoid. This is an estimate from the format, not a measurement; ``python
+    benchmarks/bench_rff.py --algorithms TF32_TF32_F32`` measures the phase error of a preset
+    (max |t − t₆₄| against float64) on the machine it runs on. (The hidden
     layers' own products run at the backend's default precision, TF32 on recent NVIDIA GPUs, so
     h reaches φ with a rounding of that order already; the phase product must add none of its
     own on top.) The algorithm must therefore be about as accurate as float32 (ε ≈ 2⁻²⁴):
