@@ -13,7 +13,7 @@ decoder's parameters and z) of L = mean((g(z, x) - u)²) on one grid, along four
 - ``fused/highest``: the fused readout (``fae_lab.models.features.fourier_readout``)
   recomputing cos and sin for the gradient (``recompute=True``);
 - ``keep/highest``: the fused readout keeping cos and sin from the forward pass instead
-  (what ``readout_recomputes()`` picks, on every backend);
+  (``recompute=False``, its default: what the decoder runs on every backend);
 - ``concat/<algo>``, ``fused/<algo>`` and ``keep/<algo>``: the same with the phases' dot algorithm that
   ``phase_algorithm()`` picks on this backend (when it is not HIGHEST) and with each of
   ``--algorithms`` (the fused path only). A path that does not compile gives a row with its
@@ -29,6 +29,7 @@ Results: one JSON object per line on stdout, all of them in ``--json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -68,7 +69,9 @@ def measure(name: str, batch: int, resolution: int, repeats: int, tiny: bool,
     from flax import nnx
 
     from fae_lab.grid import grid_coordinates
-    from fae_lab.models import build_model, features
+    from fae_lab.models import build_model
+    from fae_lab.models import decoder as decoder_module
+    from fae_lab.models.features import fourier_readout
 
     cfg = model_config(name, tiny)
     decoder = build_model(cfg, resolution, seed=0).decoder
@@ -88,9 +91,10 @@ def measure(name: str, batch: int, resolution: int, repeats: int, tiny: bool,
             return jnp.mean((u - target) ** 2), u
 
         step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
-        chosen = features.readout_recomputes
-        features.readout_recomputes = lambda backend=None, readout=readout: readout == "fused"
-        try:  # the choice is read while the step is traced, at its first call
+        # The decoder calls fourier_readout with its default (keep); the "fused" path has it
+        # recompute. The name is looked up while the step is traced, at its first call.
+        decoder_module.fourier_readout = functools.partial(fourier_readout, recompute=readout == "fused")
+        try:
             (_, u), grads = jax.block_until_ready(step(params, z))
         except Exception as error:  # a preset this backend refuses: say so, go on
             if reference is None:
@@ -98,7 +102,7 @@ def measure(name: str, batch: int, resolution: int, repeats: int, tiny: bool,
             rows.append({"config": name, "path": path, "error": str(error).splitlines()[0][:300]})
             continue
         finally:
-            features.readout_recomputes = chosen
+            decoder_module.fourier_readout = fourier_readout
         times = []
         for _ in range(repeats):
             start = time.perf_counter()

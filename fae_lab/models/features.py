@@ -231,8 +231,12 @@ def phase_algorithm(backend: str | None = None) -> str:
 
     A rounding error δt of the phases moves the readout by
     δu = Σ_f 2π δt_f (−w_cf sin 2πt_f + w_sf cos 2πt_f), so |δu| grows with |t|·ε where ε is
-    the product's relative rounding: TF32 inputs (ε ≈ 2⁻¹¹) would give a per-cent phase noise
-    at the several-cycle phases of σ = 4, the very noise the float32 decoder avoids. (The hidden
+    the product's relative rounding. TF32 keeps 10 mantissa bits, so with TF32 inputs each
+    angle 2πt_f = 2π b_f·h, of size |2πσ b·h| ~ tens of radians at σ = 4 (b ~ N(0, 1)), carries a
+    rounding error of order 2⁻¹¹ of itself: phase noise of the kind the float32 decoder is there
+    to avoid. This is an estimate from the format, not a measurement; ``python
+    benchmarks/bench_rff.py --algorithms TF32_TF32_F32`` measures the phase error of a preset
+    (max |t − t₆₄| against float64) on the machine it runs on. (The hidden
     layers' own products run at the backend's default precision, TF32 on recent NVIDIA GPUs, so
     h reaches φ with a rounding of that order already; the phase product must add none of its
     own on top.) The algorithm must therefore be about as accurate as float32 (ε ≈ 2⁻²⁴):
@@ -271,22 +275,8 @@ def _compiles(algorithm: str, backend: str) -> bool:
     return True
 
 
-def readout_recomputes(backend: str | None = None) -> bool:
-    """Whether :func:`fourier_readout` recomputes cos and sin for its derivatives on ``backend``
-    (default: JAX's default backend) instead of keeping them from the forward pass.
-
-    Keeping them means writing and reading back two ``(..., K, n)`` arrays; recomputing them
-    costs the transcendental functions again, behind a barrier that also keeps XLA from fusing
-    across it. Measured on the CPU and on an H200 (``benchmarks/bench_rff.py``, figures in
-    benchmarks/RESULTS.md), keeping was faster on both, so no backend recomputes; the
-    recomputing path stays for ``recompute=True`` (less memory).
-    """
-    del backend
-    return False
-
-
 def fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.Array, *,
-                    recompute: bool | None = None) -> jax.Array:
+                    recompute: bool = False) -> jax.Array:
     """The linear readout of φ without forming φ: ``(..., K, n)`` phases t (cycles) and
     ``(K, n)`` weights -> ``(...)`` float32
 
@@ -300,14 +290,16 @@ def fourier_readout(phases: jax.Array, cos_weights: jax.Array, sin_weights: jax.
         ∂/∂t_{bf} = 2π (−w^c_{bf} sin 2πt_{bf} + w^s_{bf} cos 2πt_{bf}),
         ∂/∂w^c_{bf} = cos 2πt_{bf},   ∂/∂w^s_{bf} = sin 2πt_{bf},
 
-    so XLA fuses cos and sin into the reductions. With ``recompute`` (default
-    :func:`readout_recomputes`) the function runs under ``jax.checkpoint``: t and the weights
+    so XLA fuses cos and sin into the reductions. By default cos and sin are kept from the
+    forward pass as residuals (two ``(..., K, n)`` arrays written and read back). With
+    ``recompute=True`` the function runs under ``jax.checkpoint`` instead: t and the weights
     are the only residuals kept for the derivatives, and cos and sin are recomputed from t
-    where they are needed instead of being written out. (A checkpoint, not a
-    ``jax.custom_vjp``: the NTK's matrix-free product takes forward-mode derivatives too.)
+    where they are needed (less memory, but the transcendental functions run again, behind a
+    barrier that also keeps XLA from fusing across it). Keeping was the faster of the two on
+    the CPU and on an H200 (``benchmarks/bench_rff.py``, figures in benchmarks/RESULTS.md), so
+    the decoder uses the default on every backend. (A checkpoint, not a ``jax.custom_vjp``:
+    the NTK's matrix-free product takes forward-mode derivatives too.)
     """
-    if recompute is None:
-        recompute = readout_recomputes()
     return (jax.checkpoint(_fourier_readout) if recompute else _fourier_readout)(
         phases, cos_weights, sin_weights)
 

@@ -109,6 +109,23 @@ def _full(shape):
     return pl.BlockSpec(shape, lambda *_: (0,) * len(shape))
 
 
+def _call_per_chunk(kernel, args, in_specs, out_shape, out_specs, *, programs: int, tiling: Tiling,
+                    name: str):
+    """``kernel`` over a grid of ``programs`` (one per chunk of rows) on ``args``, compiled
+    with ``tiling``'s Triton parameters (or interpreted): the one ``pallas_call`` of both the
+    mean encoder and :mod:`fae_lab.models.fused_attention`."""
+    return pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=(programs,),
+        in_specs=in_specs,
+        out_specs=out_specs,
+        compiler_params=_params(tiling),
+        interpret=tiling.interpret,
+        name=name,
+    )(*args)
+
+
 # --------------------------------------------------------------------------------------------
 # Encoder: e_p = GELU(γ_p W_γ + b + u_p w_u); h_p = GELU stack; pooled_b = Σ_p ω_p h_p
 # --------------------------------------------------------------------------------------------
@@ -277,16 +294,8 @@ def _encoder_call(kind, feat, u, weight, w0, b0, wu, weights, biases, grad, *, n
         in_specs.append(_sample_block(width, chunk, n_points))
         kernel = functools.partial(_encoder_backward_kernel, **static)
         out_shape, out_specs = _stack_grad_outputs(programs, feat.shape[1], width, n_hidden)
-    return pl.pallas_call(
-        kernel,
-        out_shape=out_shape,
-        grid=(programs,),
-        in_specs=in_specs,
-        out_specs=out_specs,
-        compiler_params=_params(tiling),
-        interpret=tiling.interpret,
-        name=f"fae_encoder_{kind}",
-    )(*args)
+    return _call_per_chunk(kernel, args, in_specs, out_shape, out_specs, programs=programs, tiling=tiling,
+                           name=f"fae_encoder_{kind}")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9))

@@ -52,12 +52,12 @@ from jax.experimental import pallas as pl
 
 from fae_lab.models.fused import (
     Tiling,
+    _call_per_chunk,
     _chunk,
     _dot,
     _encoder_tile,
     _encoder_tile_backward,
     _full,
-    _params,
     _sample_block,
     _stack_grad_outputs,
     _stack_grad_sums,
@@ -207,16 +207,8 @@ def _call(kind, stack_args, pool_args, extra, *, n_points, tiling, with_mean):
         square_block = pl.BlockSpec((1, width, width), lambda g: (g, 0, 0))
         out_shape += [square, row, square, row]
         out_specs += [square_block, row_block, square_block, row_block]
-    return pl.pallas_call(
-        kernel,
-        out_shape=out_shape,
-        grid=(programs,),
-        in_specs=in_specs,
-        out_specs=out_specs,
-        compiler_params=_params(tiling),
-        interpret=tiling.interpret,
-        name=f"fae_attention_encoder_{kind}",
-    )(*args)
+    return _call_per_chunk(kernel, args, in_specs, out_shape, out_specs, programs=programs, tiling=tiling,
+                           name=f"fae_attention_encoder_{kind}")
 
 
 def _merge(outs, n_samples, with_mean):
