@@ -9,8 +9,10 @@
 # seed (bench_seed.py: steady steps/s and peak memory of each seed command, 64 x 64, batch 32),
 # or rff (bench_rff.py: the penultimate-RFF decoder's value-and-gradient, old concatenated
 # readout against the fused one, with the phases at HIGHEST, at the backend's pick and at the
-# other presets, and each one's phase and gradient error), or both (seed, then profile), or all
-# (seed, rff, profile). Everything runs on the first visible GPU, one process at a time;
+# other presets, and each one's phase and gradient error), or curves (curves_fused_xla.py: the
+# fused encoder's curves against XLA's, TF32 against float32 as the yardstick), or both (seed,
+# then profile), or all (seed, rff, profile). FAE_LAB_BENCH_STEPS (default 1500) sets
+# bench_seed's steps (5000: an evaluation every 1,000, the findings runs' cadence). Everything runs on the first visible GPU, one process at a time;
 # every step is cut off when SECONDS (default 500) have passed since the start.
 set -uo pipefail
 part=${1:?PART}; out=${2:?OUT}; seconds=${3:-500}; steps=${FAE_LAB_BENCH_STEPS:-1500}
@@ -47,8 +49,15 @@ rff() {
     --json "$out/bench_rff.json" 2>&1 | grep -v "^W0\|^I0" | tee "$out/bench_rff.log"
 }
 
+curves() {
+  [ "$(left)" -gt 60 ] || return
+  timeout -s TERM "$(left)" python3 benchmarks/curves_fused_xla.py --out "$out/curves_runs" --steps 1500 \
+    --json "$out/curves_fused_xla.json" 2>&1 | grep -v "^W0\|^I0" | tee "$out/curves_fused_xla.log"
+}
+
 case $part in
   profile) profile ;;
+  curves) curves ;;
   seed) seed ;;
   rff) rff ;;
   both) seed; profile ;;
