@@ -49,14 +49,30 @@ def add_line(fig: figure, x, y, *, colour: str, label: str | None = None, dash: 
                     line_width=width, **options)
 
 
+# Legend entries drawn inside the plot area; a figure with more (a phase's runs: 6 to 20 and
+# more) gets its legend beside the plot, where it cannot cover the lines' ends, as the dashboards do.
+LEGEND_INSIDE_UP_TO = 4
+LEGEND_CHAR_PX = 6  # the width of one 8pt legend character, for sizing the legend's column
+
+
 def finish_legend(fig: figure, location: str = "top_right") -> None:
-    """Small legend that hides a line when clicked (when the figure has one)."""
-    if fig.legend:
-        fig.legend.location = location
-        fig.legend.click_policy = "hide"
-        fig.legend.label_text_font_size = "8pt"
-        fig.legend.spacing = 0
-        fig.legend.padding = 4
+    """Small legend that hides a line when clicked (when the figure has one): inside the plot
+    at ``location`` with up to :data:`LEGEND_INSIDE_UP_TO` entries; with more, beside the plot
+    on the right, the figure widened by the legend's column so the plot area keeps its width."""
+    if not fig.legend:
+        return
+    legend = fig.legend[0]
+    legend.click_policy = "hide"
+    legend.label_text_font_size = "8pt"
+    legend.spacing = 0
+    legend.padding = 4
+    if len(legend.items) <= LEGEND_INSIDE_UP_TO:
+        legend.location = location
+        return
+    fig.center.remove(legend)
+    fig.add_layout(legend, "right")
+    longest = max(len(str(getattr(item.label, "value", item.label) or "")) for item in legend.items)
+    fig.width += LEGEND_CHAR_PX * longest + 40  # the glyph, the padding and the label
 
 
 def field_rows(truth: np.ndarray, rows: Sequence[tuple[int, np.ndarray, np.ndarray]],

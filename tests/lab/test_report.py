@@ -20,6 +20,13 @@ from fae_lab.ranking import experiment_row, rank, run_summary
 from lab.report import main as report_main
 from lab.report import report_html, write_report
 from lab.report.page import inline_bokehjs
+from lab.report.plots import (
+    LEGEND_CHAR_PX,
+    LEGEND_INSIDE_UP_TO,
+    add_line,
+    finish_legend,
+    new_figure,
+)
 from lab.report.run import flatten
 from tests.lab.report_pages import HOSTILE, Tables, write_report_runs
 from tests.train_helpers import read_json
@@ -242,3 +249,24 @@ def test_the_dashboards_download_button_gives_the_drawn_runs_report(report_runs)
     assert "<h1>fae-lab report: h1_s1</h1>" in page and "band-spectrum" in page
     app.state.loss_type = []  # nothing drawn: nothing to download
     assert app.download.button.disabled
+
+
+@pytest.mark.parametrize("n_runs", [3, 12])
+def test_a_legend_of_many_runs_stands_beside_the_plot_and_keeps_the_plot_area(n_runs):
+    """A few runs' legend sits inside the plot; a phase's many runs' legend goes beside it
+    (where it cannot hide the lines' ends), the figure widened by exactly the legend's column."""
+    fig = new_figure("Test relative MSE", "step", "relative MSE")
+    width = fig.width
+    names = [f"phase_c_rff{i}_penultimate_s{i % 3}" for i in range(n_runs)]
+    for name in names:
+        add_line(fig, [0, 1000], [1.0, 0.5], colour="#000000", label=name)
+    finish_legend(fig, "bottom_left")
+    legend = fig.legend[0]
+    assert [item.label.value for item in legend.items] == names
+    assert legend.click_policy == "hide"
+    if n_runs <= LEGEND_INSIDE_UP_TO:
+        assert legend in fig.center and legend not in fig.right
+        assert legend.location == "bottom_left" and fig.width == width
+    else:
+        assert legend in fig.right and legend not in fig.center
+        assert fig.width == width + LEGEND_CHAR_PX * max(map(len, names)) + 40
