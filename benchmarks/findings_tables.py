@@ -1,6 +1,7 @@
 """The tables of docs/findings.md, recomputed from the kept run stores.
 
     python benchmarks/findings_tables.py [--results benchmarks/results/findings]
+    python benchmarks/findings_tables.py --unpack DIR   # the 50,000-step runs, to look at them
 
 Unpacks the tarballs that ``benchmarks/findings_gpu.sh`` wrote (each run's config, progress,
 final.json and metrics.zarr; no checkpoints or reconstructions) into temporary folders and
@@ -306,7 +307,21 @@ def unpack(results: Path, names, into: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=HERE / "results" / "findings")
+    parser.add_argument("--unpack", type=Path, metavar="DIR",
+                        help="only unpack the 50,000-step runs into DIR (new), one folder per phase, "
+                             "for `fae-lab serve --runs DIR/phase_c` or `fae-lab report`")
     args = parser.parse_args()
+    if args.unpack is not None:
+        if args.unpack.exists():
+            parser.error(f"--unpack: {args.unpack} exists; give a new directory")
+        args.unpack.parent.mkdir(parents=True, exist_ok=True)
+        unpack(args.results, [LONG, *QUEUE], args.unpack)
+        # A phase's ranking.csv is the last call's, over that call's runs only: left out, as the
+        # report and the dashboards rank the runs they find.
+        for table in [*args.unpack.glob("*/ranking.csv"), *args.unpack.glob("*/ladder.csv")]:
+            table.unlink()
+        print(f"the 50,000-step runs are in {args.unpack}: " + ", ".join(sorted(p.name for p in args.unpack.iterdir())))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         long = unpack(args.results, [LONG, *QUEUE], Path(tmp) / "long")
         ladder(long, "50,000")

@@ -52,13 +52,15 @@ def add_line(fig: figure, x, y, *, colour: str, label: str | None = None, dash: 
 # Legend entries drawn inside the plot area; a figure with more (a phase's runs: 6 to 20 and
 # more) gets its legend beside the plot, where it cannot cover the lines' ends, as the dashboards do.
 LEGEND_INSIDE_UP_TO = 4
-LEGEND_CHAR_PX = 6  # the width of one 8pt legend character, for sizing the legend's column
+LEGEND_CHAR_PX = 6  # the width of one 8pt legend character, for sizing the legend's columns
+LEGEND_ROW_PX = 20  # the height of one legend entry (Bokeh's glyph height; spacing 0)
 
 
 def finish_legend(fig: figure, location: str = "top_right") -> None:
     """Small legend that hides a line when clicked (when the figure has one): inside the plot
     at ``location`` with up to :data:`LEGEND_INSIDE_UP_TO` entries; with more, beside the plot
-    on the right, the figure widened by the legend's column so the plot area keeps its width."""
+    on the right, in as many columns as keep it within the figure's height, the figure widened
+    by those columns so the plot area keeps its width."""
     if not fig.legend:
         return
     legend = fig.legend[0]
@@ -71,8 +73,10 @@ def finish_legend(fig: figure, location: str = "top_right") -> None:
         return
     fig.center.remove(legend)
     fig.add_layout(legend, "right")
+    rows = max(1, (fig.height - 2 * legend.margin - 2 * legend.padding - 40) // LEGEND_ROW_PX)  # 40: title, axis
+    legend.ncols = -(-len(legend.items) // rows)
     longest = max(len(str(getattr(item.label, "value", item.label) or "")) for item in legend.items)
-    fig.width += LEGEND_CHAR_PX * longest + 40  # the glyph, the padding and the label
+    fig.width += legend.ncols * (LEGEND_CHAR_PX * longest + 40)  # per column: glyph, padding, label
 
 
 def field_rows(truth: np.ndarray, rows: Sequence[tuple[int, np.ndarray, np.ndarray]],

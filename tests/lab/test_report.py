@@ -23,6 +23,7 @@ from lab.report.page import inline_bokehjs
 from lab.report.plots import (
     LEGEND_CHAR_PX,
     LEGEND_INSIDE_UP_TO,
+    LEGEND_ROW_PX,
     add_line,
     finish_legend,
     new_figure,
@@ -251,10 +252,11 @@ def test_the_dashboards_download_button_gives_the_drawn_runs_report(report_runs)
     assert app.download.button.disabled
 
 
-@pytest.mark.parametrize("n_runs", [3, 12])
+@pytest.mark.parametrize("n_runs", [3, 12, 21, 40])
 def test_a_legend_of_many_runs_stands_beside_the_plot_and_keeps_the_plot_area(n_runs):
     """A few runs' legend sits inside the plot; a phase's many runs' legend goes beside it
-    (where it cannot hide the lines' ends), the figure widened by exactly the legend's column."""
+    (where it cannot hide the lines' ends), in columns of at most as many entries as fit in
+    the figure's height, the figure widened by exactly those columns."""
     fig = new_figure("Test relative MSE", "step", "relative MSE")
     width = fig.width
     names = [f"phase_c_rff{i}_penultimate_s{i % 3}" for i in range(n_runs)]
@@ -269,4 +271,8 @@ def test_a_legend_of_many_runs_stands_beside_the_plot_and_keeps_the_plot_area(n_
         assert legend.location == "bottom_left" and fig.width == width
     else:
         assert legend in fig.right and legend not in fig.center
-        assert fig.width == width + LEGEND_CHAR_PX * max(map(len, names)) + 40
+        per_column = -(-n_runs // legend.ncols)
+        # within the 300-px figure less its title, axis, and the legend's margins and padding
+        assert per_column * LEGEND_ROW_PX <= fig.height - 40 - 2 * 10 - 2 * 4
+        assert legend.ncols == (1 if n_runs <= 11 else 2 if n_runs <= 22 else 4)  # 11 entries a column
+        assert fig.width == width + legend.ncols * (LEGEND_CHAR_PX * max(map(len, names)) + 40)
