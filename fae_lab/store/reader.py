@@ -263,6 +263,12 @@ class RunReader:
         """Whether the stores are open (they exist once ``config.json`` does)."""
         return self._metrics is not None
 
+    @property
+    def has_reconstructions(self) -> bool:
+        """Whether the run keeps its reconstructions (``reconstructions.zarr``): a store may be
+        kept or shipped without them (they are most of its size), its metrics intact."""
+        return self.ready and (self.path / RECONSTRUCTIONS_STORE).exists()
+
     def _coord(self, name: str) -> np.ndarray:
         """A coordinate's values: fixed when a run is created, so read once."""
         if self._metrics is None:

@@ -292,6 +292,9 @@ def reconstructions_section(reader: RunReader, sample: int = 0, scale: int | Non
     row per evaluation, the fields on unit squares side by side."""
     if reader.n_eval == 0:
         return Section("Reconstructions", "No evaluation written yet.")
+    if not reader.has_reconstructions:
+        return Section("Reconstructions", "This run was kept without its reconstructions (no "
+                       "reconstructions.zarr): no fields to show.")
     truths = reader.truth()
     if scale is None:  # the first training scale: the sharpest one the model was fitted to
         trained = np.flatnonzero(~reader.held_out)

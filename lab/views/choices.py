@@ -1,8 +1,10 @@
-"""Choice lists the single-run and two-run views share: scales, test samples, the evaluation shown."""
+"""Choice lists the single-run and two-run views share: scales, test samples, the evaluation shown;
+and what the image views say of a run kept without its reconstructions."""
 
 from __future__ import annotations
 
 from fae_lab.store import RunReader
+from lab.text import markdown_text
 from lab.transforms import ALL_TRAINING_SCALES, high_band_power, informative_samples, usable_cutoff
 
 
@@ -22,13 +24,19 @@ def sample_options(reader: RunReader | None) -> dict[str, int]:
     (:func:`lab.transforms.informative_samples`: most high-band power |n| >= cutoff in the
     truth over all scales), so the first, the default, is never a blank field while another
     exists. Each label gives that power."""
-    if reader is None or not reader.ready:
+    if reader is None or not reader.ready or not reader.has_reconstructions:
         return {"sample 0": 0}
     truth = reader.truth()
     cutoff = reader.spectral_cutoff
     order = informative_samples(truth, cutoff)
     power = high_band_power(truth, usable_cutoff(cutoff, truth.shape[-1]))
     return {f"test sample {i} (high-band power {power[i]:.2e})": int(i) for i in order}
+
+
+def no_reconstructions(name: str) -> str:
+    """The image views' line for a run whose store was kept without ``reconstructions.zarr``."""
+    return (f"{markdown_text(name)} was kept without its reconstructions (no reconstructions.zarr): "
+            "no fields to show; its curves and spectra are in the other tabs.")
 
 
 def evaluation_index(n_eval: int, index: int, follow: bool) -> int:

@@ -40,7 +40,12 @@ from lab.transforms import (
 )
 from lab.views.axes import readable_log_axes
 from lab.views.base import LiveView
-from lab.views.choices import evaluation_index, scale_options, set_sample_choices
+from lab.views.choices import (
+    evaluation_index,
+    no_reconstructions,
+    scale_options,
+    set_sample_choices,
+)
 from lab.views.images import ReconstructionRow
 
 RATIO_LIMIT = 1.0  # colour range of the ratio map: ±1 decade
@@ -305,6 +310,11 @@ class TwoRunComparison(LiveView):
         if (a is None or b is None or self.step is None or a.n_eval == 0 or b.n_eval == 0
                 or self.step not in a.eval_steps[:a.n_eval]
                 or self.step not in b.eval_steps[:b.n_eval]):
+            self.images.blank()
+            return
+        missing = [r.name for r in (a, b) if not r.has_reconstructions]
+        if missing:
+            self.message.object += "  \n" + " ".join(no_reconstructions(name) for name in missing)
             self.images.blank()
             return
         training = np.flatnonzero(~a.held_out)

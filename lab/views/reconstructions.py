@@ -16,7 +16,12 @@ import param
 from fae_lab.store import PollResult, RunReader
 from lab.state import LabState
 from lab.views.base import LiveView
-from lab.views.choices import evaluation_index, scale_options, set_sample_choices
+from lab.views.choices import (
+    evaluation_index,
+    no_reconstructions,
+    scale_options,
+    set_sample_choices,
+)
 from lab.views.images import ReconstructionRow
 
 
@@ -63,6 +68,10 @@ class ReconstructionsView(LiveView):
         reader = self.state.source.readers.get(run)
         if reader is None or not reader.ready or reader.n_eval == 0:
             self.message.object = "No evaluation written yet."
+            self.images.blank()
+            return
+        if not reader.has_reconstructions:
+            self.message.object = no_reconstructions(reader.name)
             self.images.blank()
             return
         index = min(max(index, 0), reader.n_eval - 1)

@@ -9,6 +9,7 @@ are slow. The browser side (plots drawn offline, the step selector) is test_repo
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -276,3 +277,15 @@ def test_a_legend_of_many_runs_stands_beside_the_plot_and_keeps_the_plot_area(n_
         assert per_column * LEGEND_ROW_PX <= fig.height - 40 - 2 * 10 - 2 * 4
         assert legend.ncols == (1 if n_runs <= 11 else 2 if n_runs <= 22 else 4)  # 11 entries a column
         assert fig.width == width + legend.ncols * (LEGEND_CHAR_PX * max(map(len, names)) + 40)
+
+
+@pytest.mark.slow
+def test_a_run_kept_without_its_reconstructions_reports_everything_else(report_runs, tmp_path):
+    """``fae-lab report`` of a run whose store was kept without reconstructions.zarr (as the
+    findings' archived runs are): exit 0, the curves drawn, one line where the fields would be."""
+    run = Path(shutil.copytree(report_runs / "baseline", tmp_path / "baseline"))
+    shutil.rmtree(run / "reconstructions.zarr")
+    assert report_main([str(run), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "kept without its reconstructions" in page
+    assert "fae-lab report: baseline" in page and "Reconstructions" in page

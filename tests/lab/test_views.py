@@ -5,6 +5,7 @@ the tag filter decides which runs are drawn."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import panel as pn
@@ -369,3 +370,25 @@ def test_a_run_whose_progress_counts_rows_the_store_lacks_is_listed_not_drawn(fr
     assert not controls.unreadable.visible and controls.unreadable.object == ""
     np.testing.assert_array_equal(curves.eval_sources["h1"].data["eval_rel_mse"],
                                   on_disk(fresh_runs / "h1", "eval_rel_mse"))
+
+
+@pytest.mark.slow
+def test_a_run_kept_without_its_reconstructions_says_so_in_the_image_views(fresh_runs):
+    """A store kept without reconstructions.zarr (archived runs keep their metrics only): the
+    image views say so for that run and blank their fields; the other runs draw as before."""
+    shutil.rmtree(fresh_runs / "h1" / "reconstructions.zarr")
+    state = LabState(fresh_runs)
+    assert not state.source.readers["h1"].has_reconstructions
+    assert state.source.readers["baseline"].has_reconstructions
+    view = ReconstructionsView(state)
+    view.param.update(run="h1")
+    assert "without its reconstructions" in view.message.object
+    assert all(np.all(source.data["image"][0] == 0) for source in view.images.sources)  # blank
+    view.param.update(run="baseline")
+    truth = on_disk(fresh_runs / "baseline", "truth", "reconstructions.zarr")[view.sample, view.scale]
+    np.testing.assert_array_equal(view.images.sources[0].data["image"][0], truth)
+    assert "Step" in view.message.object
+    compare = TwoRunComparison(state)
+    compare.param.update(run_a="baseline", run_b="h1")
+    assert "without its reconstructions" in compare.message.object
+    assert "Step" in compare.message.object  # the spectra need only the metrics
