@@ -16,6 +16,10 @@ import sys
 from collections.abc import Iterator
 
 _received: list[int] = []  # the signals received while a handler was installed, in order
+# The handlers record_from_start replaced, until the command's stop_on_signals block takes them
+# over (and restores them at its end); None when no command has started recording early.
+_before_start: dict[int, object] | None = None
+_depth = 0  # stop_on_signals blocks entered and not left (a phase's block around its runs')
 
 
 class Interrupted(Exception):
@@ -51,21 +55,41 @@ def _wanted() -> list[int]:
 def record_from_start() -> None:
     """Record SIGINT and SIGTERM from now on, before the heavy imports of a training command
     (NumPy, JAX: seconds), so that a signal during them is honoured like any other. The
-    :func:`stop_on_signals` block entered later keeps what was recorded."""
+    :func:`stop_on_signals` block entered later keeps what was recorded, and restores the
+    handlers that were there before this call."""
+    global _before_start
     _received.clear()
-    for s in _wanted():
-        signal.signal(s, _record)
+    replaced = {s: signal.signal(s, _record) for s in _wanted()}
+    if _before_start is None:  # called twice without a block: the first call's are the originals
+        _before_start = replaced
 
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Record SIGINT and SIGTERM instead of acting on them; restore the old handlers after."""
+    """Record SIGINT and SIGTERM instead of acting on them; restore the old handlers after.
+
+    The outermost block of a command starts with nothing recorded, unless
+    :func:`record_from_start` began recording for this command (then its early signals count),
+    and leaves nothing recorded: in a process that runs several commands (a notebook, a test
+    session) one command's signal never stops the next. A block inside another (a phase around
+    its runs) sees the outer block's signals."""
+    global _before_start, _depth
     wanted = _wanted()
-    if not all(signal.getsignal(s) is _record for s in wanted):
-        _received.clear()  # a fresh block; after record_from_start the early signals count
-    old = {s: signal.signal(s, _record) for s in wanted}
+    if _depth == 0:
+        if _before_start is None:
+            _received.clear()
+        old = _before_start or {s: signal.getsignal(s) for s in wanted}
+        _before_start = None
+    else:
+        old = {s: signal.getsignal(s) for s in wanted}
+    for s in wanted:
+        signal.signal(s, _record)
+    _depth += 1
     try:
         yield
     finally:
+        _depth -= 1
         for s, handler in old.items():
             signal.signal(s, handler)
+        if _depth == 0:
+            _received.clear()
