@@ -50,16 +50,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fae-lab {__version__}")
         return 0
     name = args[0]
-    if name in TRAINING_COMMANDS:  # before the imports below, which take seconds
-        from fae_lab.train import interrupt
-
-        interrupt.record_from_start()
     if name not in SUBCOMMANDS:
         choices = ", ".join(SUBCOMMANDS)
         print(f"fae-lab: error: unknown command {name!r} (choose from {choices})", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return int(module.main(args[1:]) or 0)
+    if name not in TRAINING_COMMANDS:
+        return int(importlib.import_module(SUBCOMMANDS[name][0]).main(args[1:]) or 0)
+    from fae_lab.train import interrupt
+
+    interrupt.record_from_start()  # before the imports below, which take seconds
+    try:
+        return int(importlib.import_module(SUBCOMMANDS[name][0]).main(args[1:]) or 0)
+    finally:  # a command refused before its stop_on_signals block leaves no handler of ours
+        interrupt.end_early_recording()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ import os
 import signal
 import time
 
+import pytest
+
+from fae_lab.cli import main as fae_lab_main
 from fae_lab.train import interrupt
 
 
@@ -42,3 +45,19 @@ def test_early_signals_count_and_an_inner_block_sees_the_outer_ones():
         assert interrupt.requested() == signal.SIGTERM
     assert interrupt.requested() is None
     assert signal.getsignal(signal.SIGTERM) is original
+
+
+@pytest.mark.parametrize("argv", [["phase", "b", "--parallel-groups", "0"], ["sweep", "--grid", "bogus=1"],
+                                  ["phase", "zz"], ["train", "--loss-type", "h9"]])
+def test_a_training_command_refused_in_this_process_leaves_ctrl_c_as_it_was(argv, capsys):
+    """``fae_lab.cli.main`` records signals from a training command's start; a command refused
+    before its block (argparse, or a check before training) gives the handlers back, so a
+    notebook or shell that called it still stops on Ctrl-C."""
+    original = signal.getsignal(signal.SIGINT)
+    try:
+        status = fae_lab_main(argv)
+    except SystemExit as exit_:  # argparse's own refusals
+        status = exit_.code
+    assert status == 2 and capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is original
+    assert signal.getsignal(signal.SIGTERM) is not interrupt._record

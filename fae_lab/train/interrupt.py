@@ -64,6 +64,19 @@ def record_from_start() -> None:
         _before_start = replaced
 
 
+def end_early_recording() -> None:
+    """At the end of a command that called :func:`record_from_start`: if no
+    :func:`stop_on_signals` block took the handlers over (the command was refused before its
+    block), put back the ones from before, and forget what was recorded. Otherwise, in a
+    process that goes on (a notebook, a test session), Ctrl-C would stay recorded, not acted on."""
+    global _before_start
+    if _before_start is not None and _depth == 0:
+        for s, handler in _before_start.items():
+            signal.signal(s, handler)
+        _before_start = None
+        _received.clear()
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Record SIGINT and SIGTERM instead of acting on them; restore the old handlers after.
