@@ -11,7 +11,7 @@ L = Σ_p g_p u_p, with u = w·φ(h), along:
 
 - ``xla``: the decoder's XLA path, phases t = B h (``HiddenFourierFeatures.phases``, the
   backend's ``phase_algorithm()``) then ``fourier_readout`` (cos and sin kept);
-- ``fused/R:C:W:S``: :func:`fae_lab.models.fused_readout.fused_fourier_readout` with ``R`` rows
+- ``fused/R:C:W:S``: ``fused_fourier_readout`` of ``archive/fused_readout_experiment.py`` with ``R`` rows
   per program, ``C`` frequencies per block, ``W`` warps and ``S`` stages (``:fast``: PTX's approximate
   cos and sin on the reduced angle); ``fused_tf32/...``
   the same with the backward product in plain TF32 (``--grad-tf32``).
@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "archive"))  # fused_readout_experiment
 
 CONFIGS = {"rff512": (512, (1.0,)), "multiband": (256, (0.5, 1.0, 2.0, 4.0))}
 
@@ -97,9 +98,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     import jax
+    from fused_readout_experiment import ReadoutTiling, fused_fourier_readout
 
     from fae_lab.models.features import fourier_readout, phase_algorithm
-    from fae_lab.models.fused_readout import ReadoutTiling, fused_fourier_readout
 
     interpret = jax.default_backend() != "gpu"
     results = []

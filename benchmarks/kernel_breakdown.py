@@ -37,8 +37,7 @@ def model_config(args=None):
     return ModelConfig(**cfg)
 
 
-def training_step(kernels: str, n_devices: int = 1, batch: int = 32, unroll: int = 1, cfg=None,
-                  readout: str | None = None):
+def training_step(kernels: str, n_devices: int = 1, batch: int = 32, unroll: int = 1, cfg=None):
     """The scanned step; with ``n_devices`` > 1 data parallel as training runs it: parameters
     replicated, each device runs the one-device step on its samples (``jax.shard_map``) and
     the gradient, raveled into one vector, is averaged by one all-reduce. (Until session 3 of
@@ -59,8 +58,7 @@ def training_step(kernels: str, n_devices: int = 1, batch: int = 32, unroll: int
     from fae_lab.train.step import averaged_over_devices
 
     mesh = Mesh(jax.devices()[:n_devices], (AXIS,)) if n_devices > 1 else None
-    model = build_model(cfg, 64, seed=0, fused_encoder=kernels == "pallas",
-                        fused_readout=readout == "pallas")
+    model = build_model(cfg, 64, seed=0, fused_encoder=kernels == "pallas")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     grid = jnp.asarray(grid_coordinates(64))
     data = jax.random.normal(jax.random.key(1), (STEPS, batch, 64 * 64))
@@ -133,8 +131,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--what", choices=("step", "decoder_experiment"), default="step")
     p.add_argument("--kernels", choices=("pallas", "xla"), default="pallas")
-    p.add_argument("--readout", choices=("pallas", "xla"), default="xla",
-                   help="the penultimate-RFF readout: XLA (training's path) or the fused kernels")
     p.add_argument("--trace-dir", type=Path, default=Path("/tmp/fae_trace"))
     p.add_argument("--hlo", type=Path, help="also write the compiled program's HLO text here")
     p.add_argument("--top", type=int, default=40)
@@ -149,8 +145,7 @@ def main() -> None:
     args = p.parse_args()
     import jax
 
-    fn, fn_args = (training_step(args.kernels, args.n_devices, args.batch, args.unroll, model_config(args),
-                                 args.readout)
+    fn, fn_args = (training_step(args.kernels, args.n_devices, args.batch, args.unroll, model_config(args))
                    if args.what == "step"
                    else decoder_experiment())
     import time
@@ -167,7 +162,7 @@ def main() -> None:
     shutil.rmtree(trace_dir, ignore_errors=True)  # a trace left by an earlier call would add up
     with jax.profiler.trace(str(trace_dir)):
         jax.block_until_ready(fn(*fn_args))
-    print(f"== {args.what} (encoder kernels: {args.kernels}, readout {args.readout}, pooling {args.pooling}, decoder {args.decoder_type} "
+    print(f"== {args.what} (encoder kernels: {args.kernels}, pooling {args.pooling}, decoder {args.decoder_type} "
           f"{args.rff_location if args.decoder_type != 'standard' else ''} {args.rff_sigmas}, batch {args.batch}, "
           f"{args.n_devices} device(s), unroll {args.unroll}; times per device): wall {wall_us:.1f} us per step")
     report(kernel_times(trace_dir), (STEPS if args.what == "step" else 1) * args.n_devices, args.top)

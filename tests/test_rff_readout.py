@@ -24,7 +24,7 @@ from fae_lab.grid import grid_coordinates
 from fae_lab.models import build_model
 from fae_lab.models import decoder as decoder_module
 from fae_lab.models import features as features_module
-from fae_lab.models.features import HIGHEST, fourier_readout, phase_algorithm
+from fae_lab.models.features import HIGHEST, HiddenFourierFeatures, fourier_readout, phase_algorithm
 
 BASE = ModelConfig(
     pooling_type="mean", decoder_type="rff_output", rff_location="penultimate", latent_dim=6,
@@ -303,3 +303,45 @@ def test_ntk_matrix_free_product_of_the_rff_decoder_matches_the_dense_kernel(rec
     v = jax.random.normal(jax.random.key(5), (len(x),))
     jac = np.asarray(make_dense_jacobian(concat_f)(theta, z), np.float64)  # (n, p)
     close(make_ntk_matvec(fused_f)(theta, z, v), jac @ (jac.T @ np.asarray(v, np.float64)), 1e-4)
+
+
+
+def _round_mantissa(x: np.ndarray, dropped_bits: int) -> np.ndarray:
+    """float32 values rounded to nearest with the low ``dropped_bits`` of the 23-bit mantissa
+    cleared: 13 gives TF32 (10 bits kept), 16 gives bf16 (7 bits kept)."""
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    half, mask = 1 << (dropped_bits - 1), (0xFFFFFFFF >> dropped_bits) << dropped_bits
+    return ((bits + half) & mask).astype(np.uint32).view(np.float32)
+
+
+def _bf16_product(a: np.ndarray, b: np.ndarray, passes: int) -> np.ndarray:
+    """a @ b.T as the dot presets compute it: each operand split into bf16 parts (hi, lo),
+    products accumulated exactly. passes 1: hi·hi (``BF16_BF16_F32``); 3: hi·hi + hi·lo + lo·hi
+    (``BF16_BF16_F32_X3``)."""
+    def split(x):
+        hi = _round_mantissa(x, 16)
+        return hi.astype(np.float64), _round_mantissa(np.asarray(x, np.float32) - hi, 16).astype(np.float64)
+
+    (a_hi, a_lo), (b_hi, b_lo) = split(a), split(b)
+    out = a_hi @ b_hi.T
+    return out + a_hi @ b_lo.T + a_lo @ b_hi.T if passes == 3 else out
+
+
+def test_the_gpu_phase_algorithm_adds_far_less_noise_than_h_carries_from_tf32():
+    """The arithmetic behind phase_algorithm()'s GPU pick, emulated in NumPy (the CPU ignores
+    bf16 presets and computes in float32): ``BF16_BF16_F32_X3``'s largest phase error against
+    float64 is under a tenth of the one that rounding h to TF32 alone causes (the hidden
+    layers' products on a GPU), for the seed's widths and bands. Plain bf16 fails the same
+    bound, so the check tells the presets apart. (The preset's error on a GPU is measured by
+    benchmarks/bench_rff.py.)"""
+    assert features_module._PHASE_ALGORITHMS["gpu"][0] == "BF16_BF16_F32_X3"  # what this checks
+    d, n_features, sigmas = 100, 64, (0.5, 1.0, 2.0, 4.0)
+    h = np.asarray(jax.nn.gelu(jax.random.normal(jax.random.key(5), (4096, d))))
+    module = HiddenFourierFeatures(d, n_features, sigmas, rngs=nnx.Rngs(features=0))
+    freqs = np.asarray(module.frequencies[...]).reshape(-1, d)
+    exact = h.astype(np.float64) @ freqs.astype(np.float64).T
+    assert np.abs(exact).max() > 1.0  # phases of more than a cycle, where rounding shows
+
+    from_tf32_h = np.abs(_round_mantissa(h, 13).astype(np.float64) @ freqs.astype(np.float64).T - exact).max()
+    assert np.abs(_bf16_product(h, freqs, 3) - exact).max() < 0.1 * from_tf32_h
+    assert np.abs(_bf16_product(h, freqs, 1) - exact).max() > 0.1 * from_tf32_h

@@ -20,7 +20,6 @@ from fae_lab import variants
 from fae_lab.config import RFF_LOCATIONS, ModelConfig
 from fae_lab.errors import UsageError
 from fae_lab.models.features import CoordinateFeatures, HiddenFourierFeatures, fourier_readout
-from fae_lab.models.fused_readout import fused_fourier_readout
 from fae_lab.models.layers import FactorisedLinear, GeluStack
 
 
@@ -139,7 +138,7 @@ class CoordinateDecoder(nnx.Module):
     """
 
     def __init__(self, cfg: ModelConfig, resolution: int, coordinate_features: CoordinateFeatures,
-                 *, compute_dtype=jnp.float32, fused_readout: bool = False, rngs: nnx.Rngs):
+                 *, compute_dtype=jnp.float32, rngs: nnx.Rngs):
         widths = tuple(cfg.decoder_hidden)
         if not widths or min(widths) < 1:
             raise UsageError(f"--decoder-hidden: expected one or more widths >= 1, got {widths}")
@@ -163,7 +162,6 @@ class CoordinateDecoder(nnx.Module):
         else:
             readout_dim = self.n_branches * widths[-1]
         self.readout = nnx.Linear(readout_dim, 1, dtype=jnp.float32, rngs=rngs)
-        self.fused_readout = fused_readout and isinstance(parts.penultimate_features, HiddenFourierFeatures)
 
     def coordinate_branches(self, x: jax.Array) -> jax.Array:
         """Coordinate input of each branch: ``(..., P, K, F)`` float32 (K = 1 unless multi-band
@@ -196,12 +194,7 @@ class CoordinateDecoder(nnx.Module):
             return self.readout(self.penultimate(z, x).astype(jnp.float32))[..., 0]
         # w·φ(h_L) + c without φ: the readout's kernel, laid out as φ is ([cos, sin] per band),
         # split into its cosine and sine halves (same parameters as readout(penultimate())).
-        h = self.last_hidden(z, x)
-        n_bands, n = features.frequencies.shape[:2]
-        kernel = self.readout.kernel[...].reshape(n_bands, 2, n)
-        if self.fused_readout:  # phases, cos, sin and the sum per tile of points, in registers
-            u = fused_fourier_readout(h, features.frequencies[...], kernel[:, 0], kernel[:, 1],
-                                      algorithm=features.algorithm)
-        else:
-            u = fourier_readout(features.phases(h), kernel[:, 0], kernel[:, 1])  # t: (B, P, K, n)
+        t = features.phases(self.last_hidden(z, x))  # (B, P, K, n)
+        kernel = self.readout.kernel[...].reshape(t.shape[-2], 2, t.shape[-1])
+        u = fourier_readout(t, kernel[:, 0], kernel[:, 1])
         return u + self.readout.bias[...][0]

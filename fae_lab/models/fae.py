@@ -25,15 +25,14 @@ class FunctionalAutoencoder(nnx.Module):
     """
 
     def __init__(self, cfg: ModelConfig, resolution: int, *, compute_dtype=jnp.float32,
-                 fused_encoder: bool = False, fused_readout: bool = False, rngs: nnx.Rngs):
+                 fused_encoder: bool = False, rngs: nnx.Rngs):
         features = CoordinateFeatures(
             cfg.coordinate_features, cfg.n_coordinate_frequencies, cfg.coordinate_sigma,
             resolution, rngs=rngs,
         )
         self.encoder = PointSetEncoder(cfg, features, compute_dtype=compute_dtype,
                                        fused=fused_encoder, rngs=rngs)
-        self.decoder = CoordinateDecoder(cfg, resolution, features, compute_dtype=compute_dtype,
-                                         fused_readout=fused_readout, rngs=rngs)
+        self.decoder = CoordinateDecoder(cfg, resolution, features, compute_dtype=compute_dtype, rngs=rngs)
 
     def encode(self, x: jax.Array, u: jax.Array) -> jax.Array:
         return self.encoder(x, u)
@@ -47,8 +46,7 @@ class FunctionalAutoencoder(nnx.Module):
 
 
 def build_model(cfg: ModelConfig, resolution: int, *, seed: int = 0,
-                compute_dtype=jnp.float32, fused_encoder: bool = False,
-                fused_readout: bool = False) -> FunctionalAutoencoder:
+                compute_dtype=jnp.float32, fused_encoder: bool = False) -> FunctionalAutoencoder:
     """A freshly initialised model for fields on an R x R grid (R = ``resolution``).
 
     Trained parameters are drawn from ``seed``; the fixed Fourier matrices from
@@ -58,18 +56,15 @@ def build_model(cfg: ModelConfig, resolution: int, *, seed: int = 0,
     penultimate RFF stays float32 throughout, see :class:`CoordinateDecoder`).
     ``fused_encoder`` computes the encoder's point embedding and pooling (mean, attention or
     augmented residual) with the fused Pallas kernels of :mod:`fae_lab.models.fused` and
-    :mod:`fae_lab.models.fused_attention` (same function and parameters); ``fused_readout``
-    the penultimate-RFF readout with those of :mod:`fae_lab.models.fused_readout` (decoders
-    without penultimate RFF have none).
+    :mod:`fae_lab.models.fused_attention` (same function and parameters).
     """
     if resolution < 2:
         raise UsageError(f"resolution: expected a grid of at least 2 x 2 points, got {resolution}")
     if jnp.dtype(compute_dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
         raise UsageError(f"--precision: expected float32 or bf16 compute, got {jnp.dtype(compute_dtype)}")
     rngs = nnx.Rngs(seed, features=cfg.feature_seed)
-    return FunctionalAutoencoder(cfg, resolution, compute_dtype=compute_dtype, fused_encoder=fused_encoder,
-                                 fused_readout=fused_readout,
-                                 rngs=rngs)
+    return FunctionalAutoencoder(cfg, resolution, compute_dtype=compute_dtype,
+                                 fused_encoder=fused_encoder, rngs=rngs)
 
 
 def count_parameters(model: nnx.Module) -> int:

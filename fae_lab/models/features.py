@@ -218,9 +218,9 @@ class HiddenFourierFeatures(nnx.Module):
 
 # Per backend, the dot algorithms tried for the phases, most wanted first (HIGHEST always works).
 _PHASE_ALGORITHMS = {
-    "gpu": ("TF32_TF32_F32_X3",),
-    "cuda": ("TF32_TF32_F32_X3",),
-    "rocm": ("TF32_TF32_F32_X3",),
+    "gpu": ("BF16_BF16_F32_X3", "TF32_TF32_F32_X3"),
+    "cuda": ("BF16_BF16_F32_X3", "TF32_TF32_F32_X3"),
+    "rocm": ("BF16_BF16_F32_X3", "TF32_TF32_F32_X3"),
     "tpu": ("BF16_BF16_F32_X6",),
 }
 HIGHEST = "highest"
@@ -230,25 +230,22 @@ def phase_algorithm(backend: str | None = None) -> str:
     """The dot algorithm of the hidden phases t = B h on ``backend`` (default: JAX's default).
 
     A rounding error δt of the phases moves the readout by
-    δu = Σ_f 2π δt_f (−w_cf sin 2πt_f + w_sf cos 2πt_f), so |δu| grows with |t|·ε where ε is
-    the product's relative rounding. TF32 keeps 10 mantissa bits, so with TF32 inputs each
-    angle 2πt_f = 2π b_f·h, of size |2πσ b·h| ~ tens of radians at σ = 4 (b ~ N(0, 1)), carries a
-    rounding error of order 2⁻¹¹ of itself: phase noise of the kind the float32 decoder is there
-    to avoid. This is an estimate from the format, not a measurement; ``python
-    benchmarks/bench_rff.py --algorithms TF32_TF32_F32`` measures the phase error of a preset
-    (max |t − t₆₄| against float64) on the machine it runs on. (The hidden
-    layers' own products run at the backend's default precision, TF32 on recent NVIDIA GPUs, so
-    h reaches φ with a rounding of that order already; the phase product must add none of its
-    own on top.) The algorithm must therefore be about as accurate as float32 (ε ≈ 2⁻²⁴):
+    δu = Σ_f 2π δt_f (−w_cf sin 2πt_f + w_sf cos 2πt_f), so the product's relative rounding ε
+    matters through |t|·ε. The yardstick is the rounding h already carries: the hidden
+    layers' products run at the backend's default precision (TF32 on recent NVIDIA GPUs,
+    2⁻¹¹ relative), so t = B h reaches the product with a phase noise of order |t|·2⁻¹¹ (the
+    test suite checks this with h rounded to TF32). The phase product must add much less than
+    that of its own:
 
-    - GPU: ``TF32_TF32_F32_X3`` (each operand split into two TF32 parts, three tensor-core
-      products, ε ≈ 2⁻²¹), instead of HIGHEST, which Hopper runs on CUDA cores.
+    - GPU: ``BF16_BF16_F32_X3`` (each operand split into a bf16 pair, three bf16 tensor-core
+      products: ε ≈ 2⁻¹⁶, well under h's own 2⁻¹¹), else ``TF32_TF32_F32_X3`` (ε ≈ 2⁻²¹).
+      Plain TF32 (ε ≈ 2⁻¹¹) would double the noise already there. HIGHEST runs on Hopper's
+      CUDA cores. ``benchmarks/bench_rff.py --algorithms ...`` measures each preset's phase
+      error against float64 and its time; the figures are in benchmarks/RESULTS.md.
     - TPU: ``BF16_BF16_F32_X6`` (three bf16 parts, six products).
-    - CPU and anything else: ``"highest"`` (true float32; the CPU has no faster exact path and
-      refuses the TF32 presets).
+    - CPU and anything else: ``"highest"`` (true float32; the CPU has no faster exact path).
 
-    A preset that the backend refuses to compile falls back to ``"highest"``.
-    benchmarks/bench_rff.py measures the phase error of each choice against float64.
+    A preset that the backend refuses to compile falls back to the next, then to ``"highest"``.
     """
     backend = backend or jax.default_backend()
     for name in _PHASE_ALGORITHMS.get(backend, ()):

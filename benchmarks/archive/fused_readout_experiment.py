@@ -1,5 +1,8 @@
-"""The penultimate-RFF readout as fused GPU kernels (Pallas, Triton): phases, cos, sin and the
-readout's sum per tile of points, with nothing per point and frequency written.
+"""Experiment, not used by fae-lab: the penultimate-RFF readout as fused GPU kernels (Pallas,
+Triton): phases, cos, sin and the readout's sum per tile of points, with nothing per point and
+frequency written. On an H200 it was not faster than XLA's path (benchmarks/RESULTS.md,
+archive list; ``python3 benchmarks/bench_readout.py`` times it), so the decoder keeps
+:func:`fae_lab.models.features.fourier_readout`.
 
 The decoder with penultimate random Fourier features ends in
 
@@ -23,9 +26,9 @@ B gets no gradient (it is fixed). The phases use the dot algorithm of the XLA pa
 CPU), reduced to [-1/2, 1/2] cycles before cos and sin as :func:`fourier_embedding` does. The
 backward product with B uses ``grad_algorithm`` (default: the same). Widths are zero-padded to
 powers of two (Triton's tile shapes): padded rows of h and of B are zero and padded weights
-are zero, so they add nothing. This is a ``jax.custom_vjp``: reverse mode only (the NTK,
-which takes forward-mode derivatives, uses the XLA path). Off the GPU the kernels run in
-Pallas' interpreter (the CPU tests).
+are zero, so they add nothing. This is a ``jax.custom_vjp``: reverse mode only. Off the GPU
+the kernels run in Pallas' interpreter (``bench_readout.py --tiny`` checks them there against
+the XLA path).
 """
 
 from __future__ import annotations
