@@ -198,41 +198,79 @@ def make_train_step(statics: StepStatics, apply_fn: ApplyFn, optimizer: optax.Gr
         (loss, terms), grads = grad_fn(
             state.params, rest, data, jax.random.fold_in(key, step), hyper, lambda_grad, n_active
         )
-        grad_norm = optax.global_norm(grads)
-        clip = jnp.minimum(1.0, hyper["grad_clip"] / jnp.maximum(grad_norm, 1e-30))
-        grads = jax.tree.map(lambda g: g * clip, grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        lr = learning_rate_at(hyper, step)
-        params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
-
-        # Step s = state.step + 1 is finite when its loss, its gradient and the parameters it
-        # produces are: a huge learning rate can turn finite gradients into inf parameters,
-        # whose loss is only NaN one step later. The first non-finite step is recorded and
-        # the state stays at step s - 1 (step counter included) from then on, so the chunk
-        # returns the last finite state and the host can checkpoint and evaluate it.
-        finite_params = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-        healthy = (state.diverged_step < 0) & jnp.isfinite(loss) & jnp.isfinite(grad_norm) & finite_params
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(healthy, a, b), new, old)  # noqa: E731
-        diverged_step = jnp.where(
-            state.diverged_step >= 0, state.diverged_step, jnp.where(healthy, -1, step + 1)
-        ).astype(jnp.int32)
-        new_state = TrainState(
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-            step=jnp.where(healthy, step + 1, step).astype(step.dtype),
-            diverged_step=diverged_step,
-        )
+        new_state, grad_norm, lr = apply_update(optimizer, state, grads, loss, hyper)
         metrics = {
             "train_loss": loss,
             "grad_norm": grad_norm,
             "learning_rate": lr,
             "lambda_grad": lambda_grad,
-            "diverged_step": diverged_step,  # read by the host; the state itself is donated
+            "diverged_step": new_state.diverged_step,  # read by the host; the state itself is donated
             **{f"train_loss_{name}": value for name, value in terms.items()},
         }
         return new_state, metrics
 
     return step_fn
+
+
+def apply_update(optimizer: optax.GradientTransformation, state: TrainState, grads: PyTree, loss: Array,
+                 hyper: dict[str, Array]) -> tuple[TrainState, Array, Array]:
+    """One update of ``state`` by ``grads`` (the loss's gradient at ``state.params``):
+    ``(new state, |g|, learning rate)``, as the module docstring's formulas say.
+
+    The update runs on the parameters, the gradient and the optimiser's parameter-shaped
+    state (Adam's moments) raveled into one vector each: a handful of GPU kernels for the
+    clipping, Adam, the finiteness check and the freeze, instead of a few per parameter
+    array (benchmarks/RESULTS.md has the timing). The new state has the structure of the old.
+
+    Step s = state.step + 1 is finite when its loss, its gradient and the parameters it
+    produces are: a huge learning rate can turn finite gradients into inf parameters, whose
+    loss is only NaN one step later. The first non-finite step is recorded and the state stays
+    at step s - 1 (step counter included) from then on, so a chunk returns the last finite
+    state and the host can checkpoint and evaluate it.
+    """
+    step = state.step
+    params0, unravel = ravel_pytree(state.params)
+    g, _ = ravel_pytree(grads)
+    opt_state0 = _raveled_moments(state.opt_state, state.params)
+    grad_norm = jnp.sqrt(jnp.sum(g * g))
+    clip = jnp.minimum(1.0, hyper["grad_clip"] / jnp.maximum(grad_norm, 1e-30))
+    updates, opt_state = optimizer.update(g * clip, opt_state0, params0)
+    lr = learning_rate_at(hyper, step)
+    params = params0 - lr * updates
+
+    healthy = ((state.diverged_step < 0) & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+               & jnp.all(jnp.isfinite(params)))
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(healthy, a, b), new, old)  # noqa: E731
+    diverged_step = jnp.where(
+        state.diverged_step >= 0, state.diverged_step, jnp.where(healthy, -1, step + 1)
+    ).astype(jnp.int32)
+    new_state = TrainState(
+        params=unravel(keep(params, params0)),
+        opt_state=_unraveled_moments(keep(opt_state, opt_state0), state.opt_state, state.params, unravel),
+        step=jnp.where(healthy, step + 1, step).astype(step.dtype),
+        diverged_step=diverged_step,
+    )
+    return new_state, grad_norm, lr
+
+
+def _is_params_shaped(params: PyTree) -> Callable[[Any], bool]:
+    structure = jax.tree.structure(params)
+    return lambda x: not isinstance(x, jax.Array) and jax.tree.structure(x) == structure
+
+
+def _raveled_moments(opt_state: PyTree, params: PyTree) -> PyTree:
+    """The optimiser's state with every subtree shaped like ``params`` (Adam's moments)
+    raveled into one vector, as :func:`jax.flatten_util.ravel_pytree` orders the parameters."""
+    shaped = _is_params_shaped(params)
+    return jax.tree.map(lambda x: ravel_pytree(x)[0] if shaped(x) else x, opt_state, is_leaf=shaped)
+
+
+def _unraveled_moments(flat_state: PyTree, opt_state: PyTree, params: PyTree, unravel) -> PyTree:
+    """:func:`_raveled_moments` undone: ``flat_state``'s vectors back in the structure of
+    ``opt_state`` (the state before the step), by ``unravel``."""
+    shaped = _is_params_shaped(params)
+    return jax.tree.map(lambda old, new: unravel(new) if shaped(old) else new, opt_state, flat_state,
+                        is_leaf=shaped)
 
 
 def averaged_over_devices(value_and_grad_fn, mesh: Mesh, in_specs=PartitionSpec()):
