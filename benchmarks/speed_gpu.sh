@@ -11,11 +11,11 @@
 # readout against the fused one, with the phases at HIGHEST, at the backend's pick and at the
 # other presets, and each one's phase and gradient error), or curves (curves_fused_xla.py: the
 # fused encoder's curves against XLA's, TF32 against float32 as the yardstick), or both (seed,
-# then profile), or all (seed, rff, profile). FAE_LAB_BENCH_STEPS (default 1500) sets
-# bench_seed's steps (5000: an evaluation every 1,000, the findings runs' cadence). Everything runs on the first visible GPU, one process at a time;
+# then profile), or all (seed, rff, profile). FAE_LAB_BENCH_STEPS (default 5000: an evaluation every 1,000, the findings runs' cadence; 1500 gives the shorter table of RESULTS.md) sets
+# bench_seed's steps. Everything runs on the first visible GPU, one process at a time;
 # every step is cut off when SECONDS (default 500) have passed since the start.
 set -uo pipefail
-part=${1:?PART}; out=${2:?OUT}; seconds=${3:-500}; steps=${FAE_LAB_BENCH_STEPS:-1500}
+part=${1:?PART}; out=${2:?OUT}; seconds=${3:-500}; steps=${FAE_LAB_BENCH_STEPS:-5000}
 mkdir -p "$out"
 left() { echo $((seconds - SECONDS)); }
 
