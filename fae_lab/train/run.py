@@ -73,6 +73,7 @@ from fae_lab.train.step import (
     TrainState,
     adam,
     hyper_from_config,
+    initial_group_state,
     make_chunk,
     make_sized_chunk,
     make_train_step,
@@ -400,15 +401,7 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
         graphdef = graphdef or gd
         params_list.append(params)
         rest_list.append(rest)
-    optimizer = adam()
-    state = TrainState(
-        params=stack_members(params_list),
-        opt_state=stack_members([optimizer.init(p) for p in params_list]),
-        step=jnp.zeros(len(configs), jnp.int32),
-        diverged_step=jnp.full(len(configs), -1, jnp.int32),
-    )
-    rest = stack_members(rest_list)
-    hyper = stack_members([hyper_from_config(cfg) for cfg in configs])
+    state, rest, hyper = initial_group_state(params_list, rest_list, [hyper_from_config(cfg) for cfg in configs])
     keys = jnp.stack([jax.random.key_data(jax.random.key(cfg.seed)) for cfg in configs])
     n_parameters = count_parameters(model)  # the same architecture for every member
 
