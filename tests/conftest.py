@@ -3,13 +3,31 @@ cache for the whole test session."""
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # The tests compile many tiny programs once each: XLA's CPU optimisation passes cost more
 # than they save there. (Subprocesses started by the tests inherit this.)
-os.environ.setdefault("XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0")
+CHEAP_COMPILATION = "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0"
+# XLA's CPU fusion emitters (the default of recent jaxlibs) take several times longer than its
+# earlier emitters to compile the training step and evaluation of a tiny run, the most
+# compiled programs of the session; the earlier ones compute the same programs. A jaxlib that
+# does not know the flag would abort at start, so the first process of the session tries it.
+EARLIER_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _xla_starts_with(flags: str) -> bool:
+    probe = subprocess.run([sys.executable, "-c", "import jax.numpy as jnp; jnp.zeros(1).block_until_ready()"],
+                           env={**os.environ, "XLA_FLAGS": flags}, capture_output=True, timeout=300)
+    return probe.returncode == 0
+
+
+if "XLA_FLAGS" not in os.environ:  # else set by the user, or by the session's first process
+    _flags = f"{CHEAP_COMPILATION} {EARLIER_EMITTERS}"
+    os.environ["XLA_FLAGS"] = _flags if _xla_starts_with(_flags) else CHEAP_COMPILATION
 
 # Most of the suite's CPU time is XLA compiling the same small programs again in every test,
 # xdist worker, `python -m fae_lab` subprocess and notebook kernel. JAX's persistent cache in a
