@@ -134,3 +134,12 @@ def test_a_run_on_reused_programs_equals_the_same_run_on_fresh_ones(tmp_path):
         if "wall_time" not in name:
             np.testing.assert_array_equal(reused[name].values, fresh[name].values, err_msg=name)
     assert not np.array_equal(reused["train_loss"].values, first["train_loss"].values)  # other seed
+
+
+@pytest.mark.slow
+def test_a_config_holding_a_list_is_constructed_too():
+    """Unhashable settings (a hand-made config with a list of widths) cannot key a kept
+    program: the model is still built, with the same parameters."""
+    cfg = CONFIGS["standard"]
+    listed = dataclasses.replace(cfg, decoder_hidden=list(cfg.decoder_hidden))
+    assert_same_model(build_model(listed, 16, seed=2), build_model(cfg, 16, seed=2))

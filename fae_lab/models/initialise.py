@@ -29,14 +29,21 @@ def initialised(cls: type[M], *args: Hashable, seed: int, feature_seed: int, **k
     """``cls(*args, **kwargs, rngs=nnx.Rngs(seed, features=feature_seed))``, constructed in one
     compiled program.
 
-    ``cls`` must be a pure constructor of hashable arguments (its checks of the arguments run
-    while it is traced, and raise as they do eagerly). The program is kept per ``(cls, args,
-    kwargs)`` for the process, so a second model of the same settings is neither traced nor
-    compiled again, whatever its seeds. Checks that need the drawn values, which a traced
+    ``cls`` must be a pure constructor (its checks of the arguments run while it is traced,
+    and raise as they do eagerly). With hashable arguments the program is kept per ``(cls,
+    args, kwargs)`` for the process, so a second model of the same settings is neither traced
+    nor compiled again, whatever its seeds. Checks that need the drawn values, which a traced
     constructor cannot make, run on the built model afterwards
     (:meth:`CoordinateFeatures.check_drawn`).
     """
-    model = _construct(cls, args, tuple(sorted(kwargs.items())), jax.random.key(seed), jax.random.key(feature_seed))
+    settings = (cls, args, tuple(sorted(kwargs.items())))
+    keys = jax.random.key(seed), jax.random.key(feature_seed)
+    try:
+        hash(settings)
+    except TypeError:  # e.g. a hand-made config holding a list: traced for this call only
+        model = nnx.jit(lambda key, features: cls(*args, **kwargs, rngs=nnx.Rngs(key, features=features)))(*keys)
+    else:
+        model = _construct(*settings, *keys)
     for _, module in nnx.iter_modules(model):
         if isinstance(module, CoordinateFeatures):
             module.check_drawn()
