@@ -59,7 +59,8 @@ def build_model(cfg: ModelConfig, resolution: int, *, seed: int = 0,
     augmented residual) with the fused Pallas kernels of :mod:`fae_lab.models.fused` and
     :mod:`fae_lab.models.fused_attention` (same function and parameters).
     The model is constructed in one compiled program (:func:`~fae_lab.models.initialise.initialised`):
-    the same parameters as ``FunctionalAutoencoder(..., rngs=nnx.Rngs(seed, features=cfg.feature_seed))``.
+    the parameters ``FunctionalAutoencoder(..., rngs=nnx.Rngs(seed, features=cfg.feature_seed))``
+    draws eagerly (bit for bit under XLA's default flags; a few ulps apart under the tests' flags).
     """
     if resolution < 2:
         raise UsageError(f"resolution: expected a grid of at least 2 x 2 points, got {resolution}")

@@ -6,9 +6,11 @@ one XLA program per parameter shape (a truncated normal, its scaling, a split of
 constructor is traced once and compiles (or loads from JAX's compilation cache) one program
 for the whole model.
 
-The draws are unchanged: the keys are those ``nnx.Rngs(seed, features=feature_seed)`` makes
-from the integers, given to the program as arguments (so every seed shares one compilation),
-and each initialiser computes the same operations on them as it does eagerly.
+The draws are the eager constructor's: the keys are those ``nnx.Rngs(seed, features=feature_seed)``
+makes from the integers, given to the program as arguments (so every seed shares one
+compilation), and each initialiser computes the same operations on them as it does eagerly.
+Under XLA's default flags the parameters are equal bit for bit; compiled without LLVM's
+expensive passes (the tests' flags), a few draws differ in the last place or two.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -317,6 +318,7 @@ class GroupPrograms:
 # again; their arguments' shapes, dtypes and placements still select the compiled executable.
 _PROGRAMS: dict[tuple, GroupPrograms] = {}
 _PROGRAMS_KEPT = 8
+_PROGRAMS_LOCK = threading.Lock()
 
 
 def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins: RadialBins,
@@ -326,9 +328,10 @@ def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins
     ``n_reconstructions``: made once per process for the same values (``bins`` is one object
     per (R, n_bins), :func:`~fae_lab.spectral.radial_bins`)."""
     key = (graphdef, statics, data_mesh, bins, cutoff, n_reconstructions)
-    if key in _PROGRAMS:
-        _PROGRAMS[key] = _PROGRAMS.pop(key)  # most recently used last
-        return _PROGRAMS[key]
+    with _PROGRAMS_LOCK:  # a notebook may train in a thread of its own (lab.notebook)
+        if key in _PROGRAMS:
+            _PROGRAMS[key] = _PROGRAMS.pop(key)  # most recently used last
+            return _PROGRAMS[key]
 
     def apply_fn(p, r, x_enc, u_enc, x_dec, field):
         return apply_model(nnx.merge(graphdef, p, r), x_enc, u_enc, x_dec, field)
@@ -338,9 +341,10 @@ def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins
         step_fn=make_train_step(statics, apply_fn, adam(), data_mesh=data_mesh),
         evaluate=jax.jit(jax.vmap(make_split_evaluate(evaluate_one), in_axes=(0, 0, None))),
     )
-    _PROGRAMS[key] = programs
-    while len(_PROGRAMS) > _PROGRAMS_KEPT:
-        del _PROGRAMS[next(iter(_PROGRAMS))]
+    with _PROGRAMS_LOCK:
+        _PROGRAMS[key] = programs
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            del _PROGRAMS[next(iter(_PROGRAMS))]
     return programs
 
 
