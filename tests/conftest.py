@@ -3,13 +3,31 @@ cache for the whole test session."""
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # The tests compile many tiny programs once each: XLA's CPU optimisation passes cost more
 # than they save there. (Subprocesses started by the tests inherit this.)
-os.environ.setdefault("XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0")
+CHEAP_COMPILATION = "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0"
+# XLA's CPU fusion emitters (the default of recent jaxlibs) take several times longer than its
+# earlier emitters to compile the training step and evaluation of a tiny run, the most
+# compiled programs of the session; the earlier ones compute the same programs. A jaxlib that
+# does not know the flag would abort at start, so the first process of the session tries it.
+EARLIER_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _xla_starts_with(flags: str) -> bool:
+    probe = subprocess.run([sys.executable, "-c", "import jax.numpy as jnp; jnp.zeros(1).block_until_ready()"],
+                           env={**os.environ, "XLA_FLAGS": flags}, capture_output=True, timeout=300)
+    return probe.returncode == 0
+
+
+if "XLA_FLAGS" not in os.environ:  # else set by the user, or by the session's first process
+    _flags = f"{CHEAP_COMPILATION} {EARLIER_EMITTERS}"
+    os.environ["XLA_FLAGS"] = _flags if _xla_starts_with(_flags) else CHEAP_COMPILATION
 
 # Most of the suite's CPU time is XLA compiling the same small programs again in every test,
 # xdist worker, `python -m fae_lab` subprocess and notebook kernel. JAX's persistent cache in a
@@ -40,6 +58,40 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_compilation_cache_dir", os.environ[SESSION_CACHE])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+# The test files that take longest (tests/test_notebooks.py's kernels, the sweeps' and phases'
+# training runs, the served apps in Chromium), roughly heaviest first. `make test` hands whole
+# files to its two workers (`--dist loadfile --no-loadscope-reorder`: a module's fixtures, some
+# of which train runs or serve an app, are set up once) in collection order, so these go first
+# and the light files fill in at the end: a heavy file left for last would keep one worker busy
+# while the other idles. Only the order changes; every test runs.
+HEAVY_FIRST = (
+    "tests/test_notebooks.py",
+    "tests/test_sweep.py",
+    "tests/lab/test_browser.py",
+    "tests/test_phase_and_demo.py",
+    "tests/test_train_engine.py",
+    "tests/test_train_reliability.py",
+    "tests/test_train_seed_commands.py",
+    "tests/test_fused_attention.py",
+    "tests/test_ntk.py",
+    "tests/test_store_concurrency.py",
+    "tests/lab/test_browser_must_show.py",
+    "tests/test_ranking.py",
+    "tests/test_phase_parallel.py",
+    "tests/test_fused_encoder.py",
+    "tests/test_run_phase.py",
+    "tests/test_ladder.py",
+    "tests/lab/test_browser_hostile.py",
+    "tests/test_store_chunks.py",
+    "tests/test_bands.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: others keep their order
 
 
 def pytest_unconfigure(config):

@@ -26,6 +26,7 @@ from fae_lab.errors import UsageError
 from fae_lab.models.decoder import CoordinateDecoder
 from fae_lab.models.fae import FunctionalAutoencoder, build_model
 from fae_lab.models.features import CoordinateFeatures
+from fae_lab.models.initialise import initialised
 
 # Initial latents of the auto-decoder: small, as DeepSDF's N(0, 0.01^2), so that the decoder
 # starts near one function for every field and the latents move apart as they learn.
@@ -56,6 +57,9 @@ class LatentDecoder(nnx.Module):
         )
         self.decoder = CoordinateDecoder(cfg, resolution, features, compute_dtype=compute_dtype, rngs=rngs)
         draw = jax.random.normal(rngs.params(), (n_fields, cfg.latent_dim), jnp.float32)
+        # Built under jit (build_rung_model), XLA would fold the scale below into the normal's
+        # own constant factor, changing last bits; the barrier keeps the eager draw's bits.
+        draw = jax.lax.optimization_barrier(draw)
         self.trained = trained
         self.latents = (nnx.Param(AUTO_DECODER_INIT_STD * draw) if trained else FixedLatent(draw))
 
@@ -67,15 +71,15 @@ class LatentDecoder(nnx.Module):
 def build_rung_model(cfg: ModelConfig, resolution: int, n_fields: int, *, seed: int = 0,
                      compute_dtype=jnp.float32, fused_encoder: bool = False) -> nnx.Module:
     """The model of ``cfg.rung``: the FAE (:func:`build_model`), or a :class:`LatentDecoder`
-    with ``n_fields`` latents (trained for ``auto_decoder``, fixed for ``decoder_alone``)."""
+    with ``n_fields`` latents (trained for ``auto_decoder``, fixed for ``decoder_alone``), constructed
+    in one compiled program (:func:`~fae_lab.models.initialise.initialised`)."""
     if cfg.rung not in RUNGS:
         raise UsageError(f"--rung: expected one of {', '.join(RUNGS)}, got {cfg.rung!r}")
     if cfg.rung == "fae":
         return build_model(cfg, resolution, seed=seed, compute_dtype=compute_dtype,
                            fused_encoder=fused_encoder)
-    rngs = nnx.Rngs(seed, features=cfg.feature_seed)
-    return LatentDecoder(cfg, resolution, n_fields, trained=cfg.rung == "auto_decoder",
-                         compute_dtype=compute_dtype, rngs=rngs)
+    return initialised(LatentDecoder, cfg, resolution, n_fields, trained=cfg.rung == "auto_decoder",
+                       compute_dtype=compute_dtype, seed=seed, feature_seed=cfg.feature_seed)
 
 
 def apply_model(model: nnx.Module, x_enc: jax.Array, u_enc: jax.Array, x_dec: jax.Array,

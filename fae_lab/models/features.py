@@ -54,12 +54,18 @@ def periodic_frequencies(key: jax.Array, n: int, sigma: float, resolution: int) 
     Raises :class:`UsageError` when σ is so small that too few nonzero rows come up.
     """
     chosen = _draw_periodic(key, n, sigma, resolution // 2)
-    if not isinstance(chosen, jax.core.Tracer) and not bool(jnp.all(jnp.any(chosen != 0, -1))):
+    if not isinstance(chosen, jax.core.Tracer):  # traced (a jitted constructor): check_drawn
+        _check_periodic(chosen, sigma)
+    return chosen
+
+
+def _check_periodic(chosen: jax.Array, sigma: float) -> None:
+    """Raise :class:`UsageError` when a drawn ``(n, 2)`` periodic matrix has an all-zero row."""
+    if not bool(jnp.all(jnp.any(chosen != 0, -1))):
         raise UsageError(
-            f"periodic Fourier features: sigma={sigma} is too small to draw {n} nonzero "
+            f"periodic Fourier features: sigma={sigma} is too small to draw {chosen.shape[0]} nonzero "
             "integer frequencies; use a larger sigma or gaussian features"
         )
-    return chosen
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
@@ -125,6 +131,13 @@ class CoordinateFeatures(nnx.Module):
         self.sigmas = sigmas
         self.n_frequencies = n_frequencies
         self.frequencies = FourierBasis(jnp.stack(matrices))  # (K, n, 2)
+
+    def check_drawn(self) -> None:
+        """Raise :class:`UsageError` when a periodic band drew too few nonzero rows (the check
+        :func:`periodic_frequencies` makes, for features whose constructor was traced)."""
+        if self.kind == "periodic":
+            for matrix, sigma in zip(self.frequencies[...], self.sigmas, strict=True):
+                _check_periodic(matrix, sigma)
 
     @property
     def n_bands(self) -> int:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +74,7 @@ from fae_lab.train.step import (
     TrainState,
     adam,
     hyper_from_config,
+    initial_group_state,
     make_chunk,
     make_sized_chunk,
     make_train_step,
@@ -290,6 +291,63 @@ def use_fused_encoder(config: RunConfig, mode: str) -> bool:
     return not blockers and jax.default_backend() == "gpu"
 
 
+@dataclasses.dataclass
+class GroupPrograms:
+    """A group's jitted programs: the vmapped evaluation, and the vmapped training chunks by
+    length (0: the loop of up to MAX_STEPS_PER_CALL steps whose count is an argument), made
+    when first asked for."""
+
+    step_fn: Callable
+    evaluate: Callable
+    chunks: dict[int, Callable] = dataclasses.field(default_factory=dict)
+
+    def chunk(self, n: int) -> Callable:
+        if n not in self.chunks:
+            if n == 0:
+                batched = jax.vmap(make_sized_chunk(self.step_fn, MAX_STEPS_PER_CALL),
+                                   in_axes=(0, 0, None, 0, 0, None))
+            else:
+                batched = jax.vmap(make_chunk(self.step_fn, n), in_axes=(0, 0, None, 0, 0))
+            self.chunks[n] = jax.jit(batched, donate_argnums=(0,))
+        return self.chunks[n]
+
+
+# The programs of the last few groups, by everything their functions close over. A later group
+# of the same model and step in this process (a sweep's next group, a notebook's next phase, a
+# test's next run) calls the same jitted functions, so JAX neither traces, lowers nor loads them
+# again; their arguments' shapes, dtypes and placements still select the compiled executable.
+_PROGRAMS: dict[tuple, GroupPrograms] = {}
+_PROGRAMS_KEPT = 8
+_PROGRAMS_LOCK = threading.Lock()
+
+
+def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins: RadialBins,
+                   cutoff: float, n_reconstructions: int) -> GroupPrograms:
+    """The programs of a group whose model has ``graphdef`` (architecture, compute dtype, fused
+    encoder), training step ``statics`` on ``data_mesh``, and evaluation ``bins``, ``cutoff`` and
+    ``n_reconstructions``: made once per process for the same values (``bins`` is one object
+    per (R, n_bins), :func:`~fae_lab.spectral.radial_bins`)."""
+    key = (graphdef, statics, data_mesh, bins, cutoff, n_reconstructions)
+    with _PROGRAMS_LOCK:  # a notebook may train in a thread of its own (lab.notebook)
+        if key in _PROGRAMS:
+            _PROGRAMS[key] = _PROGRAMS.pop(key)  # most recently used last
+            return _PROGRAMS[key]
+
+    def apply_fn(p, r, x_enc, u_enc, x_dec, field):
+        return apply_model(nnx.merge(graphdef, p, r), x_enc, u_enc, x_dec, field)
+
+    evaluate_one = make_evaluate(apply_fn, bins, cutoff, n_reconstructions)
+    programs = GroupPrograms(
+        step_fn=make_train_step(statics, apply_fn, adam(), data_mesh=data_mesh),
+        evaluate=jax.jit(jax.vmap(make_split_evaluate(evaluate_one), in_axes=(0, 0, None))),
+    )
+    with _PROGRAMS_LOCK:
+        _PROGRAMS[key] = programs
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            del _PROGRAMS[next(iter(_PROGRAMS))]
+    return programs
+
+
 def train(config: RunConfig, command_line: list[str] | None = None, *, quiet: bool = False,
           label: str = "") -> RunResult:
     """Train one run as configured; return when it finishes, diverges or is stopped."""
@@ -347,27 +405,14 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
         graphdef = graphdef or gd
         params_list.append(params)
         rest_list.append(rest)
-    optimizer = adam()
-    state = TrainState(
-        params=stack_members(params_list),
-        opt_state=stack_members([optimizer.init(p) for p in params_list]),
-        step=jnp.zeros(len(configs), jnp.int32),
-        diverged_step=jnp.full(len(configs), -1, jnp.int32),
-    )
-    rest = stack_members(rest_list)
-    hyper = stack_members([hyper_from_config(cfg) for cfg in configs])
+    state, rest, hyper = initial_group_state(params_list, rest_list, [hyper_from_config(cfg) for cfg in configs])
     keys = jnp.stack([jax.random.key_data(jax.random.key(cfg.seed)) for cfg in configs])
     n_parameters = count_parameters(model)  # the same architecture for every member
 
-    def apply_fn(p, r, x_enc, u_enc, x_dec, field):
-        return apply_model(nnx.merge(graphdef, p, r), x_enc, u_enc, x_dec, field)
-
-    statics = StepStatics.from_config(first, R)
-    step_fn = make_train_step(statics, apply_fn, optimizer, data_mesh=placement.data_mesh)
-    evaluate_one = make_evaluate(apply_fn, problem.bins, problem.cutoff, problem.n_reconstructions)
-    evaluate = jax.jit(jax.vmap(make_split_evaluate(evaluate_one), in_axes=(0, 0, None)))
-    chunks: dict[int, Any] = {}
     sized = fixed_length(first.steps_per_call, jax.default_backend()) is None
+    programs = group_programs(graphdef, StepStatics.from_config(first, R), placement.data_mesh,
+                              problem.bins, problem.cutoff, problem.n_reconstructions)
+    evaluate = programs.evaluate
 
     def run_chunk(state, n):
         """``n`` steps in one host call -> (state, metrics of length >= n per member; the host
@@ -375,15 +420,8 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
         sized from the step time (the CPU) compiles one loop of up to MAX_STEPS_PER_CALL steps
         whose count is an argument, so its changing lengths share one compilation."""
         if sized:
-            if 0 not in chunks:
-                batched = jax.vmap(make_sized_chunk(step_fn, MAX_STEPS_PER_CALL), in_axes=(0, 0, None, 0, 0, None))
-                chunks[0] = jax.jit(batched, donate_argnums=(0,))
-            return chunks[0](state, keys_typed, problem.train_data, hyper, rest, jnp.int32(n))
-        if n not in chunks:
-            member_chunk = make_chunk(step_fn, n)
-            batched = jax.vmap(member_chunk, in_axes=(0, 0, None, 0, 0))
-            chunks[n] = jax.jit(batched, donate_argnums=(0,))
-        return chunks[n](state, keys_typed, problem.train_data, hyper, rest)
+            return programs.chunk(0)(state, keys_typed, problem.train_data, hyper, rest, jnp.int32(n))
+        return programs.chunk(n)(state, keys_typed, problem.train_data, hyper, rest)
 
     state, rest, hyper, keys = placement.place_members((state, rest, hyper, keys))
     keys_typed = jax.random.wrap_key_data(keys)

@@ -293,6 +293,23 @@ def stack_members(trees: list[PyTree]) -> PyTree:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
+@jax.jit
+def initial_group_state(params: list[PyTree], rest: list[PyTree], hyper: list[PyTree]):
+    """Members' initial parameters, untrained state and scalars -> ``(TrainState, rest, hyper)``,
+    each stacked along a leading member axis (:func:`stack_members`), with Adam's moments at
+    zero, step 0 and no divergence. One compiled program per group shape (run eagerly, every
+    leaf's stack and zero moment is a program of its own)."""
+    n = len(params)
+    optimizer = adam()
+    state = TrainState(
+        params=stack_members(params),
+        opt_state=stack_members([optimizer.init(p) for p in params]),
+        step=jnp.zeros(n, jnp.int32),
+        diverged_step=jnp.full(n, -1, jnp.int32),
+    )
+    return state, stack_members(rest), stack_members(hyper)
+
+
 def member_slice(tree: PyTree, i: int) -> PyTree:
     """Member ``i``'s part of a tree with a leading member axis."""
     return jax.tree.map(lambda a: a[i], tree)
