@@ -43,7 +43,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from fae_lab.models.fused import padded_width
+from fae_lab.models.fused import _call_per_chunk, padded_width
 
 _TWO_PI = 2.0 * math.pi
 
@@ -150,16 +150,8 @@ def _call(kind, h, freqs, wc, ws, g, *, algorithm, grad_algorithm, tiling):
                      jax.ShapeDtypeStruct((programs * n_freq,), jnp.float32),
                      jax.ShapeDtypeStruct((programs * n_freq,), jnp.float32)]
         out_specs = [row_tile, per_program, per_program]
-    return pl.pallas_call(
-        kernel,
-        out_shape=out_shape,
-        grid=(programs,),
-        in_specs=in_specs,
-        out_specs=out_specs,
-        compiler_params=plgpu.CompilerParams(num_warps=tiling.num_warps, num_stages=tiling.num_stages),
-        interpret=tiling.interpret,
-        name=f"fae_rff_readout_{kind}",
-    )(*args)
+    return _call_per_chunk(kernel, args, in_specs, out_shape, out_specs, programs=programs, tiling=tiling,
+                           name=f"fae_rff_readout_{kind}")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
