@@ -20,7 +20,7 @@ lint: env
 test:
 	bash scripts/setup-env.sh --browser
 	.venv/bin/ruff check fae_lab lab tests benchmarks notebooks scripts
-	.venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --timeout 600
+	.venv/bin/python -m pytest -n 2 --timeout 600
 
 test-fast: env
 	.venv/bin/python -m pytest -n 2 -m "not slow and not browser"

@@ -60,40 +60,6 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
-# The test files that take longest (tests/test_notebooks.py's kernels, the sweeps' and phases'
-# training runs, the served apps in Chromium), roughly heaviest first. `make test` hands whole
-# files to its two workers (`--dist loadfile --no-loadscope-reorder`: a module's fixtures, some
-# of which train runs or serve an app, are set up once) in collection order, so these go first
-# and the light files fill in at the end: a heavy file left for last would keep one worker busy
-# while the other idles. Only the order changes; every test runs.
-HEAVY_FIRST = (
-    "tests/test_notebooks.py",
-    "tests/test_sweep.py",
-    "tests/lab/test_browser.py",
-    "tests/test_phase_and_demo.py",
-    "tests/test_train_engine.py",
-    "tests/test_train_reliability.py",
-    "tests/test_train_seed_commands.py",
-    "tests/test_fused_attention.py",
-    "tests/test_ntk.py",
-    "tests/test_store_concurrency.py",
-    "tests/lab/test_browser_must_show.py",
-    "tests/test_ranking.py",
-    "tests/test_phase_parallel.py",
-    "tests/test_fused_encoder.py",
-    "tests/test_run_phase.py",
-    "tests/test_ladder.py",
-    "tests/lab/test_browser_hostile.py",
-    "tests/test_store_chunks.py",
-    "tests/test_bands.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: others keep their order
-
-
 def pytest_unconfigure(config):
     if _OWN_CACHE is not None:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
