@@ -73,10 +73,28 @@ def time_phase(args, root: Path) -> dict:
         argv += ["--", *TINY]
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
+    wall = time.perf_counter() - start
     return {"phase": args.phase, "seeds": args.seeds, "max_steps": args.phase_steps,
             "parallel_groups": args.parallel_groups, "exit_status": done.returncode,
-            "wall_s": round(time.perf_counter() - start, 1),
+            "wall_s": round(wall, 1), "runs": phase_run_rates(root / f"phase_{args.phase}"),
             "last_line": (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or [""])[-1]}
+
+
+def phase_run_rates(phase_dir: Path) -> dict[str, dict]:
+    """Each trained run of a phase: steady steps/s (its members advance together, so a group's
+    members show the group's rate) and the seconds its training-log rows span."""
+    sys.path.insert(0, str(HERE))
+    from bench_gpu import steady_rate
+
+    rates = {}
+    for store in sorted(phase_dir.glob("*/metrics.zarr")):
+        try:
+            rate, seconds = steady_rate(store.parent)
+        except Exception as error:  # a run that did not train far enough has no rate
+            rates[store.parent.name] = {"error": f"{type(error).__name__}: {error}"}
+            continue
+        rates[store.parent.name] = {"steps_per_s": round(rate, 1), "logged_s": round(seconds, 1)}
+    return rates
 
 
 def main() -> int:

@@ -171,7 +171,8 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
     over p, beta, seeds ...) train together as members of one vmapped program unless
     ``vmapped`` is False. ``progress`` is called with a :class:`PhaseProgress` as every group
     advances (from the training thread). With ``parallel_groups`` = N > 1 the groups train in
-    child processes, up to N at once, one GPU each (:mod:`fae_lab.phase_parallel`; ``progress``
+    child processes, up to N at once, one GPU each, the most members x steps first
+    (:mod:`fae_lab.phase_parallel`; ``progress``
     is then called only at the end).
     """
     planned = plan(experiments, runs, data_path, max_steps, extra, overwrite, seeds)
@@ -195,8 +196,10 @@ def run_series(experiments: Sequence[Experiment], runs: Path, *, data_path=None,
     if parallel_groups > 1 and len(groups) > 1:
         from fae_lab.phase_parallel import train_groups_in_parallel
 
+        # Members x steps: the members of a group advance together, one program step each.
+        costs = [len(g) * g[0][1].max_steps for g in groups.values()]
         for failure in train_groups_in_parallel([[(n, a) for n, _, a in g] for g in groups.values()],
-                                                parallel_groups, quiet=quiet):
+                                                parallel_groups, quiet=quiet, costs=costs):
             print(f"fae-lab phase: {failure}", file=sys.stderr)
         groups = {}  # trained
     for index, group in enumerate(groups.values()):

@@ -16,6 +16,13 @@ What stays as in the serial path:
   :class:`fae_lab.train.interrupt.Interrupted` so that the same command continues them;
 * bad settings are refused by the parent before any child starts (the plan is validated there).
 
+The largest group starts first: groups are started in decreasing order of their cost (the
+caller's estimate; :func:`fae_lab.phase.run_series` gives members x steps), ties in the phase's
+order. A phase's groups are uneven (phase b: three of 3 runs and the Fourier sweep's 9), and
+started in the phase's order the big one would begin last and end long after the rest: on two
+slots, groups of 3, 3, 9 and 3 runs end after 12 units in that order and after 9 (9 against
+3 + 3 + 3) largest first.
+
 A child that fails (a usage error found late, a crash) is named with its exit status and the
 remaining groups still train; the phase then reports the failure after ranking what finished.
 """
@@ -57,12 +64,17 @@ def device_slots(n: int) -> list[str]:
     return ids[:n]
 
 
-def train_groups_in_parallel(groups: Sequence[Group], n_parallel: int, *, quiet: bool = False) -> list[str]:
+def train_groups_in_parallel(groups: Sequence[Group], n_parallel: int, *, quiet: bool = False,
+                             costs: Sequence[float] | None = None) -> list[str]:
     """Train ``groups`` in child processes, at most ``n_parallel`` at once, each on its slot's
-    device; return one line per group whose child failed (empty when all finished or stopped
-    at a checkpoint). Raises :class:`interrupt.Interrupted` after forwarding a signal."""
+    device, the costliest first (``costs``, one per group; default: the number of runs);
+    return one line per group whose child failed (empty when all finished or stopped at a
+    checkpoint). Raises :class:`interrupt.Interrupted` after forwarding a signal."""
     slots = device_slots(n_parallel)
-    pending = list(enumerate(groups))
+    costs = [len(g) for g in groups] if costs is None else list(costs)
+    if len(costs) != len(groups):
+        raise ValueError(f"{len(costs)} costs for {len(groups)} groups")
+    pending = sorted(enumerate(groups), key=lambda item: -costs[item[0]])  # stable: ties keep order
     running: dict[str, tuple[subprocess.Popen, int]] = {}
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="fae-lab-phase-") as tmp:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +100,27 @@ def test_a_signal_is_forwarded_to_the_running_groups_and_no_other_starts(fake_ch
     records = fake_children()
     assert set(records) == {"g0_s0", "g1"}  # the third group never started
     assert all(r["stopped"] for r in records.values())
+
+
+def test_the_costliest_group_starts_first_and_ties_keep_the_phase_order(fake_children, monkeypatch):
+    monkeypatch.setenv("FAKE_SECONDS", "0.4")
+    # Phase b's shape: small groups first in the phase, the big sweep third.
+    groups = [[("a", ["--a"])], [("b", ["--b"])], [("c_s0", ["--c"]), ("c_s1", ["--c"]), ("c_s2", ["--c"])],
+              [("d", ["--d"])]]
+    assert phase_parallel.train_groups_in_parallel(groups, 2, quiet=True) == []
+    r = fake_children()
+    # The 3-run group and the first 1-run group start together; b waits for a slot, d after b.
+    assert max(r["c_s0"]["start"], r["a"]["start"]) < min(r["c_s0"]["end"], r["a"]["end"])
+    assert r["b"]["start"] >= min(r["c_s0"]["end"], r["a"]["end"]) - 0.05
+    assert r["d"]["start"] > r["b"]["start"]
+    # Costs given by the caller win over the number of runs.
+    for record in Path(os.environ["FAKE_OUT"]).glob("*.json"):
+        record.unlink()
+    assert phase_parallel.train_groups_in_parallel(groups, 1, quiet=True, costs=[1, 5, 2, 1]) == []
+    r = fake_children()
+    assert [k for k, _ in sorted(r.items(), key=lambda kv: kv[1]["start"])] == ["b", "c_s0", "a", "d"]
+    with pytest.raises(ValueError, match="2 costs for 4 groups"):
+        phase_parallel.train_groups_in_parallel(groups, 1, quiet=True, costs=[1, 2])
 
 
 def test_a_bad_parallel_groups_value_is_one_line_and_exit_2():
