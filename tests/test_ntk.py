@@ -346,6 +346,34 @@ def test_fae_lab_ntk_recomputes_a_step_matrix_free_and_the_view_reads_it(trained
 
 
 @pytest.mark.slow
+def test_the_ntk_of_a_checkpoint_uses_the_features_the_run_trained_with(trained):
+    """``fae-lab ntk`` restores the checkpoint's Fourier features, not a new draw of them."""
+    from flax import nnx
+
+    from fae_lab.config import from_json_dict
+    from fae_lab.ntk.run import float32_model, restore_parameters, run_payload
+    from fae_lab.train.checkpoint import Checkpoints
+
+    model = float32_model(from_json_dict(run_payload(trained)["config"]), 16)
+    _, _, rest = nnx.split(model, nnx.Param, ...)
+    redrawn = jax.tree.map(lambda a: 2 * np.asarray(a) + 1, rest.to_pure_dict())  # another draw
+    nnx.replace_by_pure_dict(rest, redrawn)
+    nnx.update(model, rest)
+    checkpoints = Checkpoints(trained, keep_best=False)
+    try:
+        stored = checkpoints.restore_fixed(rest.to_pure_dict())
+    finally:
+        checkpoints.close()
+    assert stored is not None and jax.tree.leaves(stored)
+    assert restore_parameters(trained, model, None) == 10
+    _, _, after = nnx.split(model, nnx.Param, ...)
+    for kept, used in zip(jax.tree.leaves(stored), jax.tree.leaves(after.to_pure_dict()), strict=True):
+        np.testing.assert_array_equal(np.asarray(used), np.asarray(kept))
+    assert not any(np.array_equal(np.asarray(a), np.asarray(b))
+                   for a, b in zip(jax.tree.leaves(redrawn), jax.tree.leaves(stored), strict=True))
+
+
+@pytest.mark.slow
 def test_fae_lab_ntk_refuses_bad_input_in_one_line(trained, tmp_path, capsys):
     from fae_lab.ntk.cli import main
 

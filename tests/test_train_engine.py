@@ -51,6 +51,52 @@ def test_a_moved_stopped_run_resumes_to_the_same_metrics_as_an_uninterrupted_one
     assert fb["final/test_rel_mse"] == pytest.approx(fa["final/test_rel_mse"], rel=1e-5)
 
 
+@pytest.mark.slow
+def test_a_resume_trains_on_the_features_the_run_drew_not_on_a_new_draw(tiny_data, tmp_path, monkeypatch):
+    """The Fourier features are checkpointed: a resume whose own draw differs (another machine,
+    backend or set of XLA flags; here doubled on purpose) still ends where the run would have."""
+    import shutil
+
+    from flax import nnx
+
+    from fae_lab.models.features import CoordinateFeatures
+    from fae_lab.train import run as train_run
+
+    steps = ["--max-steps", "24", "--eval-every", "8", "--log-every", "4", "--batch-size", "4",
+             "--steps-per-call", "4", "--decoder-type", "rff_output", "--rff-dim", "8", "--seed", "5"]
+    whole, parts, old = tmp_path / "whole", tmp_path / "parts", tmp_path / "old_checkpoint"
+    assert train_main([*_common(tiny_data, whole), *steps]) == 0
+    assert train_main([*_common(tiny_data, parts), *steps, "--stop-after-step", "8"]) == 0
+    checkpoint = parts / "checkpoints" / "latest" / "8"
+    assert (checkpoint / "fixed").is_dir()
+    # A checkpoint from before the features were kept: the same one without them.
+    shutil.copytree(parts, old)
+    shutil.rmtree(old / "checkpoints" / "latest" / "8" / "fixed")
+
+    drawn = train_run.build_rung_model
+
+    def another_draw(*args, **kwargs):
+        model = drawn(*args, **kwargs)
+        for _, module in nnx.iter_modules(model):
+            if isinstance(module, CoordinateFeatures):
+                module.frequencies[...] = 2 * module.frequencies[...]
+        return model
+
+    monkeypatch.setattr(train_run, "build_rung_model", another_draw)
+    assert train_main([*_common(tiny_data, parts), *steps, "--resume"]) == 0
+    assert train_main([*_common(tiny_data, old), *steps, "--resume"]) == 0
+
+    def test_errors(run):
+        return xr.open_zarr(run / "metrics.zarr")["eval_rel_mse"].values
+
+    a, b, c = test_errors(whole), test_errors(parts), test_errors(old)
+    assert len(a) == len(b) == len(c) == 4
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-8)
+    # Drawn again, the doubled features change every evaluation after the resume.
+    np.testing.assert_allclose(c[:2], a[:2], rtol=1e-5, atol=1e-8)
+    assert np.all(np.abs(c[2:] - a[2:]) > 1e-3 * np.abs(a[2:])), (c, a)
+
+
 @pytest.fixture(scope="module")
 def finished_run(tiny_data, tmp_path_factory):
     """One finished TINY run, trained once for the tests that only read it (both refuse to

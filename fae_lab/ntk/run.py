@@ -23,6 +23,7 @@ from fae_lab.grid import radial_bin_edges
 from fae_lab.models import build_model
 from fae_lab.ntk.model import FAEKernels
 from fae_lab.ntk.store import check_joins, spectrum_dataset, write_ntk
+from fae_lab.train.checkpoint import restore_fixed
 from fae_lab.train.step import TrainState, adam
 
 
@@ -85,12 +86,17 @@ def restore_parameters(run_dir: Path, model, step: int | None) -> int:
         chosen = max(steps) if step is None else step
         if chosen not in steps:
             raise UsageError(f"--step: the run has checkpoints at steps {sorted(steps)}, not at {step}")
-        _, params, _ = nnx.split(model, nnx.Param, ...)
+        _, params, rest = nnx.split(model, nnx.Param, ...)
         abstract = TrainState(params=params, opt_state=adam().init(params), step=jnp.zeros((), jnp.int32),
                               diverged_step=jnp.zeros((), jnp.int32))
         target = jax_shape_structs(abstract)
         restored = steps[chosen].restore(chosen, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         nnx.update(model, restored["state"].params)
+        # The features the run trained with (a checkpoint from before they were kept: redrawn).
+        fixed = restore_fixed(steps[chosen], chosen, rest.to_pure_dict())
+        if fixed is not None:
+            nnx.replace_by_pure_dict(rest, fixed)
+            nnx.update(model, rest)
         return int(chosen)
     finally:
         for manager in managers:

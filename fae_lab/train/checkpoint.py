@@ -1,9 +1,17 @@
 """Orbax checkpoints of the training state: ``checkpoints/`` (latest) and ``checkpoints/best``.
 
 A checkpoint holds the :class:`~fae_lab.train.step.TrainState` pytree (parameters, Adam
-moments, step, divergence flag) and a small JSON record (step, eval rows written, best
-score). Restoring uses the abstract target of a freshly initialised state, so shapes and
-dtypes are checked against the model the configuration builds.
+moments, step, divergence flag), a small JSON record (step, eval rows written, best score)
+and the model's fixed features (``fixed``: every variable that is not a parameter, i.e. the
+Fourier frequency matrices drawn once at the start; ``nnx.split(model, nnx.Param, ...)``'s
+rest, as a dict of arrays). Restoring uses the abstract target of a freshly initialised state,
+so shapes and dtypes are checked against the model the configuration builds.
+
+The fixed features are restored rather than drawn again: a redraw repeats the first draw only
+when the same program computes it, and a run moved to another machine, backend, JAX version
+or set of XLA flags may resume under another one (a draw computed with other flags can
+differ in its last bits). Checkpoints written before the features were kept have no
+``fixed`` item; their runs resume with the features drawn again, as they did.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+FIXED_ITEM = "fixed"  # the model's fixed features (module docstring)
 
 
 class Checkpoints:
@@ -24,8 +34,14 @@ class Checkpoints:
         self.latest = ocp.CheckpointManager(root / "latest", options=options)
         self.best = ocp.CheckpointManager(root / "best", options=options) if keep_best else None
 
-    def save(self, step: int, state: Any, record: dict[str, Any], *, best: bool = False) -> None:
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
+    def save(self, step: int, state: Any, record: dict[str, Any], *, fixed: dict | None = None,
+             best: bool = False) -> None:
+        """Save ``state``, ``record`` and (when given) ``fixed``, the model's fixed features
+        as a pure dict (``nnx.State.to_pure_dict()``)."""
+        items = {"state": ocp.args.StandardSave(state), "record": ocp.args.JsonSave(record)}
+        if fixed:
+            items[FIXED_ITEM] = ocp.args.StandardSave(fixed)
+        args = ocp.args.Composite(**items)
         self.latest.save(step, args=args, force=True)
         if best and self.best is not None:
             self.best.save(step, args=args, force=True)
@@ -43,6 +59,11 @@ class Checkpoints:
         )
         return restored["state"], dict(restored["record"])
 
+    def restore_fixed(self, abstract_fixed: dict) -> dict | None:
+        """The latest checkpoint's fixed features, shaped as ``abstract_fixed`` (a pure dict of
+        the model the configuration builds); None for a checkpoint saved without them."""
+        return restore_fixed(self.latest, self.latest.latest_step(), abstract_fixed)
+
     def wait(self) -> None:
         self.latest.wait_until_finished()
         if self.best is not None:
@@ -52,3 +73,13 @@ class Checkpoints:
         self.latest.close()
         if self.best is not None:
             self.best.close()
+
+
+def restore_fixed(manager: ocp.CheckpointManager, step: int | None, abstract_fixed: dict) -> dict | None:
+    """Checkpoint ``step``'s fixed features from ``manager`` (None: no such step, no features
+    in the model, or a checkpoint saved before they were kept)."""
+    if step is None or not abstract_fixed or not (Path(manager.directory) / str(step) / FIXED_ITEM).is_dir():
+        return None
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_fixed)
+    restored = manager.restore(step, args=ocp.args.Composite(**{FIXED_ITEM: ocp.args.StandardRestore(target)}))
+    return restored[FIXED_ITEM]

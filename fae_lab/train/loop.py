@@ -264,18 +264,20 @@ class GroupLoop:
         if self.on_evaluation is not None and self.running():
             self.on_evaluation(self.running(), lambda i: member_slice(state.params, i), self.step)
 
-    def _save(self, member: Member, member_state: TrainState, step: int, *, best: bool = False) -> None:
-        """Checkpoint one member at ``step``: its state and a record of the rows it counts."""
+    def _save(self, i: int, member: Member, member_state: TrainState, step: int, *, best: bool = False) -> None:
+        """Checkpoint member ``i`` at ``step``: its state, a record of the rows it counts and
+        its model's fixed features (kept so that a resume does not draw them again)."""
         record = dict(member.record, n_eval=self.n_eval, rows=member.rows.snapshot(), step=step,
                       elapsed=self.elapsed(member))
         member.writer.flush()  # the rows the checkpoint counts are on disk before it exists
-        member.checkpoints.save(step, member_state, record, best=best)
+        fixed = member_slice(self.rest, i).to_pure_dict()
+        member.checkpoints.save(step, member_state, record, fixed=fixed, best=best)
         member.checkpoint_step = step
 
     def _checkpoint(self, state: TrainState) -> None:
         self.last_checkpoint = time.perf_counter()
         for i, member in self.running():
-            self._save(member, member_slice(state, i), self.step,
+            self._save(i, member, member_slice(state, i), self.step,
                        best=member.config.save_best_model and member.is_best)
 
     def _checkpoint_last_finite(self, member: Member, i: int, state: TrainState, step: int) -> None:
@@ -287,7 +289,7 @@ class GroupLoop:
         if held != step:  # the step function freezes a diverged member at its last finite step
             raise RuntimeError(f"diverged member holds step {held}, expected {step}")
         member_state = member_state._replace(diverged_step=jnp.asarray(-1, jnp.int32))
-        self._save(member, member_state, step)
+        self._save(i, member, member_state, step)
 
     def _wait_checkpoints(self) -> None:
         for member in self.members:

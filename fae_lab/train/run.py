@@ -432,8 +432,8 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     for member in members:
         open_member_store(member, problem, n_parameters, "pallas" if fused_encoder else "xla", reopen=reopen)
     if reopen:
-        state = restore_group(members, state)
-        state = placement.place_members(state)
+        state, rest = restore_group(members, state, rest)
+        state, rest = placement.place_members((state, rest))
 
     progress = ProgressReporter(first.max_steps, quiet=quiet,
                                 label=labels[0] if len(members) == 1 else f"{len(members)} members",
@@ -484,12 +484,19 @@ def _stop_before_writing() -> None:
                                     "nothing was written", sig)
 
 
-def restore_group(members: list[Member], state: TrainState) -> TrainState:
-    """Each member's latest checkpoint, stacked; all members must stand at the same step."""
-    restored = []
+def restore_group(members: list[Member], state: TrainState, rest: nnx.State) -> tuple[TrainState, nnx.State]:
+    """Each member's latest checkpoint, stacked, with the fixed features it was saved with
+    (``rest``'s redrawn ones for a checkpoint that has none); all members must stand at the
+    same step."""
+    restored, restored_rest = [], []
     for i, member in enumerate(members):
         if member.checkpoints.latest_step() is None:
             raise UsageError(f"--resume: {member.run_dir} has no checkpoint yet")
+        member_rest = member_slice(rest, i)
+        fixed = member.checkpoints.restore_fixed(member_rest.to_pure_dict())
+        if fixed is not None:
+            nnx.replace_by_pure_dict(member_rest, fixed)
+        restored_rest.append(member_rest)
         member_state, member.record = member.checkpoints.restore_latest(member_slice(state, i))
         member.checkpoint_step = int(member.record["step"])
         member.rows.restore(member.record["rows"])
@@ -502,7 +509,7 @@ def restore_group(members: list[Member], state: TrainState) -> TrainState:
     steps = {int(s.step) for s in restored}
     if len(steps) != 1:
         raise UsageError(f"--resume: the sweep's members stopped at different steps {sorted(steps)}")
-    return stack_members(restored)
+    return stack_members(restored), stack_members(restored_rest)
 
 
 def _stored_status(run_dir: Path) -> str | None:
