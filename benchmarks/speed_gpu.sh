@@ -11,7 +11,11 @@
 # readout against the fused one, with the phases at HIGHEST, at the backend's pick and at the
 # other presets, and each one's phase and gradient error), or curves (curves_fused_xla.py: the
 # fused encoder's curves against XLA's, TF32 against float32 as the yardstick), or both (seed,
-# then profile), or all (seed, rff, profile). FAE_LAB_BENCH_STEPS (default 5000: an evaluation every 1,000, the findings runs' cadence; 1500 gives the shorter table of RESULTS.md) sets
+# then profile), or all (seed, rff, profile), or phase (bench_seed.py --phase b --seeds 3 at
+# FAE_LAB_PHASE_STEPS steps, default 50000, with --parallel-groups = the visible GPUs; the runs go
+# to FAE_LAB_PHASE_RUNS, default runs/bench_phase_b in the checkout, which a warm machine keeps
+# between calls: a call cut off by its limit leaves the groups stopped at a checkpoint and the next
+# call continues them, so the phase's wall time is the sum of the calls' "phase wall" lines). FAE_LAB_BENCH_STEPS (default 5000: an evaluation every 1,000, the findings runs' cadence; 1500 gives the shorter table of RESULTS.md) sets
 # bench_seed's steps. Everything runs on the first visible GPU, one process at a time;
 # every step is cut off when SECONDS (default 500) have passed since the start.
 set -uo pipefail
@@ -55,6 +59,16 @@ curves() {
     --json "$out/curves_fused_xla.json" 2>&1 | grep -v "^W0\|^I0" | tee "$out/curves_fused_xla.log"
 }
 
+phase() {
+  local gpus runs start; gpus=$(nvidia-smi -L | wc -l); runs=${FAE_LAB_PHASE_RUNS:-runs/bench_phase_b}
+  start=$SECONDS
+  # timeout signals the whole process group: the phase's groups stop at a checkpoint.
+  timeout -s TERM "$(left)" python3 benchmarks/bench_seed.py --phase b --seeds 3 \
+    --phase-steps "${FAE_LAB_PHASE_STEPS:-50000}" --parallel-groups "$gpus" --out "$runs" \
+    --json "$out/bench_phase.json" 2>&1 | grep -v "^W0\|^I0" | tee "$out/bench_phase.log"
+  echo "phase wall: $((SECONDS - start)) s on $gpus GPU(s), runs in $runs" | tee -a "$out/bench_phase.log"
+}
+
 case $part in
   profile) profile ;;
   curves) curves ;;
@@ -62,5 +76,6 @@ case $part in
   rff) rff ;;
   both) seed; profile ;;
   all) seed; rff; profile ;;
+  phase) phase ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
