@@ -205,8 +205,10 @@ def assert_clean(page, watch: PageWatch) -> None:
     text = page.locator("body").evaluate(DEEP_TEXT)
     assert not [t for t in ERROR_TEXT if t in text], text
     assert page.locator(".alert-danger").count() == 0
-    # Both at once, so that a failed load names its address (offline: no CDN, no web fonts).
-    assert (watch.errors, watch.external) == ([], [])
+    # Both at once, so that a failed load names its address (offline: no CDN, no web fonts),
+    # each in full (pytest's comparison of two lists shortens long strings).
+    assert (watch.errors, watch.external) == ([], []), "\n".join(
+        ["console errors:", *watch.errors, "requests leaving this machine:", *watch.external])
 
 
 def test_page_loads_with_every_run_and_no_errors(served, page, artifacts):
