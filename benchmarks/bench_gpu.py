@@ -53,6 +53,8 @@ def steady_rate(run_dir: Path) -> tuple[float, float]:
     # The first rows arrive together with the first compiled chunk: start after them.
     first = int(np.argmax(wall > wall[0] + 1e-9)) if (wall > wall[0]).any() else 0
     dt = wall[-1] - wall[first]
+    if dt <= 0:  # every row came with the first chunk: no steady stretch to measure
+        return float("nan"), 0.0
     return float((steps[-1] - steps[first]) / dt), float(dt)
 
 
