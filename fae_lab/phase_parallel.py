@@ -20,8 +20,8 @@ The largest group starts first: groups are started in decreasing order of their 
 caller's estimate; :func:`fae_lab.phase.run_series` gives members x steps), ties in the phase's
 order. A phase's groups are uneven (phase b: three of 3 runs and the Fourier sweep's 9), and
 started in the phase's order the big one would begin last and end long after the rest: on two
-slots, groups of 3, 3, 9 and 3 runs end after 12 units in that order and after 9 (9 against
-3 + 3 + 3) largest first.
+slots, groups of 3, 3, 9 and 3 runs (a group's time about its runs times one run's) end after
+12 runs' time in that order (3 + 9 on one slot), after 9 largest first (9 against 3 + 3 + 3).
 
 A child that fails (a usage error found late, a crash) is named with its exit status and the
 remaining groups still train; the phase then reports the failure after ranking what finished.
