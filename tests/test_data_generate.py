@@ -179,3 +179,31 @@ def test_bad_arguments_name_their_flag(arguments, flag):
     settings = {"n_samples": 2, "resolution": 16, **arguments}
     with pytest.raises(UsageError, match=flag):
         generate_microstructures(**settings)
+
+
+def test_runs_of_one_process_share_one_generation_of_the_same_data(monkeypatch):
+    """A phase's groups, trained one after another, generate the built-in data once; the shared
+    arrays are read-only, and other settings generate anew."""
+    from fae_lab.train import run as train_run
+    from fae_lab.train.args import parse_run_config
+
+    calls = []
+
+    def counted(**settings):
+        calls.append(settings)
+        return generate_microstructures(**settings)
+
+    monkeypatch.setattr(train_run, "generate_microstructures", counted)
+    train_run.generated_data.cache_clear()
+    data_flags = ["--generate-n-samples", "6", "--generate-resolution", "16", "--generate-n-scales", "2"]
+    baseline = parse_run_config([*data_flags, "--output-dir", "a"])
+    h1 = parse_run_config([*data_flags, "--output-dir", "b", "--loss-type", "h1", "--seed", "4"])
+    first, second = train_run.load_data(baseline), train_run.load_data(h1)
+    assert second is first and len(calls) == 1
+    with pytest.raises(ValueError, match="read-only"):
+        first.fields[0, 0, 0, 0] = 1.0
+    other = train_run.load_data(parse_run_config([*data_flags, "--output-dir", "c", "--generate-seed", "1"]))
+    assert len(calls) == 2 and not np.array_equal(other.fields, first.fields)
+    expected = generate_microstructures(n_samples=6, resolution=16, n_scales=2, seed=0)
+    np.testing.assert_array_equal(first.fields, expected.fields)
+    train_run.generated_data.cache_clear()
