@@ -353,15 +353,17 @@ def test_the_ntk_of_a_checkpoint_uses_the_features_the_run_trained_with(trained)
     from fae_lab.config import from_json_dict
     from fae_lab.ntk.run import float32_model, restore_parameters, run_payload
     from fae_lab.train.checkpoint import Checkpoints
+    from fae_lab.train.step import TrainState, adam
 
     model = float32_model(from_json_dict(run_payload(trained)["config"]), 16)
-    _, _, rest = nnx.split(model, nnx.Param, ...)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    abstract = TrainState(params, adam().init(params), jnp.asarray(0, jnp.int32), jnp.asarray(-1, jnp.int32))
     redrawn = jax.tree.map(lambda a: 2 * np.asarray(a) + 1, rest.to_pure_dict())  # another draw
     nnx.replace_by_pure_dict(rest, redrawn)
     nnx.update(model, rest)
     checkpoints = Checkpoints(trained, keep_best=False)
     try:
-        stored = checkpoints.restore_fixed(rest.to_pure_dict())
+        _, _, stored = checkpoints.restore_latest(abstract, rest.to_pure_dict())
     finally:
         checkpoints.close()
     assert stored is not None and jax.tree.leaves(stored)

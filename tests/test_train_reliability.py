@@ -68,7 +68,7 @@ def _restored_params_finite(run_dir: Path, config) -> tuple[bool, int, dict]:
     target = TrainState(params, adam().init(params), jnp.asarray(0, jnp.int32), jnp.asarray(-1, jnp.int32))
     checkpoints = Checkpoints(run_dir, keep_best=False)
     try:
-        state, record = checkpoints.restore_latest(target)
+        state, record, _ = checkpoints.restore_latest(target)
     finally:
         checkpoints.close()
     leaves = jax.tree.leaves(state.params)

@@ -23,7 +23,7 @@ from fae_lab.grid import radial_bin_edges
 from fae_lab.models import build_model
 from fae_lab.ntk.model import FAEKernels
 from fae_lab.ntk.store import check_joins, spectrum_dataset, write_ntk
-from fae_lab.train.checkpoint import restore_fixed
+from fae_lab.train.checkpoint import restore_step
 from fae_lab.train.step import TrainState, adam
 
 
@@ -89,11 +89,9 @@ def restore_parameters(run_dir: Path, model, step: int | None) -> int:
         _, params, rest = nnx.split(model, nnx.Param, ...)
         abstract = TrainState(params=params, opt_state=adam().init(params), step=jnp.zeros((), jnp.int32),
                               diverged_step=jnp.zeros((), jnp.int32))
-        target = jax_shape_structs(abstract)
-        restored = steps[chosen].restore(chosen, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-        nnx.update(model, restored["state"].params)
+        state, _, fixed = restore_step(steps[chosen], chosen, abstract, rest.to_pure_dict(), record=False)
+        nnx.update(model, state.params)
         # The features the run trained with (a checkpoint from before they were kept: redrawn).
-        fixed = restore_fixed(steps[chosen], chosen, rest.to_pure_dict())
         if fixed is not None:
             nnx.replace_by_pure_dict(rest, fixed)
             nnx.update(model, rest)
@@ -101,12 +99,6 @@ def restore_parameters(run_dir: Path, model, step: int | None) -> int:
     finally:
         for manager in managers:
             manager.close()
-
-
-def jax_shape_structs(tree):
-    import jax
-
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
 def store_bins(run_dir: Path, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

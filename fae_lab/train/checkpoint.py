@@ -49,20 +49,14 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
-    def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+    def restore_latest(self, abstract_state: Any, abstract_fixed: dict | None = None
+                       ) -> tuple[Any, dict[str, Any], dict | None]:
+        """The latest checkpoint's ``(state, record, fixed)`` (:func:`restore_step`)."""
         step = self.latest.latest_step()
         if step is None:
             raise FileNotFoundError("no checkpoint")
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-        restored = self.latest.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), record=ocp.args.JsonRestore())
-        )
-        return restored["state"], dict(restored["record"])
-
-    def restore_fixed(self, abstract_fixed: dict) -> dict | None:
-        """The latest checkpoint's fixed features, shaped as ``abstract_fixed`` (a pure dict of
-        the model the configuration builds); None for a checkpoint saved without them."""
-        return restore_fixed(self.latest, self.latest.latest_step(), abstract_fixed)
+        state, record, fixed = restore_step(self.latest, step, abstract_state, abstract_fixed)
+        return state, record, fixed
 
     def wait(self) -> None:
         self.latest.wait_until_finished()
@@ -75,11 +69,25 @@ class Checkpoints:
             self.best.close()
 
 
-def restore_fixed(manager: ocp.CheckpointManager, step: int | None, abstract_fixed: dict) -> dict | None:
-    """Checkpoint ``step``'s fixed features from ``manager`` (None: no such step, no features
-    in the model, or a checkpoint saved before they were kept)."""
-    if step is None or not abstract_fixed or not (Path(manager.directory) / str(step) / FIXED_ITEM).is_dir():
-        return None
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_fixed)
-    restored = manager.restore(step, args=ocp.args.Composite(**{FIXED_ITEM: ocp.args.StandardRestore(target)}))
-    return restored[FIXED_ITEM]
+
+def shape_structs(tree: Any) -> Any:
+    """``tree`` with every array replaced by its shape and dtype (an orbax restore target)."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
+                 abstract_fixed: dict | None = None, *, record: bool = True
+                 ) -> tuple[Any, dict[str, Any] | None, dict | None]:
+    """Checkpoint ``step`` of ``manager`` in one restore: its state (shaped as
+    ``abstract_state``), its record (None with ``record=False``) and, when ``abstract_fixed``
+    is given (a pure dict of the model the configuration builds), its fixed features (None for
+    a checkpoint saved before they were kept)."""
+    items = {"state": ocp.args.StandardRestore(shape_structs(abstract_state))}
+    if record:
+        items["record"] = ocp.args.JsonRestore()
+    has_fixed = bool(abstract_fixed) and (Path(manager.directory) / str(step) / FIXED_ITEM).is_dir()
+    if has_fixed:
+        items[FIXED_ITEM] = ocp.args.StandardRestore(shape_structs(abstract_fixed))
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    return (restored["state"], dict(restored["record"]) if record else None,
+            restored[FIXED_ITEM] if has_fixed else None)

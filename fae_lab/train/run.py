@@ -124,9 +124,8 @@ def load_data(config: RunConfig) -> MultiscaleData:
 @functools.lru_cache(maxsize=1)
 def generated_data(n_samples: int, resolution: int, n_scales: int, seed: int) -> MultiscaleData:
     """The built-in microstructures, generated once per process for the last settings asked:
-    the groups a phase trains one after another share them (phase b's four groups each
-    generated the same 4,096 samples at 64 x 64, 15 s a time on a 2-core CPU). Read-only, as
-    every caller gets the same arrays."""
+    the groups a phase trains one after another share them instead of each generating them
+    again (its time: benchmarks/RESULTS.md). Read-only, as every caller gets the same arrays."""
     data = generate_microstructures(n_samples=n_samples, resolution=resolution, n_scales=n_scales, seed=seed)
     for array in (data.fields, data.times, data.sigmas):
         if array is not None:
@@ -502,11 +501,11 @@ def restore_group(members: list[Member], state: TrainState, rest: nnx.State) -> 
         if member.checkpoints.latest_step() is None:
             raise UsageError(f"--resume: {member.run_dir} has no checkpoint yet")
         member_rest = member_slice(rest, i)
-        fixed = member.checkpoints.restore_fixed(member_rest.to_pure_dict())
+        member_state, member.record, fixed = member.checkpoints.restore_latest(
+            member_slice(state, i), member_rest.to_pure_dict())
         if fixed is not None:
             nnx.replace_by_pure_dict(member_rest, fixed)
         restored_rest.append(member_rest)
-        member_state, member.record = member.checkpoints.restore_latest(member_slice(state, i))
         member.checkpoint_step = int(member.record["step"])
         member.rows.restore(member.record["rows"])
         n_eval = int(member.record["n_eval"])
