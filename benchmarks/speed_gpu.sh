@@ -15,7 +15,9 @@
 # FAE_LAB_PHASE_STEPS steps, default 50000, with --parallel-groups = the visible GPUs; the runs go
 # to FAE_LAB_PHASE_RUNS, default runs/bench_phase_b in the checkout, which a warm machine keeps
 # between calls: a call cut off by its limit leaves the groups stopped at a checkpoint and the next
-# call continues them, so the phase's wall time is the sum of the calls' "phase wall" lines). FAE_LAB_BENCH_STEPS (default 5000: an evaluation every 1,000, the findings runs' cadence; 1500 gives the shorter table of RESULTS.md) sets
+# call continues them, so the phase's wall time is the sum of the calls' "phase wall" lines), or
+# group (profile_group.py: the real training program of phase b's commands vmapped over 1, 3 and
+# 9 members, wall and kernel time per member step). FAE_LAB_BENCH_STEPS (default 5000: an evaluation every 1,000, the findings runs' cadence; 1500 gives the shorter table of RESULTS.md) sets
 # bench_seed's steps. Everything runs on the first visible GPU, one process at a time;
 # every step is cut off when SECONDS (default 500) have passed since the start.
 set -uo pipefail
@@ -59,6 +61,16 @@ curves() {
     --json "$out/curves_fused_xla.json" 2>&1 | grep -v "^W0\|^I0" | tee "$out/curves_fused_xla.log"
 }
 
+group() {
+  local runs=("phase_b_h1_lambda0.5 1,3,9" "phase_b_fourier_p1 1,9" "phase_b_combined 1")
+  for r in "${runs[@]}"; do
+    set -- $r
+    [ "$(left)" -gt 30 ] || break
+    timeout -s TERM "$(left)" python3 benchmarks/profile_group.py --command "$1" --members "$2" --top 30 \
+      --json "$out/profile_group.jsonl" 2>&1 | grep -v "^W0\|^I0" | tee -a "$out/profile_group.txt"
+  done
+}
+
 phase() {
   local gpus runs start; gpus=$(nvidia-smi -L | wc -l); runs=${FAE_LAB_PHASE_RUNS:-runs/bench_phase_b}
   start=$SECONDS
@@ -77,5 +89,6 @@ case $part in
   both) seed; profile ;;
   all) seed; rff; profile ;;
   phase) phase ;;
+  group) group ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac

@@ -1,0 +1,142 @@
+"""Where a vmapped group's training step spends its time: the real program, M members.
+
+    python benchmarks/profile_group.py --command phase_b_h1_lambda0.5 --members 1,3,9
+    python benchmarks/profile_group.py --command phase_b_fourier_p1 --members 3 --tiny   # CPU check
+
+Builds what ``fae_lab.train.run.train_group`` trains for M seeds of one of the seed's commands
+(``fae_lab.experiments.SEED_COMMANDS``: its own model, loss and scales; 64 x 64, batch 32):
+the models, the stacked state, ``make_train_step`` and a chunk of ``--steps`` steps in one
+``lax.scan``, ``jax.vmap``-ed over the members and jitted with the state donated, as
+``GroupPrograms.chunk`` does. Random fields stand in for the generated data (the step's cost
+does not depend on their values). It times ``--repeats`` calls after two warm-up calls (wall
+µs per group step and per member step), then traces one call with ``jax.profiler`` and prints
+the kernels per group step, largest first (``kernel_breakdown.kernel_times``).
+
+Unlike ``kernel_breakdown.py``, whose step is a hand-written MSE step of one member, this is
+the training program itself: batch drawing on the device, the command's loss terms, gradient
+clipping, the raveled Adam update and the finiteness checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SIZE = ["--generate-n-samples", "4096", "--generate-resolution", "64", "--generate-n-scales", "6",
+        "--batch-size", "32"]
+TINY = ["--generate-n-samples", "64", "--generate-resolution", "16", "--generate-n-scales", "2",
+        "--batch-size", "4", "--spectral-n-bins", "4"]
+
+
+def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fields: int = 256):
+    """(jitted chunk, its arguments but the state, the initial state) for ``members`` seeds of
+    ``command``, as ``train_group`` builds them (random fields in place of the data)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from fae_lab.data.views import default_held_out
+    from fae_lab.experiments import SEED_COMMANDS
+    from fae_lab.grid import grid_coordinates
+    from fae_lab.models.autodecoder import apply_model, build_rung_model
+    from fae_lab.train.args import parse_run_config
+    from fae_lab.train.run import use_fused_encoder
+    from fae_lab.train.step import (StepStatics, TrainData, adam, hyper_from_config, initial_group_state,
+                                    make_chunk, make_train_step)
+
+    configs = [parse_run_config([*SEED_COMMANDS[command], *(TINY if tiny else SIZE), "--seed", str(i)])
+               for i in range(members)]
+    first = configs[0]
+    R, T = first.data.generate_resolution, first.data.generate_n_scales
+    fused = use_fused_encoder(first, "single")
+    graphdef, params, rest = None, [], []
+    for cfg in configs:
+        model = build_rung_model(cfg.model, R, 1, seed=cfg.seed, fused_encoder=fused)
+        gd, p, r = nnx.split(model, nnx.Param, ...)
+        graphdef = graphdef or gd
+        params.append(p)
+        rest.append(r)
+    state, rest, hyper = initial_group_state(params, rest, [hyper_from_config(cfg) for cfg in configs])
+
+    def apply_fn(p, r, x_enc, u_enc, x_dec, field):
+        return apply_model(nnx.merge(graphdef, p, r), x_enc, u_enc, x_dec, field)
+
+    d = first.data
+    if d.training_mode == "single_scale":
+        training_scales = [d.single_scale_index]
+    else:
+        held = d.held_out_indices if d.held_out_indices is not None else default_held_out(T)
+        training_scales = [t for t in range(T) if t not in held]
+    fields = jax.random.normal(jax.random.key(7), (min(n_fields, 16 if tiny else n_fields), T, R, R))
+    data = TrainData(fields=fields, training_scales=jnp.asarray(training_scales, jnp.int32),
+                     grid=jnp.asarray(grid_coordinates(R)))
+    keys = jax.random.wrap_key_data(jnp.stack([jax.random.key_data(jax.random.key(c.seed)) for c in configs]))
+    step_fn = make_train_step(StepStatics.from_config(first, R), apply_fn, adam())
+    chunk = jax.jit(jax.vmap(make_chunk(step_fn, steps), in_axes=(0, 0, None, 0, 0)), donate_argnums=(0,))
+    return chunk, (keys, data, hyper, rest), state, fused
+
+
+def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Path, top: int,
+            tiny: bool) -> dict:
+    import jax
+    from kernel_breakdown import kernel_times, report
+
+    chunk, args, state, fused = group_chunk(command, members, steps, tiny)
+    for _ in range(2):
+        state, _ = chunk(state, *args)
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        state, metrics = chunk(state, *args)
+    jax.block_until_ready((state, metrics))
+    wall_us = (time.perf_counter() - start) / (repeats * steps) * 1e6
+    result = {"command": command, "members": members, "steps_per_call": steps, "fused_encoder": fused,
+              "backend": jax.default_backend(), "wall_us_per_group_step": round(wall_us, 1),
+              "wall_us_per_member_step": round(wall_us / members, 1),
+              "member_steps_per_s": round(members * 1e6 / wall_us, 1)}
+    trace = trace_dir / f"{command}_m{members}"
+    shutil.rmtree(trace, ignore_errors=True)  # a trace left by an earlier call would add up
+    with jax.profiler.trace(str(trace)):
+        state, metrics = chunk(state, *args)
+        jax.block_until_ready((state, metrics))
+    times = kernel_times(trace)
+    result["kernel_us_per_group_step"] = round(sum(t for t, _ in times.values()) / steps, 1)
+    result["launches_per_group_step"] = round(sum(n for _, n in times.values()) / steps, 1)
+    print(f"== {command}, {members} member(s), fused encoder {fused}: wall {wall_us:.1f} us per group step, "
+          f"{wall_us / members:.1f} us per member step", flush=True)
+    if times:
+        report(times, steps, top)
+    return result
+
+
+def main() -> int:
+    from fae_lab.experiments import SEED_COMMANDS
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--command", default="phase_b_h1_lambda0.5", choices=sorted(SEED_COMMANDS))
+    p.add_argument("--members", default="1,3", help="comma-separated member counts")
+    p.add_argument("--steps", type=int, default=20, help="steps per call (one lax.scan)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--trace-dir", type=Path, default=Path("/tmp/fae_group_trace"))
+    p.add_argument("--tiny", action="store_true", help="16 x 16, batch 4: check the script on a CPU")
+    p.add_argument("--json", type=Path, help="append one JSON line per member count here")
+    args = p.parse_args()
+    for members in (int(m) for m in args.members.split(",")):
+        result = profile(args.command, members, args.steps, args.repeats, args.trace_dir, args.top, args.tiny)
+        print(json.dumps(result), flush=True)
+        if args.json:
+            with args.json.open("a") as out:
+                out.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
