@@ -48,8 +48,15 @@ def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fi
     from fae_lab.models.autodecoder import apply_model, build_rung_model
     from fae_lab.train.args import parse_run_config
     from fae_lab.train.run import use_fused_encoder
-    from fae_lab.train.step import (StepStatics, TrainData, adam, hyper_from_config, initial_group_state,
-                                    make_chunk, make_train_step)
+    from fae_lab.train.step import (
+        StepStatics,
+        TrainData,
+        adam,
+        hyper_from_config,
+        initial_group_state,
+        make_chunk,
+        make_train_step,
+    )
 
     configs = [parse_run_config([*SEED_COMMANDS[command], *(TINY if tiny else SIZE), "--seed", str(i)])
                for i in range(members)]
@@ -80,15 +87,34 @@ def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fi
     keys = jax.random.wrap_key_data(jnp.stack([jax.random.key_data(jax.random.key(c.seed)) for c in configs]))
     step_fn = make_train_step(StepStatics.from_config(first, R), apply_fn, adam())
     chunk = jax.jit(jax.vmap(make_chunk(step_fn, steps), in_axes=(0, 0, None, 0, 0)), donate_argnums=(0,))
-    return chunk, (keys, data, hyper, rest), state, fused
+    return chunk, (keys, data, hyper, rest), state, fused, (graphdef, first)
+
+
+def evaluation_seconds(graphdef, config, params, rest, repeats: int = 3) -> float:
+    """Seconds of one evaluation of the group (both splits, every scale, the reconstructions)
+    on the command's real data, as the training loop calls it at every ``--eval-every``."""
+    import jax
+
+    from fae_lab.train.run import group_programs, prepare_problem
+    from fae_lab.train.step import StepStatics
+
+    problem = prepare_problem(config)
+    evaluate = group_programs(graphdef, StepStatics.from_config(config, problem.resolution), None, problem.bins,
+                              problem.cutoff, problem.n_reconstructions).evaluate
+    jax.block_until_ready(evaluate(params, rest, problem.eval_data))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = evaluate(params, rest, problem.eval_data)
+        jax.device_get(out)  # as the loop reads it
+    return (time.perf_counter() - start) / repeats
 
 
 def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Path, top: int,
-            tiny: bool) -> dict:
+            tiny: bool, evaluate: bool = False) -> dict:
     import jax
     from kernel_breakdown import kernel_times, report
 
-    chunk, args, state, fused = group_chunk(command, members, steps, tiny)
+    chunk, args, state, fused, (graphdef, config) = group_chunk(command, members, steps, tiny)
     for _ in range(2):
         state, _ = chunk(state, *args)
     jax.block_until_ready(state)
@@ -107,12 +133,25 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
         state, metrics = chunk(state, *args)
         jax.block_until_ready((state, metrics))
     times = kernel_times(trace)
+    if not times:  # say what the trace holds instead
+        from jax.profiler import ProfileData
+
+        for path in trace.rglob("*.xplane.pb"):
+            for plane in ProfileData.from_file(str(path)).planes:
+                lines = [f"{line.name} ({sum(1 for _ in line.events)})" for line in plane.lines]
+                print(f"  trace plane {plane.name!r}: {', '.join(lines[:8])}", flush=True)
     result["kernel_us_per_group_step"] = round(sum(t for t, _ in times.values()) / steps, 1)
     result["launches_per_group_step"] = round(sum(n for _, n in times.values()) / steps, 1)
     print(f"== {command}, {members} member(s), fused encoder {fused}: wall {wall_us:.1f} us per group step, "
           f"{wall_us / members:.1f} us per member step", flush=True)
     if times:
         report(times, steps, top)
+    if evaluate:
+        seconds = evaluation_seconds(graphdef, config, state.params, args[3])
+        result["evaluation_s"] = round(seconds, 4)
+        print(f"   one evaluation: {seconds * 1e3:.1f} ms ({seconds / members * 1e3:.1f} ms per member): "
+              f"{seconds * 1e6 / members / config.eval.eval_every:.1f} us per member step at --eval-every "
+              f"{config.eval.eval_every}", flush=True)
     return result
 
 
@@ -128,9 +167,11 @@ def main() -> int:
     p.add_argument("--trace-dir", type=Path, default=Path("/tmp/fae_group_trace"))
     p.add_argument("--tiny", action="store_true", help="16 x 16, batch 4: check the script on a CPU")
     p.add_argument("--json", type=Path, help="append one JSON line per member count here")
+    p.add_argument("--evaluate", action="store_true",
+                   help="also time one evaluation on the command's generated data (4,096 samples)")
     args = p.parse_args()
     for members in (int(m) for m in args.members.split(",")):
-        result = profile(args.command, members, args.steps, args.repeats, args.trace_dir, args.top, args.tiny)
+        result = profile(args.command, members, args.steps, args.repeats, args.trace_dir, args.top, args.tiny, args.evaluate)
         print(json.dumps(result), flush=True)
         if args.json:
             with args.json.open("a") as out:

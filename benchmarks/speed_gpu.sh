@@ -17,7 +17,7 @@
 # between calls: a call cut off by its limit leaves the groups stopped at a checkpoint and the next
 # call continues them, so the phase's wall time is the sum of the calls' "phase wall" lines), or
 # group (profile_group.py: the real training program of phase b's commands vmapped over 1, 3 and
-# 9 members, wall and kernel time per member step). FAE_LAB_BENCH_STEPS (default 5000: an evaluation every 1,000, the findings runs' cadence; 1500 gives the shorter table of RESULTS.md) sets
+# 9 members, wall and kernel time per member step, and the time of one evaluation). FAE_LAB_BENCH_STEPS (default 5000: an evaluation every 1,000, the findings runs' cadence; 1500 gives the shorter table of RESULTS.md) sets
 # bench_seed's steps. Everything runs on the first visible GPU, one process at a time;
 # every step is cut off when SECONDS (default 500) have passed since the start.
 set -uo pipefail
@@ -66,7 +66,7 @@ group() {
   for r in "${runs[@]}"; do
     set -- $r
     [ "$(left)" -gt 30 ] || break
-    timeout -s TERM "$(left)" python3 benchmarks/profile_group.py --command "$1" --members "$2" --top 30 \
+    timeout -s TERM "$(left)" python3 benchmarks/profile_group.py --command "$1" --members "$2" --top 30 --evaluate \
       --json "$out/profile_group.jsonl" 2>&1 | grep -v "^W0\|^I0" | tee -a "$out/profile_group.txt"
   done
 }
