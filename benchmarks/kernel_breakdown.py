@@ -110,9 +110,13 @@ def kernel_times(trace_dir: Path) -> dict[str, tuple[float, int]]:
             if not plane.name.startswith("/device:GPU"):
                 continue
             for line in plane.lines:
-                if "stream" not in line.name.lower() or "memcpy" in line.name.lower():
+                # A stream's line may be named "Stream #14(Memset,MemcpyD2D,Compute)" (JAX 0.11):
+                # copies and memsets are told apart by their events' names, not the line's.
+                if "stream" not in line.name.lower():
                     continue
                 for event in line.events:
+                    if event.name.lower().startswith(("memcpy", "memset")):
+                        continue
                     entry = totals[event.name[:100]]
                     entry[0] += event.duration_ns / 1e3
                     entry[1] += 1

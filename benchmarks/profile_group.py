@@ -90,9 +90,11 @@ def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fi
     return chunk, (keys, data, hyper, rest), state, fused, (graphdef, first)
 
 
-def evaluation_seconds(graphdef, config, params, rest, repeats: int = 3) -> float:
+def evaluation_seconds(graphdef, config, params, rest, repeats: int = 3, trace: Path | None = None,
+                       top: int = 25) -> float:
     """Seconds of one evaluation of the group (both splits, every scale, the reconstructions)
-    on the command's real data, as the training loop calls it at every ``--eval-every``."""
+    on the command's real data, as the training loop calls it at every ``--eval-every``; with
+    ``trace``, one more call is traced and its kernels printed."""
     import jax
 
     from fae_lab.train.run import group_programs, prepare_problem
@@ -106,7 +108,18 @@ def evaluation_seconds(graphdef, config, params, rest, repeats: int = 3) -> floa
     for _ in range(repeats):
         out = evaluate(params, rest, problem.eval_data)
         jax.device_get(out)  # as the loop reads it
-    return (time.perf_counter() - start) / repeats
+    seconds = (time.perf_counter() - start) / repeats
+    if trace is not None:
+        from kernel_breakdown import kernel_times, report
+
+        shutil.rmtree(trace, ignore_errors=True)
+        with jax.profiler.trace(str(trace)):
+            jax.device_get(evaluate(params, rest, problem.eval_data))
+        times = kernel_times(trace)
+        if times:
+            print("   the evaluation's kernels:")
+            report(times, 1, top)
+    return seconds
 
 
 def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Path, top: int,
@@ -133,7 +146,7 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
         state, metrics = chunk(state, *args)
         jax.block_until_ready((state, metrics))
     times = kernel_times(trace)
-    if not times:  # say what the trace holds instead
+    if not times and jax.default_backend() == "gpu":  # say what the trace holds instead
         from jax.profiler import ProfileData
 
         for path in trace.rglob("*.xplane.pb"):
@@ -147,7 +160,8 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
     if times:
         report(times, steps, top)
     if evaluate:
-        seconds = evaluation_seconds(graphdef, config, state.params, args[3])
+        seconds = evaluation_seconds(graphdef, config, state.params, args[3], trace=trace.with_name(trace.name + "_eval"),
+                                     top=top)
         result["evaluation_s"] = round(seconds, 4)
         print(f"   one evaluation: {seconds * 1e3:.1f} ms ({seconds / members * 1e3:.1f} ms per member): "
               f"{seconds * 1e6 / members / config.eval.eval_every:.1f} us per member step at --eval-every "
