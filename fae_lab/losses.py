@@ -40,7 +40,7 @@ import numpy as np
 from fae_lab import variants
 from fae_lab.config import H1_FORMS
 from fae_lab.errors import UsageError
-from fae_lab.grid import wavenumber_magnitude
+from fae_lab.grid import integer_wavenumbers, wavenumber_magnitude
 from fae_lab.spectral import as_float, error_power
 
 __all__ = [
@@ -146,8 +146,19 @@ def _fourier_weighted(error: jax.Array, p: LossParameters) -> dict[str, jax.Arra
 
 @loss_terms("combined")
 def _combined(error: jax.Array, p: LossParameters) -> dict[str, jax.Array]:
-    return {"fourier": fourier_weighted_error(error, p.freq_weight_power),
-            "grad": gradient_term(error, p)}
+    """Both terms from one spectrum |ê_n|²: G of either form is Σ_n s_n |ê_n|² (Parseval; the
+    finite difference's symbol s_n, module doc), so the gradient term costs no FFT and no
+    shifted copies of e of its own (one FFT forward, one back in the gradient)."""
+    power = error_power(error)
+    R = error.shape[-1]
+    if p.h1_form == "spectral":
+        k0 = R / (2 * np.pi) if p.k0 is None else p.k0
+        symbol = jnp.asarray(_n_squared(R), error.dtype) / jnp.asarray(k0, error.dtype) ** 2
+    else:
+        symbol = jnp.asarray(_difference_symbol(R), error.dtype)
+    weights = _fourier_weights(R, p.freq_weight_power, error.dtype)
+    return {"fourier": jnp.mean(jnp.sum(power * weights[None], axis=(-2, -1))),
+            "grad": jnp.asarray(p.lambda_grad, error.dtype) * jnp.mean(jnp.sum(power * symbol[None], axis=(-2, -1)))}
 
 
 def gradient_term(error: jax.Array, p: LossParameters) -> jax.Array:
@@ -189,9 +200,13 @@ def fourier_weighted_error(error: jax.Array, power: float | jax.Array) -> jax.Ar
     The weights have unit mean over the R² modes, so p = 0 is exactly mean e² and a larger p
     moves weight from low |n| to high |n|. ``error``: ``(B, R, R)``; returns a scalar.
     """
-    log_magnitude = jnp.asarray(_log_clipped_magnitude(error.shape[-1]), error.dtype)
-    weights = jnp.exp(jnp.asarray(power, error.dtype) * log_magnitude)
-    return _weighted_power(error, weights / jnp.mean(weights))
+    return _weighted_power(error, _fourier_weights(error.shape[-1], power, error.dtype))
+
+
+def _fourier_weights(resolution: int, power: float | jax.Array, dtype) -> jax.Array:
+    """w_n = max(|n|, 1)^p / mean_m max(|m|, 1)^p, ``(R, R)`` in fft2 layout."""
+    weights = jnp.exp(jnp.asarray(power, dtype) * jnp.asarray(_log_clipped_magnitude(resolution), dtype))
+    return weights / jnp.mean(weights)
 
 
 def point_l2(pred: jax.Array, target: jax.Array) -> jax.Array:
@@ -214,6 +229,14 @@ def _weighted_power(error: jax.Array, weights: jax.Array) -> jax.Array:
 @functools.lru_cache(maxsize=32)
 def _n_squared(resolution: int) -> np.ndarray:
     return _read_only(wavenumber_magnitude(resolution) ** 2)
+
+
+@functools.lru_cache(maxsize=32)
+def _difference_symbol(resolution: int) -> np.ndarray:
+    """sin²(2π nx / R) + sin²(2π ny / R): |symbol|² of the periodic central differences of
+    :func:`finite_difference_gradient_energy`, so that G_FD = Σ_n s_n |ê_n|²."""
+    ny, nx = integer_wavenumbers(resolution)
+    return _read_only(np.sin(2 * np.pi * nx / resolution) ** 2 + np.sin(2 * np.pi * ny / resolution) ** 2)
 
 
 @functools.lru_cache(maxsize=32)
