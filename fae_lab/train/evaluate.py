@@ -43,14 +43,20 @@ class SplitEvalData(NamedTuple):
 
 
 def prepare_eval_data(fields: np.ndarray, batch_size: int, training_mask: np.ndarray,
-                      grid: np.ndarray, sample_index: np.ndarray | None = None) -> EvalData:
-    """Pad ``fields (S, T, R, R)`` to whole batches of ``batch_size`` samples.
+                      grid: np.ndarray, sample_index: np.ndarray | None = None, *,
+                      at_least: int = 1) -> EvalData:
+    """Pad ``fields (S, T, R, R)`` to whole batches: as few batches as ``batch_size`` samples
+    each allow, made as even as they can be, so the padding (decoded, then masked out) is
+    under one sample per batch: 819 samples at 64 are 13 batches of 63, not 13 of 64 with 13
+    padded. A batch holds at least ``at_least`` samples (the reconstructions are the first
+    batch's first samples), at most all of them.
 
     ``sample_index (S,)``: each sample's index into the training split (training subsets),
     read by the ladder's latent tables; None (the test split) gives 0.
     """
     n, T, R, _ = fields.shape
-    batch_size = max(1, min(batch_size, n))
+    n_batches = -(-n // max(1, min(batch_size, n)))
+    batch_size = min(n, max(-(-n // n_batches), at_least))
     n_batches = -(-n // batch_size)
     padded = np.zeros((n_batches * batch_size, T, R, R), np.float32)
     padded[:n] = fields

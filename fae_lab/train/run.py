@@ -172,9 +172,10 @@ def prepare_problem(config: RunConfig) -> Problem:
             grid=jnp.asarray(grid),
         ),
         eval_data=SplitEvalData(
-            test=prepare_eval_data(data.fields[test_idx], eval_batch, training_mask, grid) if has_encoder else None,
+            test=prepare_eval_data(data.fields[test_idx], eval_batch, training_mask, grid,
+                                   at_least=n_rec) if has_encoder else None,
             train=prepare_eval_data(data.fields[eval_train_idx], eval_batch, training_mask, grid,
-                                    sample_index=np.arange(n_eval_train)),
+                                    sample_index=np.arange(n_eval_train), at_least=n_rec),
         ),
         eval_train_idx=eval_train_idx,
         recon_idx=recon_pool[:n_rec],
