@@ -20,6 +20,7 @@ import os
 import sys
 
 import panel as pn
+from panel.io.resources import LOCAL_DIST
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
@@ -150,10 +151,28 @@ class LabApp(pn.viewable.Viewer):
         pn.state.on_session_destroyed(lambda _context: callback.stop())
 
 
+def keep_panel_css_local() -> None:
+    """Point the stylesheets of every model this session's document will hold at the server's
+    own files, from the start.
+
+    Panel gives a component's stylesheets its CDN's address (cdn.holoviz.org) and rewrites
+    them, when the model is made, to the address in the document's ``dist_url``; but a
+    session's document gets its ``dist_url`` only when its page is rendered. A model made for
+    it before then (by the app's construction, or by a poll that fires first) kept the CDN
+    address unless it was among the document's roots at that moment: offline, the page then
+    failed to load ``loading.css`` and ``markdown.css`` (seen in the browser tests). The
+    address is Panel's own for a served page (``panel.io.server``), which renders it again."""
+    doc = pn.state.curdoc
+    if doc is not None:
+        rel = pn.state.rel_path
+        doc._template_variables.setdefault("dist_url", f"{rel}/{LOCAL_DIST}" if rel else LOCAL_DIST)
+
+
 def create_app(runs_dir: str | os.PathLike, poll_ms: int = POLL_MS,
                data_dir: str | os.PathLike | None = None) -> pn.template.BaseTemplate:
     """The page of one new session: a :class:`LabApp` that polls ``runs_dir`` and launches
     runs on data files under ``data_dir`` (default ``runs_dir``)."""
+    keep_panel_css_local()
     app = LabApp(runs_dir, poll_ms, data_dir)
     app.start_polling()
     pn.state.onload(app.prime)
