@@ -47,14 +47,13 @@ def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fi
     from fae_lab.grid import grid_coordinates
     from fae_lab.models.autodecoder import apply_model, build_rung_model
     from fae_lab.train.args import parse_run_config
-    from fae_lab.train.run import use_fused_encoder
+    from fae_lab.train.run import GroupPrograms, use_fused_encoder
     from fae_lab.train.step import (
         StepStatics,
         TrainData,
         adam,
         hyper_from_config,
         initial_group_state,
-        make_chunk,
         make_train_step,
     )
 
@@ -85,8 +84,8 @@ def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fi
     data = TrainData(fields=fields, training_scales=jnp.asarray(training_scales, jnp.int32),
                      grid=jnp.asarray(grid_coordinates(R)))
     keys = jax.random.wrap_key_data(jnp.stack([jax.random.key_data(jax.random.key(c.seed)) for c in configs]))
-    step_fn = make_train_step(StepStatics.from_config(first, R), apply_fn, adam())
-    chunk = jax.jit(jax.vmap(make_chunk(step_fn, steps), in_axes=(0, 0, None, 0, 0)), donate_argnums=(0,))
+    # The vmapped, jitted chunk of the training loop itself (GroupPrograms.chunk).
+    chunk = GroupPrograms(make_train_step(StepStatics.from_config(first, R), apply_fn, adam()), None).chunk(steps)
     return chunk, (keys, data, hyper, rest), state, fused, (graphdef, first)
 
 

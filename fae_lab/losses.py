@@ -149,16 +149,10 @@ def _combined(error: jax.Array, p: LossParameters) -> dict[str, jax.Array]:
     """Both terms from one spectrum |ê_n|²: G of either form is Σ_n s_n |ê_n|² (Parseval; the
     finite difference's symbol s_n, module doc), so the gradient term costs no FFT and no
     shifted copies of e of its own (one FFT forward, one back in the gradient)."""
-    power = error_power(error)
-    R = error.shape[-1]
-    if p.h1_form == "spectral":
-        k0 = R / (2 * np.pi) if p.k0 is None else p.k0
-        symbol = jnp.asarray(_n_squared(R), error.dtype) / jnp.asarray(k0, error.dtype) ** 2
-    else:
-        symbol = jnp.asarray(_difference_symbol(R), error.dtype)
-    weights = _fourier_weights(R, p.freq_weight_power, error.dtype)
-    return {"fourier": jnp.mean(jnp.sum(power * weights[None], axis=(-2, -1))),
-            "grad": jnp.asarray(p.lambda_grad, error.dtype) * jnp.mean(jnp.sum(power * symbol[None], axis=(-2, -1)))}
+    power, R = error_power(error), error.shape[-1]
+    gradient = _mean_weighted_sum(power, _gradient_symbol(R, p.h1_form, p.k0, error.dtype))
+    return {"fourier": _mean_weighted_sum(power, _fourier_weights(R, p.freq_weight_power, error.dtype)),
+            "grad": jnp.asarray(p.lambda_grad, error.dtype) * gradient}
 
 
 def gradient_term(error: jax.Array, p: LossParameters) -> jax.Array:
@@ -186,12 +180,7 @@ def spectral_gradient_energy(error: jax.Array, k0: float | jax.Array | None = No
 
     ``error``: ``(B, R, R)``; returns a scalar.
     """
-    resolution = error.shape[-1]
-    if k0 is None:
-        k0 = resolution / (2 * np.pi)
-    n_squared = jnp.asarray(_n_squared(resolution), error.dtype)
-    weights = n_squared / jnp.asarray(k0, error.dtype) ** 2
-    return _weighted_power(error, weights)
+    return _weighted_power(error, _gradient_symbol(error.shape[-1], "spectral", k0, error.dtype))
 
 
 def fourier_weighted_error(error: jax.Array, power: float | jax.Array) -> jax.Array:
@@ -222,8 +211,22 @@ def latent_penalty(z: jax.Array, beta: float | jax.Array) -> jax.Array:
 
 def _weighted_power(error: jax.Array, weights: jax.Array) -> jax.Array:
     """Mean over batch of Σ_n weights_n |ê_n|² for ``(B, R, R)`` errors, ``(R, R)`` weights."""
-    per_sample = jnp.sum(error_power(error) * weights[None, :, :], axis=(-2, -1))
-    return jnp.mean(per_sample)
+    return _mean_weighted_sum(error_power(error), weights)
+
+
+def _mean_weighted_sum(power: jax.Array, weights: jax.Array) -> jax.Array:
+    """Mean over batch of Σ_n weights_n power_n for ``(B, R, R)`` powers |ê_n|²."""
+    return jnp.mean(jnp.sum(power * weights[None, :, :], axis=(-2, -1)))
+
+
+def _gradient_symbol(resolution: int, h1_form: str, k0: float | jax.Array | None, dtype) -> jax.Array:
+    """s_n with G = Σ_n s_n |ê_n|²: (|n| / k0)² (``spectral``, k0 = R / (2π) where None), or
+    the central differences' sin²(2π nx / R) + sin²(2π ny / R) (``finite_difference``)."""
+    if h1_form != "spectral":
+        return jnp.asarray(_difference_symbol(resolution), dtype)
+    if k0 is None:
+        k0 = resolution / (2 * np.pi)
+    return jnp.asarray(_n_squared(resolution), dtype) / jnp.asarray(k0, dtype) ** 2
 
 
 @functools.lru_cache(maxsize=32)
