@@ -35,11 +35,9 @@ OPTION_SETS: dict[str, dict] = {
 def main() -> int:
     import jax
     import numpy as np
-    from profile_group import group_chunk
+    from profile_group import evaluation_program, group_chunk
 
     from fae_lab.experiments import SEED_COMMANDS
-    from fae_lab.train.run import group_programs, prepare_problem
-    from fae_lab.train.step import StepStatics
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--command", default="phase_b_h1_lambda0.5", choices=sorted(SEED_COMMANDS))
@@ -50,9 +48,7 @@ def main() -> int:
     args = p.parse_args()
     _, chunk_args, state, _, (graphdef, config) = group_chunk(args.command, 1, 1, args.tiny)
     rest = chunk_args[3]
-    problem = prepare_problem(config)
-    evaluate = group_programs(graphdef, StepStatics.from_config(config, problem.resolution), None, problem.bins,
-                              problem.cutoff, problem.n_reconstructions).evaluate
+    evaluate, problem = evaluation_program(graphdef, config)
     lowered = evaluate.lower(state.params, rest, problem.eval_data)
     reference, results = None, []
     for name in args.options.split(","):

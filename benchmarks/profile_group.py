@@ -89,6 +89,17 @@ def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fi
     return chunk, (keys, data, hyper, rest), state, fused, (graphdef, first)
 
 
+def evaluation_program(graphdef, config):
+    """(the group's jitted evaluation, as the training loop gets it, and the Problem holding
+    its data) for ``config``'s real data."""
+    from fae_lab.train.run import group_programs, prepare_problem
+    from fae_lab.train.step import StepStatics
+
+    problem = prepare_problem(config)
+    return group_programs(graphdef, StepStatics.from_config(config, problem.resolution), None, problem.bins,
+                          problem.cutoff, problem.n_reconstructions).evaluate, problem
+
+
 def evaluation_seconds(graphdef, config, params, rest, repeats: int = 3, trace: Path | None = None,
                        top: int = 25) -> float:
     """Seconds of one evaluation of the group (both splits, every scale, the reconstructions)
@@ -96,12 +107,7 @@ def evaluation_seconds(graphdef, config, params, rest, repeats: int = 3, trace: 
     ``trace``, one more call is traced and its kernels printed."""
     import jax
 
-    from fae_lab.train.run import group_programs, prepare_problem
-    from fae_lab.train.step import StepStatics
-
-    problem = prepare_problem(config)
-    evaluate = group_programs(graphdef, StepStatics.from_config(config, problem.resolution), None, problem.bins,
-                              problem.cutoff, problem.n_reconstructions).evaluate
+    evaluate, problem = evaluation_program(graphdef, config)
     jax.block_until_ready(evaluate(params, rest, problem.eval_data))
     start = time.perf_counter()
     for _ in range(repeats):
@@ -145,13 +151,6 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
         state, metrics = chunk(state, *args)
         jax.block_until_ready((state, metrics))
     times = kernel_times(trace)
-    if not times and jax.default_backend() == "gpu":  # say what the trace holds instead
-        from jax.profiler import ProfileData
-
-        for path in trace.rglob("*.xplane.pb"):
-            for plane in ProfileData.from_file(str(path)).planes:
-                lines = [f"{line.name} ({sum(1 for _ in line.events)})" for line in plane.lines]
-                print(f"  trace plane {plane.name!r}: {', '.join(lines[:8])}", flush=True)
     result["kernel_us_per_group_step"] = round(sum(t for t, _ in times.values()) / steps, 1)
     result["launches_per_group_step"] = round(sum(n for _, n in times.values()) / steps, 1)
     print(f"== {command}, {members} member(s), fused encoder {fused}: wall {wall_us:.1f} us per group step, "

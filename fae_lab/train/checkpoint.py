@@ -55,8 +55,7 @@ class Checkpoints:
         step = self.latest.latest_step()
         if step is None:
             raise FileNotFoundError("no checkpoint")
-        state, record, fixed = restore_step(self.latest, step, abstract_state, abstract_fixed)
-        return state, record, fixed
+        return restore_step(self.latest, step, abstract_state, abstract_fixed)
 
     def wait(self) -> None:
         self.latest.wait_until_finished()

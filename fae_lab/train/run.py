@@ -156,7 +156,6 @@ def prepare_problem(config: RunConfig) -> Problem:
     has_encoder = rung == "fae"
     recon_pool = test_idx if has_encoder else eval_train_idx
     n_rec = min(config.eval.n_reconstruction_samples, len(recon_pool))
-    eval_batch = max(config.eval.eval_batch_size, n_rec)
     return Problem(
         data=data,
         train_idx=train_idx,
@@ -172,9 +171,9 @@ def prepare_problem(config: RunConfig) -> Problem:
             grid=jnp.asarray(grid),
         ),
         eval_data=SplitEvalData(
-            test=prepare_eval_data(data.fields[test_idx], eval_batch, training_mask, grid,
+            test=prepare_eval_data(data.fields[test_idx], config.eval.eval_batch_size, training_mask, grid,
                                    at_least=n_rec) if has_encoder else None,
-            train=prepare_eval_data(data.fields[eval_train_idx], eval_batch, training_mask, grid,
+            train=prepare_eval_data(data.fields[eval_train_idx], config.eval.eval_batch_size, training_mask, grid,
                                     sample_index=np.arange(n_eval_train), at_least=n_rec),
         ),
         eval_train_idx=eval_train_idx,
