@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -35,9 +36,11 @@ TINY = ["--generate-n-samples", "64", "--generate-resolution", "16", "--generate
         "--batch-size", "4", "--spectral-n-bins", "4"]
 
 
-def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fields: int = 256):
+def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fields: int = 256,
+                compiler_options: dict | None = None):
     """(jitted chunk, its arguments but the state, the initial state) for ``members`` seeds of
-    ``command``, as ``train_group`` builds them (random fields in place of the data)."""
+    ``command``, as ``train_group`` builds them (random fields in place of the data);
+    ``compiler_options``: XLA's options for compiling the chunk."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -85,29 +88,32 @@ def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fi
                      grid=jnp.asarray(grid_coordinates(R)))
     keys = jax.random.wrap_key_data(jnp.stack([jax.random.key_data(jax.random.key(c.seed)) for c in configs]))
     # The vmapped, jitted chunk of the training loop itself (GroupPrograms.chunk).
-    chunk = GroupPrograms(make_train_step(StepStatics.from_config(first, R), apply_fn, adam()), None).chunk(steps)
+    chunk = GroupPrograms(make_train_step(StepStatics.from_config(first, R), apply_fn, adam()), None,
+                          compiler_options=compiler_options).chunk(steps)
     return chunk, (keys, data, hyper, rest), state, fused, (graphdef, first)
 
 
-def evaluation_program(graphdef, config):
-    """(the group's jitted evaluation, as the training loop gets it, and the Problem holding
-    its data) for ``config``'s real data."""
+def evaluation_program(graphdef, config, members_in_turn: bool = True):
+    """(the group's jitted evaluation, as the training loop gets it on one device, and the
+    Problem holding its data) for ``config``'s real data; ``members_in_turn=False``: the members
+    side by side (vmap), as a group sharded over several devices evaluates them."""
     from fae_lab.train.run import group_programs, prepare_problem
     from fae_lab.train.step import StepStatics
 
     problem = prepare_problem(config)
     return group_programs(graphdef, StepStatics.from_config(config, problem.resolution), None, problem.bins,
-                          problem.cutoff, problem.n_reconstructions).evaluate, problem
+                          problem.cutoff, problem.n_reconstructions,
+                          members_in_turn=members_in_turn).evaluate, problem
 
 
 def evaluation_seconds(graphdef, config, params, rest, repeats: int = 3, trace: Path | None = None,
-                       top: int = 25) -> float:
+                       top: int = 25, members_in_turn: bool = True) -> float:
     """Seconds of one evaluation of the group (both splits, every scale, the reconstructions)
     on the command's real data, as the training loop calls it at every ``--eval-every``; with
     ``trace``, one more call is traced and its kernels printed."""
     import jax
 
-    evaluate, problem = evaluation_program(graphdef, config)
+    evaluate, problem = evaluation_program(graphdef, config, members_in_turn)
     jax.block_until_ready(evaluate(params, rest, problem.eval_data))
     start = time.perf_counter()
     for _ in range(repeats):
@@ -128,11 +134,12 @@ def evaluation_seconds(graphdef, config, params, rest, repeats: int = 3, trace: 
 
 
 def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Path, top: int,
-            tiny: bool, evaluate: bool = False) -> dict:
+            tiny: bool, evaluate: tuple[str, ...] = (), compiler_options: dict | None = None) -> dict:
     import jax
     from kernel_breakdown import kernel_times, report
 
-    chunk, args, state, fused, (graphdef, config) = group_chunk(command, members, steps, tiny)
+    chunk, args, state, fused, (graphdef, config) = group_chunk(command, members, steps, tiny,
+                                                                compiler_options=compiler_options)
     for _ in range(2):
         state, _ = chunk(state, *args)
     jax.block_until_ready(state)
@@ -142,7 +149,8 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
     jax.block_until_ready((state, metrics))
     wall_us = (time.perf_counter() - start) / (repeats * steps) * 1e6
     result = {"command": command, "members": members, "steps_per_call": steps, "fused_encoder": fused,
-              "backend": jax.default_backend(), "wall_us_per_group_step": round(wall_us, 1),
+              "backend": jax.default_backend(), "compiler_options": compiler_options or {},
+              "xla_flags": os.environ.get("XLA_FLAGS", ""), "wall_us_per_group_step": round(wall_us, 1),
               "wall_us_per_member_step": round(wall_us / members, 1),
               "member_steps_per_s": round(members * 1e6 / wall_us, 1)}
     trace = trace_dir / f"{command}_m{members}"
@@ -157,13 +165,14 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
           f"{wall_us / members:.1f} us per member step", flush=True)
     if times:
         report(times, steps, top)
-    if evaluate:
-        seconds = evaluation_seconds(graphdef, config, state.params, args[3], trace=trace.with_name(trace.name + "_eval"),
-                                     top=top)
-        result["evaluation_s"] = round(seconds, 4)
-        print(f"   one evaluation: {seconds * 1e3:.1f} ms ({seconds / members * 1e3:.1f} ms per member): "
-              f"{seconds * 1e6 / members / config.eval.eval_every:.1f} us per member step at --eval-every "
-              f"{config.eval.eval_every}", flush=True)
+    for how in evaluate:
+        seconds = evaluation_seconds(graphdef, config, state.params, args[3], top=top,
+                                     trace=trace.with_name(f"{trace.name}_eval_{how}"),
+                                     members_in_turn=how == "in-turn")
+        result["evaluation_s" if how == "in-turn" else f"evaluation_s_{how}"] = round(seconds, 4)
+        print(f"   one evaluation, members {how}: {seconds * 1e3:.1f} ms ({seconds / members * 1e3:.1f} ms "
+              f"per member): {seconds * 1e6 / members / config.eval.eval_every:.1f} us per member step at "
+              f"--eval-every {config.eval.eval_every}", flush=True)
     return result
 
 
@@ -179,11 +188,22 @@ def main() -> int:
     p.add_argument("--trace-dir", type=Path, default=Path("/tmp/fae_group_trace"))
     p.add_argument("--tiny", action="store_true", help="16 x 16, batch 4: check the script on a CPU")
     p.add_argument("--json", type=Path, help="append one JSON line per member count here")
-    p.add_argument("--evaluate", action="store_true",
-                   help="also time one evaluation on the command's generated data (4,096 samples)")
+    p.add_argument("--evaluate", nargs="?", const="in-turn", default="",
+                   help="also time one evaluation on the command's generated data (4,096 samples), "
+                        "its members one after another as the loop on one GPU evaluates them "
+                        "(in-turn, the default), side by side (together: vmap), or both "
+                        "(in-turn,together)")
+    p.add_argument("--compiler-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an XLA option for compiling the training chunk (repeatable), e.g. "
+                        "xla_gpu_enable_triton_gemm=false")
     args = p.parse_args()
+    options = {}
+    for item in args.compiler_option:
+        name, _, value = item.partition("=")
+        options[name] = {"true": True, "false": False}.get(value.lower(), value)
     for members in (int(m) for m in args.members.split(",")):
-        result = profile(args.command, members, args.steps, args.repeats, args.trace_dir, args.top, args.tiny, args.evaluate)
+        result = profile(args.command, members, args.steps, args.repeats, args.trace_dir, args.top, args.tiny,
+                         tuple(filter(None, args.evaluate.split(","))), options or None)
         print(json.dumps(result), flush=True)
         if args.json:
             with args.json.open("a") as out:

@@ -1,6 +1,6 @@
 """The evaluation's batches (fae_lab.train.evaluate.prepare_eval_data): as few as the batch size
 allows, as even as they can be, every sample once and in order; and the metrics do not depend
-on how the samples are batched."""
+on how the samples are batched, nor on the other members of a group."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from fae_lab.grid import grid_coordinates
 from fae_lab.spectral import radial_bins, resolve_cutoff
-from fae_lab.train.evaluate import make_evaluate, prepare_eval_data
+from fae_lab.train.evaluate import SplitEvalData, make_evaluate, prepare_eval_data
 
 R, T = 8, 3
 
@@ -72,3 +72,40 @@ def test_metrics_and_reconstructions_do_not_depend_on_the_batching():
     # The reconstructions are the first three samples' decoded fields.
     expected = 0.8 * fields[:3] + 0.1 * np.roll(fields[:3].reshape(3, T, R * R), 3, axis=-1).reshape(3, T, R, R) + 0.05
     np.testing.assert_allclose(reference_recon, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_turn", [True, False])
+def test_a_group_evaluates_each_member_as_that_member_alone(in_turn):
+    """A group's evaluation (its members one after another, or side by side as when they are
+    sharded over devices) gives each member the metrics and reconstructions of that member
+    evaluated as a group of one: nothing is mixed up between members."""
+    import dataclasses
+
+    from flax import nnx
+
+    from fae_lab.config import ModelConfig
+    from fae_lab.models.fae import build_model
+    from fae_lab.train.run import group_programs
+    from fae_lab.train.step import StepStatics, stack_members
+
+    cfg = ModelConfig(latent_dim=6, encoder_hidden=(12, 12), decoder_hidden=(10, 10), n_heads=3,
+                      n_coordinate_frequencies=3, pooling_type="mean")
+    models = [build_model(dataclasses.replace(cfg, feature_seed=seed), R, seed=seed) for seed in (0, 1, 2)]
+    graphdef = nnx.split(models[0], nnx.Param, ...)[0]
+    params, rest = zip(*(nnx.split(m, nnx.Param, ...)[1:] for m in models), strict=True)
+    statics = StepStatics("l2", "finite_difference", None, R, 4, None, None)
+    split = [prepare_eval_data(fields_of(n, seed=n), 3, np.array([True, False, True]), grid_coordinates(R),
+                               at_least=2) for n in (7, 5)]
+    data = SplitEvalData(test=split[0], train=split[1])
+    bins, cutoff = radial_bins(R, 4), resolve_cutoff(R, None)
+    group = group_programs(graphdef, statics, None, bins, cutoff, 2, members_in_turn=in_turn).evaluate
+    metrics, recon = group(stack_members(list(params)), stack_members(list(rest)), data)
+    alone = group_programs(graphdef, statics, None, bins, cutoff, 2).evaluate
+    for i in range(3):
+        one_metrics, one_recon = alone(stack_members([params[i]]), stack_members([rest[i]]), data)
+        for name, value in one_metrics.items():
+            np.testing.assert_allclose(np.asarray(metrics[name][i]), np.asarray(value[0]), rtol=1e-5,
+                                       atol=1e-7, err_msg=f"member {i}: {name}")
+        np.testing.assert_allclose(np.asarray(recon[i]), np.asarray(one_recon[0]), rtol=1e-5, atol=1e-6)
+    # The members differ, so a mix-up would show.
+    assert not np.allclose(np.asarray(recon[0]), np.asarray(recon[1]))

@@ -301,13 +301,14 @@ def use_fused_encoder(config: RunConfig, mode: str) -> bool:
 
 @dataclasses.dataclass
 class GroupPrograms:
-    """A group's jitted programs: the vmapped evaluation, and the vmapped training chunks by
-    length (0: the loop of up to MAX_STEPS_PER_CALL steps whose count is an argument), made
-    when first asked for."""
+    """A group's jitted programs: the evaluation of every member, and the vmapped training
+    chunks by length (0: the loop of up to MAX_STEPS_PER_CALL steps whose count is an
+    argument), made when first asked for."""
 
     step_fn: Callable
     evaluate: Callable
     chunks: dict[int, Callable] = dataclasses.field(default_factory=dict)
+    compiler_options: dict | None = None  # XLA's options for the chunks' compilation
 
     def chunk(self, n: int) -> Callable:
         if n not in self.chunks:
@@ -316,7 +317,7 @@ class GroupPrograms:
                                    in_axes=(0, 0, None, 0, 0, None))
             else:
                 batched = jax.vmap(make_chunk(self.step_fn, n), in_axes=(0, 0, None, 0, 0))
-            self.chunks[n] = jax.jit(batched, donate_argnums=(0,))
+            self.chunks[n] = jax.jit(batched, donate_argnums=(0,), compiler_options=self.compiler_options)
         return self.chunks[n]
 
 
@@ -330,12 +331,18 @@ _PROGRAMS_LOCK = threading.Lock()
 
 
 def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins: RadialBins,
-                   cutoff: float, n_reconstructions: int) -> GroupPrograms:
+                   cutoff: float, n_reconstructions: int, *,
+                   members_in_turn: bool = True) -> GroupPrograms:
     """The programs of a group whose model has ``graphdef`` (architecture, compute dtype, fused
     encoder), training step ``statics`` on ``data_mesh``, and evaluation ``bins``, ``cutoff`` and
     ``n_reconstructions``: made once per process for the same values (``bins`` is one object
-    per (R, n_bins), :func:`~fae_lab.spectral.radial_bins`)."""
-    key = (graphdef, statics, data_mesh, bins, cutoff, n_reconstructions)
+    per (R, n_bins), :func:`~fae_lab.spectral.radial_bins`).
+
+    ``members_in_turn``: the evaluation runs the members one after another (``lax.map``) in one
+    call, instead of side by side (``vmap``). Its full-grid decoding is bound by memory traffic
+    either way, so side by side gains nothing and holds every member's activations at once;
+    members sharded over several devices (the ``members`` placement) need side by side."""
+    key = (graphdef, statics, data_mesh, bins, cutoff, n_reconstructions, members_in_turn)
     with _PROGRAMS_LOCK:  # a notebook may train in a thread of its own (lab.notebook)
         if key in _PROGRAMS:
             _PROGRAMS[key] = _PROGRAMS.pop(key)  # most recently used last
@@ -344,10 +351,15 @@ def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins
     def apply_fn(p, r, x_enc, u_enc, x_dec, field):
         return apply_model(nnx.merge(graphdef, p, r), x_enc, u_enc, x_dec, field)
 
-    evaluate_one = make_evaluate(apply_fn, bins, cutoff, n_reconstructions)
+    evaluate_member = make_split_evaluate(make_evaluate(apply_fn, bins, cutoff, n_reconstructions))
+    if members_in_turn:
+        def evaluate(params, rest, data):
+            return jax.lax.map(lambda member: evaluate_member(*member, data), (params, rest))
+    else:
+        evaluate = jax.vmap(evaluate_member, in_axes=(0, 0, None))
     programs = GroupPrograms(
         step_fn=make_train_step(statics, apply_fn, adam(), data_mesh=data_mesh),
-        evaluate=jax.jit(jax.vmap(make_split_evaluate(evaluate_one), in_axes=(0, 0, None))),
+        evaluate=jax.jit(evaluate),
     )
     with _PROGRAMS_LOCK:
         _PROGRAMS[key] = programs
@@ -419,7 +431,8 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
 
     sized = fixed_length(first.steps_per_call, jax.default_backend()) is None
     programs = group_programs(graphdef, StepStatics.from_config(first, R), placement.data_mesh,
-                              problem.bins, problem.cutoff, problem.n_reconstructions)
+                              problem.bins, problem.cutoff, problem.n_reconstructions,
+                              members_in_turn=placement.mode != "members")
     evaluate = programs.evaluate
 
     def run_chunk(state, n):
