@@ -82,7 +82,9 @@ def time_phase(args, root: Path) -> dict:
 
 def phase_run_rates(phase_dir: Path) -> dict[str, dict]:
     """Each trained run of a phase: steady steps/s (its members advance together, so a group's
-    members show the group's rate) and the seconds its training-log rows span."""
+    members show the group's rate), the seconds its training-log rows span, and the seconds
+    from the start of its training loop to its first evaluation's end and to its first
+    training-log row (the first of them compiles the evaluation, the second the chunk too)."""
     sys.path.insert(0, str(HERE))
     from bench_gpu import steady_rate
 
@@ -93,8 +95,18 @@ def phase_run_rates(phase_dir: Path) -> dict[str, dict]:
         except Exception as error:  # a run that did not train far enough has no rate
             rates[store.parent.name] = {"error": f"{type(error).__name__}: {error}"}
             continue
-        rates[store.parent.name] = {"steps_per_s": round(rate, 1), "logged_s": round(seconds, 1)}
+        rates[store.parent.name] = {"steps_per_s": round(rate, 1), "logged_s": round(seconds, 1),
+                                    **first_rows(store)}
     return rates
+
+
+def first_rows(store: Path) -> dict:
+    import numpy as np
+    import xarray as xr
+
+    with xr.open_zarr(store) as ds:
+        firsts = {"first_evaluation_s": ds["eval_wall_time"].values[:1], "first_row_s": ds["wall_time"].values[:1]}
+    return {name: round(float(v[0]), 1) for name, v in firsts.items() if v.size and np.isfinite(v[0])}
 
 
 def main() -> int:
