@@ -8,14 +8,17 @@ model forward on ~40 M points at 64 x 64 with 4,096 samples: ~112 ms on an H200,
 ~70 training steps (``profile_group.py --evaluate``). Forward only, its GELUs need not be kept
 for a backward pass, so epilogue or prologue fusion of the GELU into the products may pay
 where it did not in training. Each option set (``OPTION_SETS``) compiles the evaluation
-program anew (``Lowered.compile(compiler_options)``), is timed over ``--repeats`` calls after
-one warm-up, and its metrics and reconstructions are compared with the default compilation's
-(largest difference relative to the largest value of each).
+program anew (``Lowered.compile(compiler_options)``, or with ``--via jit``
+``jax.jit(..., compiler_options=...)``), is timed over ``--repeats`` calls after one warm-up,
+and its metrics and reconstructions are compared with the default compilation's (largest
+difference relative to the largest value of each). ``program`` is a digest of the compiled
+program's text: the same digest as the default's means the options changed nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -29,6 +32,7 @@ OPTION_SETS: dict[str, dict] = {
     "cublaslt": {"xla_gpu_enable_cublaslt": True},
     "triton_gemm_any": {"xla_gpu_triton_gemm_any": True},
     "triton_only": {"xla_gpu_triton_gemm_any": True, "xla_gpu_cublas_fallback": False},
+    "no_triton_gemm": {"xla_gpu_enable_triton_gemm": False},  # changes a vmapped group's step
 }
 
 
@@ -45,6 +49,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--json", type=Path)
+    p.add_argument("--via", choices=("lowered", "jit"), default="lowered",
+                   help="pass the options to Lowered.compile, or to jax.jit")
     args = p.parse_args()
     _, chunk_args, state, _, (graphdef, config) = group_chunk(args.command, 1, 1, args.tiny)
     rest = chunk_args[3]
@@ -53,7 +59,11 @@ def main() -> int:
     reference, results = None, []
     for name in args.options.split(","):
         try:
-            compiled = lowered.compile(OPTION_SETS[name] or None)
+            if args.via == "jit":
+                compiled = jax.jit(evaluate.__wrapped__, compiler_options=OPTION_SETS[name] or None).lower(
+                    state.params, rest, problem.eval_data).compile()
+            else:
+                compiled = lowered.compile(OPTION_SETS[name] or None)
         except Exception as error:  # an option this XLA does not know
             results.append({"options": name, "error": f"{type(error).__name__}: {str(error)[:200]}"})
             print(json.dumps(results[-1]), flush=True)
@@ -64,8 +74,9 @@ def main() -> int:
             jax.device_get(compiled(state.params, rest, problem.eval_data))
         seconds = (time.perf_counter() - start) / args.repeats
         metrics, recon = out
-        result = {"command": args.command, "options": name, "backend": jax.default_backend(),
-                  "evaluation_ms": round(seconds * 1e3, 2)}
+        result = {"command": args.command, "options": name, "via": args.via, "backend": jax.default_backend(),
+                  "evaluation_ms": round(seconds * 1e3, 2),
+                  "program": hashlib.sha1(compiled.as_text().encode()).hexdigest()[:12]}
         if reference is None:
             reference = out
         else:
