@@ -37,10 +37,11 @@ TINY = ["--generate-n-samples", "64", "--generate-resolution", "16", "--generate
 
 
 def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fields: int = 256,
-                compiler_options: dict | None = None):
+                compiler_options: dict | None = None, flags: tuple[str, ...] = ()):
     """(jitted chunk, its arguments but the state, the initial state) for ``members`` seeds of
     ``command``, as ``train_group`` builds them (random fields in place of the data);
-    ``compiler_options``: XLA's options for compiling the chunk."""
+    ``compiler_options``: XLA's options for compiling the chunk; ``flags``: ``fae-lab train``
+    flags after the command's own (``--precision bf16``, say)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -60,14 +61,15 @@ def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fi
         make_train_step,
     )
 
-    configs = [parse_run_config([*SEED_COMMANDS[command], *(TINY if tiny else SIZE), "--seed", str(i)])
+    configs = [parse_run_config([*SEED_COMMANDS[command], *(TINY if tiny else SIZE), *flags, "--seed", str(i)])
                for i in range(members)]
     first = configs[0]
     R, T = first.data.generate_resolution, first.data.generate_n_scales
     fused = use_fused_encoder(first, "single")
     graphdef, params, rest = None, [], []
     for cfg in configs:
-        model = build_rung_model(cfg.model, R, 1, seed=cfg.seed, fused_encoder=fused)
+        model = build_rung_model(cfg.model, R, 1, seed=cfg.seed, fused_encoder=fused,
+                                 compute_dtype=jnp.bfloat16 if cfg.precision == "bf16" else jnp.float32)
         gd, p, r = nnx.split(model, nnx.Param, ...)
         graphdef = graphdef or gd
         params.append(p)
@@ -134,12 +136,13 @@ def evaluation_seconds(graphdef, config, params, rest, repeats: int = 3, trace: 
 
 
 def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Path, top: int,
-            tiny: bool, evaluate: tuple[str, ...] = (), compiler_options: dict | None = None) -> dict:
+            tiny: bool, evaluate: tuple[str, ...] = (), compiler_options: dict | None = None,
+            flags: tuple[str, ...] = ()) -> dict:
     import jax
     from kernel_breakdown import kernel_times, report
 
     chunk, args, state, fused, (graphdef, config) = group_chunk(command, members, steps, tiny,
-                                                                compiler_options=compiler_options)
+                                                                compiler_options=compiler_options, flags=flags)
     for _ in range(2):
         state, _ = chunk(state, *args)
     jax.block_until_ready(state)
@@ -148,7 +151,7 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
         state, metrics = chunk(state, *args)
     jax.block_until_ready((state, metrics))
     wall_us = (time.perf_counter() - start) / (repeats * steps) * 1e6
-    result = {"command": command, "members": members, "steps_per_call": steps, "fused_encoder": fused,
+    result = {"command": command, "flags": " ".join(flags), "members": members, "steps_per_call": steps, "fused_encoder": fused,
               "backend": jax.default_backend(), "compiler_options": compiler_options or {},
               "xla_flags": os.environ.get("XLA_FLAGS", ""), "wall_us_per_group_step": round(wall_us, 1),
               "wall_us_per_member_step": round(wall_us / members, 1),
@@ -161,7 +164,7 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
     times = kernel_times(trace)
     result["kernel_us_per_group_step"] = round(sum(t for t, _ in times.values()) / steps, 1)
     result["launches_per_group_step"] = round(sum(n for _, n in times.values()) / steps, 1)
-    print(f"== {command}, {members} member(s), fused encoder {fused}: wall {wall_us:.1f} us per group step, "
+    print(f"== {command} {' '.join(flags)}, {members} member(s), fused encoder {fused}: wall {wall_us:.1f} us per group step, "
           f"{wall_us / members:.1f} us per member step", flush=True)
     if times:
         report(times, steps, top)
@@ -196,6 +199,8 @@ def main() -> int:
     p.add_argument("--compiler-option", action="append", default=[], metavar="NAME=VALUE",
                    help="an XLA option for compiling the training chunk (repeatable), e.g. "
                         "xla_gpu_enable_triton_gemm=false")
+    p.add_argument("--flags", default="", help="fae-lab train flags after the command's own, "
+                                                 "e.g. '--precision bf16'")
     args = p.parse_args()
     options = {}
     for item in args.compiler_option:
@@ -203,7 +208,7 @@ def main() -> int:
         options[name] = {"true": True, "false": False}.get(value.lower(), value)
     for members in (int(m) for m in args.members.split(",")):
         result = profile(args.command, members, args.steps, args.repeats, args.trace_dir, args.top, args.tiny,
-                         tuple(filter(None, args.evaluate.split(","))), options or None)
+                         tuple(filter(None, args.evaluate.split(","))), options or None, tuple(args.flags.split()))
         print(json.dumps(result), flush=True)
         if args.json:
             with args.json.open("a") as out:
