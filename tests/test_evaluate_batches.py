@@ -4,13 +4,20 @@ on how the samples are batched, nor on the other members of a group."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+from fae_lab.config import ModelConfig
 from fae_lab.grid import grid_coordinates
+from fae_lab.models.fae import build_model
 from fae_lab.spectral import radial_bins, resolve_cutoff
 from fae_lab.train.evaluate import SplitEvalData, make_evaluate, prepare_eval_data
+from fae_lab.train.run import group_programs
+from fae_lab.train.step import StepStatics, stack_members
 
 R, T = 8, 3
 
@@ -79,15 +86,6 @@ def test_a_group_evaluates_each_member_as_that_member_alone(in_turn):
     """A group's evaluation (its members one after another, or side by side as when they are
     sharded over devices) gives each member the metrics and reconstructions of that member
     evaluated as a group of one: nothing is mixed up between members."""
-    import dataclasses
-
-    from flax import nnx
-
-    from fae_lab.config import ModelConfig
-    from fae_lab.models.fae import build_model
-    from fae_lab.train.run import group_programs
-    from fae_lab.train.step import StepStatics, stack_members
-
     cfg = ModelConfig(latent_dim=6, encoder_hidden=(12, 12), decoder_hidden=(10, 10), n_heads=3,
                       n_coordinate_frequencies=3, pooling_type="mean")
     models = [build_model(dataclasses.replace(cfg, feature_seed=seed), R, seed=seed) for seed in (0, 1, 2)]

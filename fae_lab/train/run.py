@@ -339,9 +339,11 @@ def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins
     per (R, n_bins), :func:`~fae_lab.spectral.radial_bins`).
 
     ``members_in_turn``: the evaluation runs the members one after another (``lax.map``) in one
-    call, instead of side by side (``vmap``). Its full-grid decoding is bound by memory traffic
-    either way, so side by side gains nothing and holds every member's activations at once;
-    members sharded over several devices (the ``members`` placement) need side by side."""
+    call, instead of side by side (``vmap``). Side by side, the hidden layers' products become
+    batched GEMMs that XLA gives to slower kernels than one member's (benchmarks/RESULTS.md),
+    and every member's activations are held at once; the full-grid decoding is bound by
+    memory traffic, so running members together gains nothing back. Members sharded over
+    several devices (the ``members`` placement) need side by side."""
     key = (graphdef, statics, data_mesh, bins, cutoff, n_reconstructions, members_in_turn)
     with _PROGRAMS_LOCK:  # a notebook may train in a thread of its own (lab.notebook)
         if key in _PROGRAMS:
