@@ -37,11 +37,13 @@ TINY = ["--generate-n-samples", "64", "--generate-resolution", "16", "--generate
 
 
 def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fields: int = 256,
-                compiler_options: dict | None = None, flags: tuple[str, ...] = ()):
+                compiler_options: dict | None = None, flags: tuple[str, ...] = (),
+                fused_decoder: str = "off"):
     """(jitted chunk, its arguments but the state, the initial state) for ``members`` seeds of
     ``command``, as ``train_group`` builds them (random fields in place of the data);
     ``compiler_options``: XLA's options for compiling the chunk; ``flags``: ``fae-lab train``
-    flags after the command's own (``--precision bf16``, say)."""
+    flags after the command's own (``--precision bf16``, say); ``fused_decoder``: the model's
+    (``kernels``: fae_lab.models.fused_decoder)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -69,6 +71,7 @@ def group_chunk(command: str, members: int, steps: int, tiny: bool = False, n_fi
     graphdef, params, rest = None, [], []
     for cfg in configs:
         model = build_rung_model(cfg.model, R, 1, seed=cfg.seed, fused_encoder=fused,
+                                 fused_decoder=fused_decoder,
                                  compute_dtype=jnp.bfloat16 if cfg.precision == "bf16" else jnp.float32)
         gd, p, r = nnx.split(model, nnx.Param, ...)
         graphdef = graphdef or gd
@@ -137,12 +140,13 @@ def evaluation_seconds(graphdef, config, params, rest, repeats: int = 3, trace: 
 
 def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Path, top: int,
             tiny: bool, evaluate: tuple[str, ...] = (), compiler_options: dict | None = None,
-            flags: tuple[str, ...] = ()) -> dict:
+            flags: tuple[str, ...] = (), fused_decoder: str = "off") -> dict:
     import jax
     from kernel_breakdown import kernel_times, report
 
     chunk, args, state, fused, (graphdef, config) = group_chunk(command, members, steps, tiny,
-                                                                compiler_options=compiler_options, flags=flags)
+                                                                compiler_options=compiler_options, flags=flags,
+                                                                fused_decoder=fused_decoder)
     for _ in range(2):
         state, _ = chunk(state, *args)
     jax.block_until_ready(state)
@@ -152,6 +156,7 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
     jax.block_until_ready((state, metrics))
     wall_us = (time.perf_counter() - start) / (repeats * steps) * 1e6
     result = {"command": command, "flags": " ".join(flags), "members": members, "steps_per_call": steps, "fused_encoder": fused,
+              "fused_decoder": fused_decoder,
               "backend": jax.default_backend(), "compiler_options": compiler_options or {},
               "xla_flags": os.environ.get("XLA_FLAGS", ""), "wall_us_per_group_step": round(wall_us, 1),
               "wall_us_per_member_step": round(wall_us / members, 1),
@@ -164,7 +169,8 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
     times = kernel_times(trace)
     result["kernel_us_per_group_step"] = round(sum(t for t, _ in times.values()) / steps, 1)
     result["launches_per_group_step"] = round(sum(n for _, n in times.values()) / steps, 1)
-    print(f"== {command} {' '.join(flags)}, {members} member(s), fused encoder {fused}: wall {wall_us:.1f} us per group step, "
+    print(f"== {command} {' '.join(flags)}, {members} member(s), fused encoder {fused}, "
+          f"fused decoder {fused_decoder}: wall {wall_us:.1f} us per group step, "
           f"{wall_us / members:.1f} us per member step", flush=True)
     if times:
         report(times, steps, top)
@@ -201,6 +207,9 @@ def main() -> int:
                         "xla_gpu_enable_triton_gemm=false")
     p.add_argument("--flags", default="", help="fae-lab train flags after the command's own, "
                                                  "e.g. '--precision bf16'")
+    p.add_argument("--fused-decoder", default="off", choices=("off", "kernels", "jnp"),
+                   help="the decoder's hidden layers through fae_lab.models.fused_decoder (kernels: "
+                        "Hopper GPUs; jnp: its CPU stand-in)")
     args = p.parse_args()
     options = {}
     for item in args.compiler_option:
@@ -208,7 +217,8 @@ def main() -> int:
         options[name] = {"true": True, "false": False}.get(value.lower(), value)
     for members in (int(m) for m in args.members.split(",")):
         result = profile(args.command, members, args.steps, args.repeats, args.trace_dir, args.top, args.tiny,
-                         tuple(filter(None, args.evaluate.split(","))), options or None, tuple(args.flags.split()))
+                         tuple(filter(None, args.evaluate.split(","))), options or None, tuple(args.flags.split()),
+                         args.fused_decoder)
         print(json.dumps(result), flush=True)
         if args.json:
             with args.json.open("a") as out:

@@ -69,7 +69,8 @@ class LatentDecoder(nnx.Module):
 
 
 def build_rung_model(cfg: ModelConfig, resolution: int, n_fields: int, *, seed: int = 0,
-                     compute_dtype=jnp.float32, fused_encoder: bool = False) -> nnx.Module:
+                     compute_dtype=jnp.float32, fused_encoder: bool = False,
+                     fused_decoder: str = "off") -> nnx.Module:
     """The model of ``cfg.rung``: the FAE (:func:`build_model`), or a :class:`LatentDecoder`
     with ``n_fields`` latents (trained for ``auto_decoder``, fixed for ``decoder_alone``), constructed
     in one compiled program (:func:`~fae_lab.models.initialise.initialised`)."""
@@ -77,7 +78,7 @@ def build_rung_model(cfg: ModelConfig, resolution: int, n_fields: int, *, seed: 
         raise UsageError(f"--rung: expected one of {', '.join(RUNGS)}, got {cfg.rung!r}")
     if cfg.rung == "fae":
         return build_model(cfg, resolution, seed=seed, compute_dtype=compute_dtype,
-                           fused_encoder=fused_encoder)
+                           fused_encoder=fused_encoder, fused_decoder=fused_decoder)
     return initialised(LatentDecoder, cfg, resolution, n_fields, trained=cfg.rung == "auto_decoder",
                        compute_dtype=compute_dtype, seed=seed, feature_seed=cfg.feature_seed)
 

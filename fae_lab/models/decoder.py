@@ -19,6 +19,7 @@ from flax import nnx
 from fae_lab import variants
 from fae_lab.config import RFF_LOCATIONS, ModelConfig
 from fae_lab.errors import UsageError
+from fae_lab.models import fused_decoder
 from fae_lab.models.features import CoordinateFeatures, HiddenFourierFeatures, fourier_readout
 from fae_lab.models.layers import FactorisedLinear, GeluStack
 
@@ -138,7 +139,7 @@ class CoordinateDecoder(nnx.Module):
     """
 
     def __init__(self, cfg: ModelConfig, resolution: int, coordinate_features: CoordinateFeatures,
-                 *, compute_dtype=jnp.float32, rngs: nnx.Rngs):
+                 *, compute_dtype=jnp.float32, fused: str = "off", rngs: nnx.Rngs):
         widths = tuple(cfg.decoder_hidden)
         if not widths or min(widths) < 1:
             raise UsageError(f"--decoder-hidden: expected one or more widths >= 1, got {widths}")
@@ -162,6 +163,17 @@ class CoordinateDecoder(nnx.Module):
         else:
             readout_dim = self.n_branches * widths[-1]
         self.readout = nnx.Linear(readout_dim, 1, dtype=jnp.float32, rngs=rngs)
+        if fused not in ("off", "kernels", "jnp"):
+            raise ValueError(f"decoder: fused must be off, kernels or jnp, got {fused!r}")
+        blockers = fused_decoder.fusable(
+            resolution * resolution, widths, jnp.dtype(compute_dtype) == jnp.float32, True)
+        if cfg.decoder_type != "standard":
+            blockers.append("the standard decoder")
+        if fused != "off" and blockers:
+            raise UsageError("the fused decoder needs " + ", ".join(blockers))
+        # "kernels": the Mosaic GPU kernels of fae_lab.models.fused_decoder; "jnp": the same
+        # decomposition in jnp (the CPU's stand-in, for tests). Off: XLA's layers.
+        self.fused = fused
 
     def coordinate_branches(self, x: jax.Array) -> jax.Array:
         """Coordinate input of each branch: ``(..., P, K, F)`` float32 (K = 1 unless multi-band
@@ -189,6 +201,8 @@ class CoordinateDecoder(nnx.Module):
         return h
 
     def __call__(self, z: jax.Array, x: jax.Array) -> jax.Array:
+        if self.fused != "off" and x.ndim == 2 and x.shape[0] % fused_decoder.TILE == 0:
+            return self._fused(z, x)
         features = self.penultimate_features
         if not isinstance(features, HiddenFourierFeatures):
             return self.readout(self.penultimate(z, x).astype(jnp.float32))[..., 0]
@@ -198,3 +212,13 @@ class CoordinateDecoder(nnx.Module):
         kernel = self.readout.kernel[...].reshape(t.shape[-2], 2, t.shape[-1])
         u = fourier_readout(t, kernel[:, 0], kernel[:, 1])
         return u + self.readout.bias[...][0]
+
+    def _fused(self, z: jax.Array, x: jax.Array) -> jax.Array:
+        """The standard decoder through :func:`fae_lab.models.fused_decoder.decode` (same
+        parameters, same function): x (P, 2), one grid for the batch."""
+        c = self.first.coordinate_term(self.coordinate_features(x))  # (P, H), bias included
+        w = jnp.stack([layer.kernel[...] for layer in self.hidden.layers])
+        b = jnp.stack([layer.bias[...] for layer in self.hidden.layers])
+        u = fused_decoder.decode(c, self.first.input_term(z), w, b, self.readout.kernel[...][:, 0],
+                                 kernels=self.fused == "kernels")
+        return u.reshape(z.shape[0], x.shape[0]) + self.readout.bias[...][0]

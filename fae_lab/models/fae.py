@@ -26,14 +26,15 @@ class FunctionalAutoencoder(nnx.Module):
     """
 
     def __init__(self, cfg: ModelConfig, resolution: int, *, compute_dtype=jnp.float32,
-                 fused_encoder: bool = False, rngs: nnx.Rngs):
+                 fused_encoder: bool = False, fused_decoder: str = "off", rngs: nnx.Rngs):
         features = CoordinateFeatures(
             cfg.coordinate_features, cfg.n_coordinate_frequencies, cfg.coordinate_sigma,
             resolution, rngs=rngs,
         )
         self.encoder = PointSetEncoder(cfg, features, compute_dtype=compute_dtype,
                                        fused=fused_encoder, rngs=rngs)
-        self.decoder = CoordinateDecoder(cfg, resolution, features, compute_dtype=compute_dtype, rngs=rngs)
+        self.decoder = CoordinateDecoder(cfg, resolution, features, compute_dtype=compute_dtype,
+                                         fused=fused_decoder, rngs=rngs)
 
     def encode(self, x: jax.Array, u: jax.Array) -> jax.Array:
         return self.encoder(x, u)
@@ -47,7 +48,8 @@ class FunctionalAutoencoder(nnx.Module):
 
 
 def build_model(cfg: ModelConfig, resolution: int, *, seed: int = 0,
-                compute_dtype=jnp.float32, fused_encoder: bool = False) -> FunctionalAutoencoder:
+                compute_dtype=jnp.float32, fused_encoder: bool = False,
+                fused_decoder: str = "off") -> FunctionalAutoencoder:
     """A freshly initialised model for fields on an R x R grid (R = ``resolution``).
 
     Trained parameters are drawn from ``seed``; the fixed Fourier matrices from
@@ -57,7 +59,9 @@ def build_model(cfg: ModelConfig, resolution: int, *, seed: int = 0,
     penultimate RFF stays float32 throughout, see :class:`CoordinateDecoder`).
     ``fused_encoder`` computes the encoder's point embedding and pooling (mean, attention or
     augmented residual) with the fused Pallas kernels of :mod:`fae_lab.models.fused` and
-    :mod:`fae_lab.models.fused_attention` (same function and parameters).
+    :mod:`fae_lab.models.fused_attention` (same function and parameters). ``fused_decoder``
+    ("kernels", or "jnp" for its CPU stand-in) runs a standard decoder's hidden layers through
+    :mod:`fae_lab.models.fused_decoder` (same function and parameters).
     The model is constructed in one compiled program (:func:`~fae_lab.models.initialise.initialised`):
     the parameters ``FunctionalAutoencoder(..., rngs=nnx.Rngs(seed, features=cfg.feature_seed))``
     draws eagerly (bit for bit under XLA's default flags; a few ulps apart under the tests' flags).
@@ -67,7 +71,8 @@ def build_model(cfg: ModelConfig, resolution: int, *, seed: int = 0,
     if jnp.dtype(compute_dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
         raise UsageError(f"--precision: expected float32 or bf16 compute, got {jnp.dtype(compute_dtype)}")
     return initialised(FunctionalAutoencoder, cfg, resolution, compute_dtype=compute_dtype,
-                       fused_encoder=fused_encoder, seed=seed, feature_seed=cfg.feature_seed)
+                       fused_encoder=fused_encoder, fused_decoder=fused_decoder, seed=seed,
+                       feature_seed=cfg.feature_seed)
 
 
 def count_parameters(model: nnx.Module) -> int:

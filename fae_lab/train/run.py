@@ -219,7 +219,7 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 
 def open_member_store(member: Member, problem: Problem, n_parameters: int, encoder_kernel: str = "xla",
-                      *, reopen: bool = False) -> None:
+                      decoder_kernel: str = "xla", *, reopen: bool = False) -> None:
     """Create (or, with ``reopen``, reopen) the member's run store and checkpoints."""
     cfg = member.config
     member.layout = store_layout(cfg, problem, cfg.wandb_name or member.run_dir.name)
@@ -232,7 +232,7 @@ def open_member_store(member: Member, problem: Problem, n_parameters: int, encod
             "tags": list(tags(cfg)),
             "command_line": member.command_line,
             "versions": {**package_versions(), "jax_backend": jax.default_backend(),
-                         "encoder_kernel": encoder_kernel},
+                         "encoder_kernel": encoder_kernel, "decoder_kernel": decoder_kernel},
             "run_name": member.layout.run_name,
             "group": cfg.wandb_project,
             "n_parameters": n_parameters,
@@ -297,6 +297,29 @@ def use_fused_encoder(config: RunConfig, mode: str) -> bool:
             raise UsageError("--kernels pallas: the fused encoder cannot run with " + ", ".join(blockers))
         return True
     return not blockers and jax.default_backend() == "gpu"
+
+
+def use_fused_decoder(config: RunConfig, mode: str, resolution: int) -> str:
+    """How the decoder's value is computed: ``"kernels"``, the Mosaic GPU kernel of
+    :mod:`fae_lab.models.fused_decoder`, or ``"off"``, XLA's layers.
+
+    The kernel serves the decoder's value where it is not differentiated (the evaluations);
+    training's gradient stays XLA's either way. ``--kernels auto`` or ``pallas`` takes it on a
+    Hopper GPU, on one device (``mode`` ``"single"``), for the FAE rung with a decoder it can
+    run on fields of ``resolution``² points (:func:`~fae_lab.models.fused_decoder.fusable`);
+    ``--kernels xla`` never does.
+    """
+    from fae_lab.models import fused_decoder
+
+    model = config.model
+    if config.kernels == "xla" or mode != "single" or model.rung != "fae" or not fused_decoder.on_hopper():
+        return "off"
+    if model.decoder_type != "standard":
+        return "off"
+    widths = tuple(model.decoder_hidden)
+    if fused_decoder.fusable(resolution * resolution, widths, config.precision == "float32", True):
+        return "off"
+    return "kernels"
 
 
 @dataclasses.dataclass
@@ -417,12 +440,13 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
 
     placement = plan_placement(len(configs), first.optim.batch_size, first.n_devices)
     fused_encoder = first.model.rung == "fae" and use_fused_encoder(first, placement.mode)
+    fused_decoder = use_fused_decoder(first, placement.mode, R)
     n_fields = len(problem.train_idx) * problem.data.n_scales  # the ladder's latent table rows
 
     graphdef, params_list, rest_list = None, [], []
     for cfg in configs:
         model = build_rung_model(cfg.model, R, n_fields, seed=cfg.seed, compute_dtype=compute_dtype,
-                                 fused_encoder=fused_encoder)
+                                 fused_encoder=fused_encoder, fused_decoder=fused_decoder)
         gd, params, rest = nnx.split(model, nnx.Param, ...)
         graphdef = graphdef or gd
         params_list.append(params)
@@ -453,7 +477,8 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
 
     _stop_before_writing()
     for member in members:
-        open_member_store(member, problem, n_parameters, "pallas" if fused_encoder else "xla", reopen=reopen)
+        open_member_store(member, problem, n_parameters, "pallas" if fused_encoder else "xla",
+                          "mosaic" if fused_decoder == "kernels" else "xla", reopen=reopen)
     if reopen:
         state, rest = restore_group(members, state, rest)
         state, rest = placement.place_members((state, rest))

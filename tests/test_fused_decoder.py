@@ -1,0 +1,194 @@
+"""The fused decoder (fae_lab.models.fused_decoder) around its Mosaic GPU kernel.
+
+The kernel runs only on a Hopper GPU: JAX's Mosaic GPU interpreter cannot run it, and
+benchmarks/check_fused_decoder.py checks it there against float64 and XLA. Here its CPU
+stand-in (the same padded operands and arithmetic in jnp) is checked against a float64 NumPy
+decoder written out independently, and everything around the kernel is checked as the model,
+the training step and a group's evaluation use it: padding, TF32 rounding, the gradient taken
+from XLA, the parameters read from the model, members in turn, and when it is chosen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from fae_lab.config import ModelConfig, RunConfig
+from fae_lab.errors import UsageError
+from fae_lab.grid import grid_coordinates
+from fae_lab.models import fused_decoder
+from fae_lab.models.fae import build_model
+from fae_lab.spectral import radial_bins, resolve_cutoff
+from fae_lab.train.evaluate import SplitEvalData, prepare_eval_data
+from fae_lab.train.run import group_programs, use_fused_decoder
+from fae_lab.train.step import StepStatics, stack_members
+
+R = 8  # 64 points per sample: one tile
+
+
+def numpy_decoder(c, z, w, b, w_out):
+    """u[s, p] = w_out · h_L in float64, one sample and one point at a time."""
+    c, z, w, b, w_out = (np.asarray(a, np.float64) for a in (c, z, w, b, w_out))
+
+    def gelu(x):
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+
+    u = np.empty((z.shape[0], c.shape[0]))
+    for s in range(z.shape[0]):
+        h = gelu(c + z[s])
+        for layer in range(w.shape[0]):
+            h = gelu(h @ w[layer] + b[layer])
+        u[s] = h @ w_out
+    return u.reshape(-1)
+
+
+def random_decoder(seed, samples, points, width, layers):
+    rng = np.random.default_rng(seed)
+    return (jnp.asarray(rng.normal(size=(points, width)), jnp.float32),
+            jnp.asarray(rng.normal(size=(samples, width)) * 0.5, jnp.float32),
+            jnp.asarray(rng.normal(size=(layers, width, width)) * 1.6 / np.sqrt(width), jnp.float32),
+            jnp.asarray(rng.normal(size=(layers, width)) * 0.1, jnp.float32),
+            jnp.asarray(rng.normal(size=(width,)) / np.sqrt(width), jnp.float32))
+
+
+@pytest.mark.parametrize(("samples", "points", "width", "layers"),
+                         [(3, 128, 100, 4), (2, 64, 64, 2), (1, 192, 128, 2)])
+def test_the_stand_in_computes_the_decoder_on_padded_operands(samples, points, width, layers):
+    args = random_decoder(samples + width, samples, points, width, layers)
+    u = fused_decoder.decode(*args, kernels=False)
+    want = numpy_decoder(*args)
+    assert u.shape == (samples * points,)
+    np.testing.assert_allclose(np.asarray(u, np.float64), want, rtol=0, atol=2e-5 * np.max(np.abs(want)))
+    # the padded operands the kernel gets: zeros beyond the model's width
+    wide = fused_decoder._widen(*args)
+    shapes = [(points, 128), (samples, 128), (layers, 128, 128), (layers, 128), (128,)]
+    for padded, original, shape in zip(wide, args, shapes, strict=True):
+        assert padded.shape == shape
+        np.testing.assert_array_equal(np.asarray(padded)[tuple(slice(0, n) for n in original.shape)], original)
+        assert np.sum(np.abs(np.asarray(padded))) == pytest.approx(float(np.sum(np.abs(np.asarray(original)))), rel=1e-6)
+
+
+def test_its_gradient_is_the_xla_reference_s():
+    args = random_decoder(1, 2, 64, 100, 4)
+    cot = jnp.asarray(np.random.default_rng(2).normal(size=2 * 64), jnp.float32)
+    argnums = (0, 1, 2, 3, 4)
+    got = jax.grad(lambda *a: jnp.sum(fused_decoder.decode(*a, kernels=False) * cot), argnums)(*args)
+    want = jax.grad(lambda *a: jnp.sum(fused_decoder.reference(*a) * cot), argnums)(*args)
+    for g, w_ in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w_))
+    # and the reference's gradient is the decoder's: a finite difference in one weight
+    eps = 1e-2
+    bumped = args[2].at[1, 3, 5].add(eps)
+    slope = (jnp.sum(fused_decoder.reference(args[0], args[1], bumped, *args[3:]) * cot)
+             - jnp.sum(fused_decoder.reference(*args) * cot)) / eps
+    np.testing.assert_allclose(float(slope), float(got[2][1, 3, 5]), rtol=2e-2, atol=1e-3)
+
+
+def test_operands_round_to_the_nearest_tf32_value():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=20000) * 10.0 ** rng.integers(-3, 4, 20000)).astype(np.float32)
+    x[:4] = [1.0 + 2.0 ** -11, -(1.0 + 2.0 ** -11), 3.0 + 2.0 ** -10, 1.0]  # two ties, one exact
+    r = np.asarray(fused_decoder.round_tf32(jnp.asarray(x)))
+    bits = r.view(np.uint32)
+    assert not np.any(bits & 0x1FFF)  # 10 mantissa bits left
+    down = (x.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)  # the TF32 value toward zero
+    up = (down.view(np.uint32) + np.uint32(0x2000)).view(np.float32)  # the next one away from zero
+    nearest = np.where(np.abs(x - down) < np.abs(up - x), down, up)
+    tie = np.abs(x - down) == np.abs(up - x)
+    np.testing.assert_array_equal(r[~tie], nearest[~tie])
+    np.testing.assert_array_equal(r[tie], up[tie])  # ties away from zero
+    assert np.all(np.abs(r - x) <= np.abs(x) * 2.0 ** -11)
+
+
+def test_blocks_split_the_tiles_evenly():
+    for tiles in (2048, 4032, 97, 132, 1):
+        blocks = fused_decoder._blocks(tiles)
+        assert tiles % blocks == 0 and blocks <= fused_decoder.MAX_CTAS
+        assert all(tiles % d for d in range(blocks + 1, min(tiles, fused_decoder.MAX_CTAS) + 1))
+
+
+CFG = ModelConfig(latent_dim=6, encoder_hidden=(12, 12), decoder_hidden=(10, 10, 10), n_heads=3,
+                  n_coordinate_frequencies=3, pooling_type="mean")
+
+
+def test_the_model_through_the_fused_decoder_is_the_same_function_with_the_same_gradients():
+    plain = build_model(CFG, R, seed=4)
+    fused = build_model(CFG, R, seed=4, fused_decoder="jnp")
+    grid = jnp.asarray(grid_coordinates(R))
+    u = jnp.asarray(np.random.default_rng(3).normal(size=(5, R * R)), jnp.float32)
+
+    def loss(model, u):
+        u_hat, z = model(grid, u, grid)
+        return jnp.sum((u_hat - u) ** 2) + jnp.sum(z ** 2)
+
+    (l0, g0), (l1, g1) = (nnx.value_and_grad(loss)(m, u) for m in (plain, fused))
+    np.testing.assert_allclose(float(l1), float(l0), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(a))))
+    # the decoded value alone (not differentiated) comes from the stand-in
+    z = plain.encode(grid, u)
+    np.testing.assert_allclose(np.asarray(fused.decode(z, grid)), np.asarray(plain.decode(z, grid)),
+                               rtol=1e-5, atol=1e-5)
+    # coordinates per sample are not one grid: the XLA layers decode them
+    x = jnp.broadcast_to(grid, (5, R * R, 2))
+    np.testing.assert_allclose(np.asarray(fused.decode(z, x)), np.asarray(plain.decode(z, x)), rtol=1e-6)
+
+
+def test_a_group_evaluation_through_the_fused_decoder_matches_xla_s():
+    """Members one after another (lax.map) and side by side (vmap, the kernel run once per
+    member): each member's metrics as without the fused decoder."""
+    models = {fd: [build_model(dataclasses.replace(CFG, feature_seed=s), R, seed=s, fused_decoder=fd)
+                   for s in (0, 1)] for fd in ("off", "jnp")}
+    statics = StepStatics("l2", "finite_difference", None, R, 4, None, None)
+    data = SplitEvalData(*(prepare_eval_data(np.random.default_rng(n).normal(size=(n, 3, R, R)).astype(np.float32),
+                                             3, np.array([True, False, True]), grid_coordinates(R), at_least=2)
+                           for n in (7, 5)))
+    bins, cutoff = radial_bins(R, 4), resolve_cutoff(R, None)
+    results = {}
+    for fd, members in models.items():
+        graphdef = nnx.split(members[0], nnx.Param, ...)[0]
+        params, rest = zip(*(nnx.split(m, nnx.Param, ...)[1:] for m in members), strict=True)
+        for in_turn in (True, False):
+            evaluate = group_programs(graphdef, statics, None, bins, cutoff, 2, members_in_turn=in_turn).evaluate
+            results[fd, in_turn] = evaluate(stack_members(list(params)), stack_members(list(rest)), data)
+    for in_turn in (True, False):
+        (want, want_recon), (got, got_recon) = results["off", in_turn], results["jnp", in_turn]
+        for name, value in want.items():
+            np.testing.assert_allclose(np.asarray(got[name]), np.asarray(value), rtol=2e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(np.asarray(got_recon), np.asarray(want_recon), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("change", "blocker"), [
+    (dict(decoder_hidden=(10, 10)), "even number"),
+    (dict(decoder_hidden=(10, 12, 10)), "equal hidden widths"),
+    (dict(decoder_hidden=(130, 130, 130)), "equal hidden widths"),
+    (dict(decoder_type="rff_output"), "standard decoder"),
+])
+def test_a_decoder_the_kernel_cannot_run_is_refused_in_one_line(change, blocker):
+    with pytest.raises(UsageError, match=blocker):
+        build_model(dataclasses.replace(CFG, **change), R, seed=0, fused_decoder="jnp")
+    with pytest.raises(UsageError, match="multiple of 64"):
+        build_model(CFG, 6, seed=0, fused_decoder="jnp")
+    with pytest.raises(UsageError, match="float32"):
+        build_model(CFG, R, seed=0, fused_decoder="jnp", compute_dtype=jnp.bfloat16)
+
+
+def test_runs_take_it_on_a_hopper_gpu_where_it_can_run(monkeypatch):
+    config = RunConfig(model=dataclasses.replace(CFG, pooling_type="attention"))
+    assert use_fused_decoder(config, "single", 64) == "off"  # this machine has no Hopper GPU
+    monkeypatch.setattr(fused_decoder, "on_hopper", lambda: True)
+    assert use_fused_decoder(config, "single", 64) == "kernels"
+    assert use_fused_decoder(dataclasses.replace(config, kernels="pallas"), "single", 64) == "kernels"
+    assert use_fused_decoder(dataclasses.replace(config, kernels="xla"), "single", 64) == "off"
+    assert use_fused_decoder(config, "members", 64) == "off"
+    assert use_fused_decoder(config, "data", 64) == "off"
+    assert use_fused_decoder(config, "single", 6) == "off"  # 36 points per sample
+    assert use_fused_decoder(dataclasses.replace(config, precision="bf16"), "single", 64) == "off"
+    for change in (dict(decoder_type="rff_output"), dict(rung="auto_decoder"), dict(decoder_hidden=(10, 10))):
+        assert use_fused_decoder(dataclasses.replace(config, model=dataclasses.replace(CFG, **change)),
+                                 "single", 64) == "off"
