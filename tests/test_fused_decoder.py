@@ -89,6 +89,16 @@ def test_its_gradient_is_the_xla_reference_s():
     np.testing.assert_allclose(float(slope), float(got[2][1, 3, 5]), rtol=2e-2, atol=1e-3)
 
 
+def test_forward_mode_derivatives_are_the_reference_s_too():
+    """A custom_jvp: jvp (the NTK's matrix-free products) works, with XLA's derivative."""
+    args = random_decoder(5, 2, 64, 64, 2)
+    tangents = random_decoder(6, 2, 64, 64, 2)
+    u, du = jax.jvp(lambda *a: fused_decoder.decode(*a, kernels=False), args, tangents)
+    u_ref, du_ref = jax.jvp(fused_decoder.reference, args, tangents)
+    np.testing.assert_array_equal(np.asarray(du), np.asarray(du_ref))
+    np.testing.assert_array_equal(np.asarray(u), np.asarray(u_ref))
+
+
 def test_operands_round_to_the_nearest_tf32_value():
     rng = np.random.default_rng(0)
     x = (rng.normal(size=20000) * 10.0 ** rng.integers(-3, 4, 20000)).astype(np.float32)

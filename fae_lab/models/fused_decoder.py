@@ -13,8 +13,8 @@ GELU in its tanh form with the GPU's approximate tanh, products on TF32 operands
 nearest as XLA rounds them, float32 accumulation. Widths are zero-padded to 128 (the 128-byte
 swizzle of a float32 tile); padded units stay exactly zero.
 
-Only the value: where the decoder is differentiated (training), :func:`decode` takes value and
-gradient from XLA (:func:`reference`). A fused backward pass was built and measured slower in
+Only the value: where the decoder is differentiated (training, the NTK), :func:`decode` takes
+value and derivatives from XLA (:func:`reference`). A fused backward pass was built and measured slower in
 the training step than XLA's; ``benchmarks/archive/probe_mosaic_decoder.py`` keeps it.
 
 Where it runs: a Hopper GPU, float32, one coordinate grid for the batch, every hidden width
@@ -218,14 +218,15 @@ def decode(c, z, w, b, w_out, *, kernels: bool = True):
 
     Its value comes from :func:`_forward_kernel` (``kernels=False``: from
     :func:`_forward_in_jnp`, the same tiles' arithmetic in jnp, for the CPU tests). Where it is
-    differentiated, value and gradient come from :func:`reference` through XLA: a fused backward
+    differentiated (in either mode), value and derivatives come from :func:`reference` through
+    XLA (a ``custom_jvp``): a fused backward
     pass (benchmarks/archive/probe_mosaic_decoder.py) measured slower in the training step than
     XLA's (benchmarks/RESULTS.md), so the kernel serves what is only evaluated.
     """
     return _decode(c, z, w, b, w_out, kernels)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(5,))
 def _decode(c, z, w, b, w_out, kernels):
     c_, z_, w_, b_, wo_ = _widen(c, z, w, b, w_out)
     w_t = jnp.swapaxes(w_, 1, 2)
@@ -234,13 +235,9 @@ def _decode(c, z, w, b, w_out, kernels):
     return _per_member(_forward_in_jnp)(c_, z_, w_t, b_, wo_)
 
 
-def _decode_fwd(c, z, w, b, w_out, kernels):
-    u, pullback = jax.vjp(reference, c, z, w, b, w_out)
-    return u, pullback
-
-
-def _decode_bwd(kernels, pullback, du):
-    return pullback(du)
-
-
-_decode.defvjp(_decode_fwd, _decode_bwd)
+@_decode.defjvp
+def _decode_jvp(kernels, primals, tangents):
+    """Differentiated, value and derivative are :func:`reference`'s: forward mode (the NTK's
+    matrix-free products) as well as reverse mode (training), which JAX gets by transposing
+    this linear map."""
+    return jax.jvp(reference, primals, tangents)
