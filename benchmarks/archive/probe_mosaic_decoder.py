@@ -41,7 +41,6 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from fae_lab.models.fused_decoder import _gelu as gelu
-from fae_lab.models.fused_decoder import _gelu_slope as gelu_slope
 from fae_lab.models.fused_decoder import round_tf32
 
 C = 0.7978845608028654  # sqrt(2 / pi)
@@ -199,6 +198,13 @@ def fused_forward(c, z, w_t, b, w_out, *, tile_m: int, n_ctas: int, prefetch: bo
         scratch_types=scratch, grid=(n_ctas,), grid_names=("cta",),
         compiler_params=plgpu.CompilerParams(approx_math=approx), interpret=interpret,
     )(c, z, w_t, b, w_out)
+
+
+def gelu_slope(x):
+    """GELU'(x), tanh form."""
+    x2 = x * x
+    t = jnp.tanh(C * (x + 0.044715 * x2 * x))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * 0.044715 * x2)
 
 
 def fused_backward(du, a, w, w_out, *, tile_m: int, n_ctas: int, approx: bool = True):

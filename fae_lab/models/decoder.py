@@ -165,10 +165,7 @@ class CoordinateDecoder(nnx.Module):
         self.readout = nnx.Linear(readout_dim, 1, dtype=jnp.float32, rngs=rngs)
         if fused not in ("off", "kernels", "jnp"):
             raise ValueError(f"decoder: fused must be off, kernels or jnp, got {fused!r}")
-        blockers = fused_decoder.fusable(
-            resolution * resolution, widths, jnp.dtype(compute_dtype) == jnp.float32, True)
-        if cfg.decoder_type != "standard":
-            blockers.append("the standard decoder")
+        blockers = fused_decoder.fusable(cfg, resolution * resolution, jnp.dtype(compute_dtype) == jnp.float32)
         if fused != "off" and blockers:
             raise UsageError("the fused decoder needs " + ", ".join(blockers))
         # "kernels": the Mosaic GPU kernels of fae_lab.models.fused_decoder; "jnp": the same

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fae_lab.config import ModelConfig
+
 WIDE = 128  # the kernels' padded width: a float32 tile row of the 128-byte swizzle is 32 wide
 TILE = 64  # points per tile: one warpgroup's wgmma M
 MAX_CTAS = 132  # an H100's or H200's multiprocessors; each block holds ~200 KB of shared memory
@@ -46,13 +48,6 @@ def _gelu(x):
     return 0.5 * x * (1.0 + jnp.tanh(_C * (x + _CUBIC * x * x * x)))
 
 
-def _gelu_slope(x):
-    """GELU'(x), tanh form."""
-    x2 = x * x
-    t = jnp.tanh(_C * (x + _CUBIC * x2 * x))
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _C * (1.0 + 3.0 * _CUBIC * x2)
-
-
 def round_tf32(x):
     """x rounded to the nearest TF32 value (10 mantissa bits; ties away from zero), as XLA
     rounds a TF32 product's operands (the tensor cores alone would truncate)."""
@@ -61,14 +56,16 @@ def round_tf32(x):
     return lax.bitcast_convert_type(bits, jnp.float32)
 
 
-def fusable(n_points: int, widths, precision_float32: bool, shared_grid: bool) -> list[str]:
-    """Why the fused decoder cannot run on this model and input (empty: it can, on a Hopper
-    GPU). ``widths``: the hidden widths (H_1, ..., H_L)."""
+def fusable(model: ModelConfig, n_points: int, float32: bool) -> list[str]:
+    """Why the fused decoder cannot run ``model``'s decoder on ``n_points`` points per sample
+    (``float32``: the compute dtype is float32). Empty: it can, on a Hopper GPU, wherever the
+    coordinates are one grid for the batch."""
+    widths = tuple(model.decoder_hidden)
     blockers = []
-    if not precision_float32:
+    if model.decoder_type != "standard":
+        blockers.append("the standard decoder")
+    if not float32:
         blockers.append("float32 compute")
-    if not shared_grid:
-        blockers.append("one coordinate grid for the batch")
     if len(set(widths)) != 1 or widths[0] > WIDE:
         blockers.append(f"equal hidden widths of at most {WIDE}")
     if (len(widths) - 1) < 2 or (len(widths) - 1) % 2:

@@ -311,13 +311,9 @@ def use_fused_decoder(config: RunConfig, mode: str, resolution: int) -> str:
     """
     from fae_lab.models import fused_decoder
 
-    model = config.model
-    if config.kernels == "xla" or mode != "single" or model.rung != "fae" or not fused_decoder.on_hopper():
+    if config.kernels == "xla" or mode != "single" or config.model.rung != "fae" or not fused_decoder.on_hopper():
         return "off"
-    if model.decoder_type != "standard":
-        return "off"
-    widths = tuple(model.decoder_hidden)
-    if fused_decoder.fusable(resolution * resolution, widths, config.precision == "float32", True):
+    if fused_decoder.fusable(config.model, resolution * resolution, config.precision == "float32"):
         return "off"
     return "kernels"
 
