@@ -122,6 +122,28 @@ def test_blocks_split_the_tiles_evenly():
         assert all(tiles % d for d in range(blocks + 1, min(tiles, fused_decoder.MAX_CTAS) + 1))
 
 
+def test_shapes_that_would_leave_the_gpu_idle_go_to_xla(monkeypatch):
+    """139 samples of 64 points: 139 tiles, a prime, so one block would run them all; XLA's
+    layers decode them. 128 samples: 128 blocks, the kernel."""
+    assert not fused_decoder.fills_the_gpu(139, 64)
+    assert fused_decoder.fills_the_gpu(128, 64) and fused_decoder.fills_the_gpu(7, 64)
+    assert fused_decoder.fills_the_gpu(63, 4096) and fused_decoder.fills_the_gpu(32, 4096)
+    called = []
+
+    def kernel(*args):
+        called.append(args[1].shape[0])
+        return fused_decoder._forward_in_jnp(*args)
+
+    monkeypatch.setattr(fused_decoder, "_forward_kernel", kernel)
+    args = random_decoder(139, 139, 64, 16, 2)
+    np.testing.assert_array_equal(np.asarray(fused_decoder.decode(*args)), np.asarray(fused_decoder.reference(*args)))
+    assert called == []
+    args = random_decoder(128, 128, 64, 16, 2)
+    u, want = np.asarray(fused_decoder.decode(*args)), np.asarray(fused_decoder.reference(*args))
+    assert called == [128]  # the kernel (here the stand-in, on weights rounded to TF32)
+    np.testing.assert_allclose(u, want, rtol=0, atol=5e-3 * np.max(np.abs(want)))
+
+
 CFG = ModelConfig(latent_dim=6, encoder_hidden=(12, 12), decoder_hidden=(10, 10, 10), n_heads=3,
                   n_coordinate_frequencies=3, pooling_type="mean")
 

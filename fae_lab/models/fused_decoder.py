@@ -19,7 +19,8 @@ the training step than XLA's; ``benchmarks/archive/probe_mosaic_decoder.py`` kee
 
 Where it runs: a Hopper GPU, float32, one coordinate grid for the batch, every hidden width
 the same and at most 128, an even number (two or more) of hidden products, and points per
-sample a multiple of 64 (:func:`fusable`). JAX's Mosaic GPU interpreter (JAX 0.10) cannot run
+sample a multiple of 64 (:func:`fusable`); a batch whose tiles cannot be split over enough
+blocks (:func:`fills_the_gpu`) is decoded by XLA's layers. JAX's Mosaic GPU interpreter (JAX 0.10) cannot run
 the kernel (no ``load`` with a layout, no transposed TF32 operand), so the CPU suite checks
 everything around it with :func:`_forward_in_jnp`, the same arithmetic in jnp, and
 ``benchmarks/check_fused_decoder.py`` checks the kernel against XLA and float64 on a GPU (its
@@ -87,6 +88,14 @@ def _blocks(tiles: int) -> int:
     """Thread blocks: the largest divisor of ``tiles`` up to MAX_CTAS (each block runs a
     contiguous run of tiles)."""
     return max(d for d in range(1, min(tiles, MAX_CTAS) + 1) if tiles % d == 0)
+
+
+def fills_the_gpu(n_samples: int, n_points: int) -> bool:
+    """Whether the kernel's tiles split into enough blocks to keep most multiprocessors busy
+    (a quarter of them, or one block per tile): a prime number of tiles over MAX_CTAS would
+    leave one block to run them all, and XLA's layers decode those instead."""
+    tiles = n_samples * n_points // TILE
+    return _blocks(tiles) >= min(tiles, MAX_CTAS // 4)
 
 
 def _forward_kernel(c, z, w_t, b, w_out):
@@ -227,6 +236,8 @@ def decode(c, z, w, b, w_out, *, kernels: bool = True):
 def _decode(c, z, w, b, w_out, kernels):
     c_, z_, w_, b_, wo_ = _widen(c, z, w, b, w_out)
     w_t = jnp.swapaxes(w_, 1, 2)
+    if not fills_the_gpu(z.shape[0], c.shape[0]):
+        return reference(c, z, w, b, w_out)
     if kernels:
         return _per_member(_forward_kernel)(c_, z_, round_tf32(w_t), b_, wo_)
     return _per_member(_forward_in_jnp)(c_, z_, w_t, b_, wo_)
