@@ -14,17 +14,18 @@ nearest as XLA rounds them, float32 accumulation. Widths are zero-padded to 128 
 swizzle of a float32 tile); padded units stay exactly zero.
 
 Only the value: where the decoder is differentiated (training, the NTK), :func:`decode` takes
-value and derivatives from XLA (:func:`reference`). A fused backward pass was built and measured slower in
-the training step than XLA's; ``benchmarks/archive/probe_mosaic_decoder.py`` keeps it.
+value and derivatives from XLA (:func:`reference`). A fused backward pass was built and
+measured slower in the training step than XLA's; ``benchmarks/archive/probe_mosaic_decoder.py``
+keeps it.
 
 Where it runs: a Hopper GPU, float32, one coordinate grid for the batch, every hidden width
 the same and at most 128, an even number (two or more) of hidden products, and points per
 sample a multiple of 64 (:func:`fusable`); a batch whose tiles cannot be split over enough
-blocks (:func:`fills_the_gpu`) is decoded by XLA's layers. JAX's Mosaic GPU interpreter (JAX 0.10) cannot run
-the kernel (no ``load`` with a layout, no transposed TF32 operand), so the CPU suite checks
-everything around it with :func:`_forward_in_jnp`, the same arithmetic in jnp, and
-``benchmarks/check_fused_decoder.py`` checks the kernel against XLA and float64 on a GPU (its
-figures are in benchmarks/RESULTS.md).
+blocks (:func:`fills_the_gpu`) is decoded by XLA's layers. JAX's Mosaic GPU interpreter (JAX
+0.10) cannot run the kernel (no ``load`` with a layout, no transposed TF32 operand), so the CPU
+suite checks everything around it with :func:`_forward_in_jnp`, the same arithmetic in jnp,
+and ``benchmarks/check_fused_decoder.py`` checks the kernel against XLA and float64 on a GPU
+(its figures are in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -99,9 +100,8 @@ def fills_the_gpu(n_samples: int, n_points: int) -> bool:
 
 
 def _forward_kernel(c, z, w_t, b, w_out):
-    """u (S·P,) for c (P, 128), z (S, 128), w_t (L, 128,
-    128) = W_l transposed ((N, K): the K-major layout TF32 ``wgmma`` needs, rounded to TF32),
-    b (L, 128), w_out (128,)."""
+    """u (S·P,) for c (P, 128), z (S, 128), w_t (L, 128, 128) = W_l transposed ((N, K): the
+    K-major layout TF32 ``wgmma`` needs; rounded to TF32), b (L, 128), w_out (128,)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import mosaic_gpu as plgpu
 
@@ -225,19 +225,19 @@ def decode(c, z, w, b, w_out, *, kernels: bool = True):
     Its value comes from :func:`_forward_kernel` (``kernels=False``: from
     :func:`_forward_in_jnp`, the same tiles' arithmetic in jnp, for the CPU tests). Where it is
     differentiated (in either mode), value and derivatives come from :func:`reference` through
-    XLA (a ``custom_jvp``): a fused backward
-    pass (benchmarks/archive/probe_mosaic_decoder.py) measured slower in the training step than
-    XLA's (benchmarks/RESULTS.md), so the kernel serves what is only evaluated.
+    XLA (a ``custom_jvp``): a fused backward pass (benchmarks/archive/probe_mosaic_decoder.py)
+    measured slower in the training step than XLA's (benchmarks/RESULTS.md), so the kernel
+    serves what is only evaluated.
     """
     return _decode(c, z, w, b, w_out, kernels)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(5,))
 def _decode(c, z, w, b, w_out, kernels):
-    c_, z_, w_, b_, wo_ = _widen(c, z, w, b, w_out)
-    w_t = jnp.swapaxes(w_, 1, 2)
     if not fills_the_gpu(z.shape[0], c.shape[0]):
         return reference(c, z, w, b, w_out)
+    c_, z_, w_, b_, wo_ = _widen(c, z, w, b, w_out)
+    w_t = jnp.swapaxes(w_, 1, 2)
     if kernels:
         return _per_member(_forward_kernel)(c_, z_, round_tf32(w_t), b_, wo_)
     return _per_member(_forward_in_jnp)(c_, z_, w_t, b_, wo_)
