@@ -4,8 +4,9 @@ The kernel runs only on a Hopper GPU: JAX's Mosaic GPU interpreter cannot run it
 benchmarks/check_fused_decoder.py checks it there against float64 and XLA. Here its CPU
 stand-in (the same padded operands and arithmetic in jnp) is checked against a float64 NumPy
 decoder written out independently, and everything around the kernel is checked as the model,
-the training step and a group's evaluation use it: padding, TF32 rounding, the gradient taken
-from XLA, the parameters read from the model, members in turn, and when it is chosen.
+the training step and a group's evaluation use it: padding, TF32 rounding, what the training
+forward keeps and the gradient XLA's backward takes from it, the parameters read from the model,
+a group's members in one launch, and when it is chosen.
 """
 
 from __future__ import annotations
@@ -73,15 +74,54 @@ def test_the_stand_in_computes_the_decoder_on_padded_operands(samples, points, w
         assert np.sum(np.abs(np.asarray(padded))) == pytest.approx(float(np.sum(np.abs(np.asarray(original)))), rel=1e-6)
 
 
-def test_its_gradient_is_the_xla_reference_s():
-    args = random_decoder(1, 2, 64, 100, 4)
-    cot = jnp.asarray(np.random.default_rng(2).normal(size=2 * 64), jnp.float32)
+def numpy_kept(c, z, w, b):
+    """h_l and GELU'(a_l) for every layer l = 0 .. L, (S·P, H) each, in float64 NumPy: what the
+    training forward keeps for the backward pass."""
+    c, z, w, b = (np.asarray(a, np.float64) for a in (c, z, w, b))
+    k = np.sqrt(2.0 / np.pi)
+    a = (c[None] + z[:, None]).reshape(-1, c.shape[1])
+    hs, slopes = [], []
+    for layer in range(w.shape[0] + 1):
+        if layer:
+            a = hs[-1] @ w[layer - 1] + b[layer - 1]
+        t = np.tanh(k * (a + 0.044715 * a ** 3))
+        hs.append(0.5 * a * (1.0 + t))
+        slopes.append(0.5 * (1.0 + t) + 0.5 * a * (1.0 - t ** 2) * k * (1.0 + 3 * 0.044715 * a ** 2))
+    return hs, slopes
+
+
+def test_the_training_forward_keeps_each_layer_s_activation_and_slope_padded():
+    samples, points, width, layers = 2, 64, 100, 4
+    args = random_decoder(11, samples, points, width, layers)
+    c_, z_, w_t, b_, wo_ = fused_decoder._padded_operands(*args)
+    u, *kept = fused_decoder._forward_in_jnp(c_[None], z_[None], w_t[None], b_[None], wo_[None], keep=True)
+    hs, slopes = numpy_kept(*args[:4])
+    assert len(kept) == 2 * (layers + 1) and all(k.shape == (samples * points, 128) for k in kept)
+    np.testing.assert_allclose(np.asarray(u, np.float64), numpy_decoder(*args), rtol=0, atol=2e-5)
+    for got, want in zip(kept, hs + slopes, strict=True):
+        got = np.asarray(got, np.float64)
+        np.testing.assert_allclose(got[:, :width], want, rtol=0, atol=2e-5 * max(1.0, np.max(np.abs(want))))
+    # padded units: h = GELU(0) = 0 exactly; the slope there is GELU'(0) = 1/2, and the
+    # backward reads only the model's columns of it
+    for h in kept[:layers + 1]:
+        assert not np.any(np.asarray(h)[:, width:])
+    for slope in kept[layers + 1:]:
+        np.testing.assert_array_equal(np.asarray(slope)[:, width:], 0.5)
+
+
+@pytest.mark.parametrize("samples", [2, 139])  # 139 x 64 points: XLA's forward keeps them (no kernel)
+def test_its_gradient_is_the_decoder_s(samples):
+    """Reverse mode through the kept arrays and XLA's backward products: the reference's
+    gradient (to float32 rounding on the CPU) and the decoder's (a finite difference)."""
+    width = 100 if samples == 2 else 16
+    args = random_decoder(1, samples, 64, width, 4)
+    cot = jnp.asarray(np.random.default_rng(2).normal(size=samples * 64), jnp.float32)
     argnums = (0, 1, 2, 3, 4)
     got = jax.grad(lambda *a: jnp.sum(fused_decoder.decode(*a, kernels=False) * cot), argnums)(*args)
     want = jax.grad(lambda *a: jnp.sum(fused_decoder.reference(*a) * cot), argnums)(*args)
     for g, w_ in zip(got, want, strict=True):
-        np.testing.assert_array_equal(np.asarray(g), np.asarray(w_))
-    # and the reference's gradient is the decoder's: a finite difference in one weight
+        assert g.shape == w_.shape
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w_), rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(w_))))
     eps = 1e-2
     bumped = args[2].at[1, 3, 5].add(eps)
     slope = (jnp.sum(fused_decoder.reference(args[0], args[1], bumped, *args[3:]) * cot)
@@ -89,14 +129,53 @@ def test_its_gradient_is_the_xla_reference_s():
     np.testing.assert_allclose(float(slope), float(got[2][1, 3, 5]), rtol=2e-2, atol=1e-3)
 
 
-def test_forward_mode_derivatives_are_the_reference_s_too():
-    """A custom_jvp: jvp (the NTK's matrix-free products) works, with XLA's derivative."""
+def test_a_group_s_members_run_in_one_launch_with_their_own_parameters(monkeypatch):
+    """Under vmap the kernel (here its stand-in) is called on every member's operands at once;
+    each member's value and gradient are that member's alone, the coordinate term shared or not."""
+    calls = []
+
+    def kernel(c, z, w_t, b, w_out, keep=False):
+        calls.append((c.shape[0], keep))
+        return fused_decoder._forward_in_jnp(c, z, w_t, b, w_out, keep=keep)
+
+    monkeypatch.setattr(fused_decoder, "_forward_kernel", kernel)
+    members = [random_decoder(20 + m, 2, 64, 32, 2) for m in range(3)]
+    stacked = [jnp.stack(a) for a in zip(*members, strict=True)]
+    cot = jnp.asarray(np.random.default_rng(4).normal(size=(3, 128)), jnp.float32)
+
+    def value_and_grad(fn):
+        def one(cot, *a):
+            u, pullback = jax.vjp(fn, *a)
+            return u, pullback(cot)
+        return one
+
+    for shared in (False, True):
+        args = [stacked[0][0] if shared else stacked[0], *stacked[1:]]
+        in_axes = (0, None if shared else 0, 0, 0, 0, 0)
+        calls.clear()
+        u, grads = jax.vmap(value_and_grad(lambda *a: fused_decoder.decode(*a)), in_axes)(cot, *args)
+        # the rule calls the kernel once for all three members (JAX also traces the function
+        # for one member, to know its output's shapes)
+        assert calls[-1] == (3, True) and set(calls) <= {(1, True), (3, True)}
+        for m in range(3):
+            own = [members[0][0] if shared else members[m][0], *members[m][1:]]
+            u_m, g_m = value_and_grad(fused_decoder.reference)(cot[m], *own)
+            np.testing.assert_allclose(np.asarray(u[m]), np.asarray(u_m), rtol=0, atol=5e-3 * float(jnp.max(jnp.abs(u_m))))
+            for g, want in zip(grads, g_m, strict=True):  # each member's own cotangents
+                np.testing.assert_allclose(np.asarray(g[m]), np.asarray(want), rtol=0,
+                                           atol=5e-3 * float(jnp.max(jnp.abs(want))))
+        calls.clear()
+        values = jax.vmap(lambda *a: fused_decoder.decode(*a), in_axes[1:])(*args)  # value only
+        assert calls[-1] == (3, False) and set(calls) <= {(1, False), (3, False)}
+        assert values.shape == (3, 128)
+
+
+def test_forward_mode_is_refused():
+    """A custom_vjp: jvp through the fused decoder is an error (the NTK builds its models with
+    XLA's layers), not a silently wrong derivative."""
     args = random_decoder(5, 2, 64, 64, 2)
-    tangents = random_decoder(6, 2, 64, 64, 2)
-    u, du = jax.jvp(lambda *a: fused_decoder.decode(*a, kernels=False), args, tangents)
-    u_ref, du_ref = jax.jvp(fused_decoder.reference, args, tangents)
-    np.testing.assert_array_equal(np.asarray(du), np.asarray(du_ref))
-    np.testing.assert_array_equal(np.asarray(u), np.asarray(u_ref))
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda *a: fused_decoder.decode(*a, kernels=False), args, args)
 
 
 def test_operands_round_to_the_nearest_tf32_value():
@@ -130,9 +209,9 @@ def test_shapes_that_would_leave_the_gpu_idle_go_to_xla(monkeypatch):
     assert fused_decoder.fills_the_gpu(63, 4096) and fused_decoder.fills_the_gpu(32, 4096)
     called = []
 
-    def kernel(*args):
-        called.append(args[1].shape[0])
-        return fused_decoder._forward_in_jnp(*args)
+    def kernel(*args, keep=False):
+        called.append(args[1].shape[1])  # z (members, samples, 128)
+        return fused_decoder._forward_in_jnp(*args, keep=keep)
 
     monkeypatch.setattr(fused_decoder, "_forward_kernel", kernel)
     args = random_decoder(139, 139, 64, 16, 2)

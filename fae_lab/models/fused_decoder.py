@@ -1,22 +1,24 @@
-"""The standard decoder's value as one Mosaic GPU kernel (Hopper: TF32 ``wgmma``).
+"""The standard decoder's forward pass as one Mosaic GPU kernel (Hopper: TF32 ``wgmma``).
 
 Why: XLA runs each hidden layer of the decoder as a product and a GELU pass that both go
 through device memory. Evaluating a run decodes ~40 M points (both splits, every scale, the
-full grid), and that decoding was most of an evaluation's time (benchmarks/RESULTS.md).
-:func:`_forward_kernel` takes a tile of 64 points through every layer in shared memory and
-registers, h_0 = GELU(c_p + z_s), h_l = GELU(h_{l-1} W_l + b_l), u = h_L · w, and writes only u.
-The weights stream through shared memory a layer at a time, the next layer's while this one's
-product runs (so the number of hidden products must be even).
+full grid), and that decoding was most of an evaluation's time; a training step's forward
+pass was ~400 µs of XLA passes (benchmarks/RESULTS.md). :func:`_forward_kernel` takes a tile
+of 64 points through every layer in shared memory and registers, h_0 = GELU(c_p + z_s),
+h_l = GELU(h_{l-1} W_l + b_l), u = h_L · w, and writes u; in training it also writes what the
+backward pass needs, each h_l and GELU'(a_l). The weights stream through shared memory a layer
+at a time, the next layer's while this one's product runs (so the number of hidden products
+must be even). A sweep group's members (``vmap``) run in one launch.
 
 Same function as the XLA path (:class:`~fae_lab.models.decoder.CoordinateDecoder`, standard):
 GELU in its tanh form with the GPU's approximate tanh, products on TF32 operands rounded to
 nearest as XLA rounds them, float32 accumulation. Widths are zero-padded to 128 (the 128-byte
 swizzle of a float32 tile); padded units stay exactly zero.
 
-Only the value: where the decoder is differentiated (training, the NTK), :func:`decode` takes
-value and derivatives from XLA (:func:`reference`). A fused backward pass was built and
-measured slower in the training step than XLA's; ``benchmarks/archive/probe_mosaic_decoder.py``
-keeps it.
+The backward pass stays XLA's (:func:`_backward`): its products and elementwise passes read
+the kept arrays. A fused backward pass was built and measured slower in the training step than
+XLA's; ``benchmarks/archive/probe_mosaic_decoder.py`` keeps it. Forward-mode derivatives are
+not defined (a ``custom_vjp``); the NTK builds its models with XLA's layers.
 
 Where it runs: a Hopper GPU, float32, one coordinate grid for the batch, every hidden width
 the same and at most 128, an even number (two or more) of hidden products, and points per
@@ -99,51 +101,97 @@ def fills_the_gpu(n_samples: int, n_points: int) -> bool:
     return _blocks(tiles) >= min(tiles, MAX_CTAS // 4)
 
 
-def _forward_kernel(c, z, w_t, b, w_out):
-    """u (S·P,) for c (P, 128), z (S, 128), w_t (L, 128, 128) = W_l transposed ((N, K): the
-    K-major layout TF32 ``wgmma`` needs; rounded to TF32), b (L, 128), w_out (128,)."""
+def _gelu_and_slope(x):
+    """GELU(x) and GELU'(x), tanh form, from one tanh."""
+    x2 = x * x
+    t = jnp.tanh(_C * (x + _CUBIC * x2 * x))
+    value = 0.5 * x * (1.0 + t)
+    slope = 0.5 * (1.0 + t) + (0.5 * _C) * x * (1.0 - t * t) * (1.0 + 3.0 * _CUBIC * x2)
+    return value, slope
+
+
+def _forward_kernel(c, z, w_t, b, w_out, keep=False):
+    """u (M·S·P,) for M members' decoders (a sweep group's; M = 1 for one run), one launch:
+    c (M, P, 128), z (M, S, 128), w_t (M, L, 128, 128) = W_l transposed ((N, K): the K-major
+    layout TF32 ``wgmma`` needs; rounded to TF32), b (M, L, 128), w_out (M, 128). Rows are
+    member-major, then sample, then point.
+
+    ``keep`` (a training forward): also what the backward pass needs, one (M·S·P, 128) array a
+    layer, the activations h_0 .. h_L as the products take them (rounded to TF32), then the
+    slopes GELU'(a_0) .. GELU'(a_L). Separate arrays, so that XLA's backward takes each whole
+    with no slice; padded like the operands, since a tiled TMA store cannot stop at a width
+    that is not a multiple of 32."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import mosaic_gpu as plgpu
 
-    n_points, k = c.shape
-    n_samples, n_layers = z.shape[0], w_t.shape[0]
-    rows = n_samples * n_points
+    n_members, n_points, k = c.shape
+    n_samples, n_layers = z.shape[1], w_t.shape[1]
+    rows = n_members * n_samples * n_points
     tiles = rows // TILE
     blocks = _blocks(tiles)
     per_block = tiles // blocks
     tiles_per_sample = n_points // TILE
+    tiles_per_member = n_samples * tiles_per_sample
     swizzled = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
     col_layout = plgpu.Layout.WGMMA.reduce(0)
+    n_kept = 2 * (n_layers + 1) if keep else 0
 
-    def body(c_gmem, z_gmem, w_gmem, b_gmem, wout_gmem, u_gmem,
-             h_smem, w_smem, z_smem, b_smem, wout_smem, u_smem, bar, wbar):
+    def body(c_gmem, z_gmem, w_gmem, b_gmem, wout_gmem, u_gmem, *rest):
+        kept_gmem, rest = rest[:n_kept], rest[n_kept:]
+        h_smem, w_smem, z_smem, b_smem, wout_smem, u_smem, bar, wbar, *rest = rest
+        stage = rest[0] if keep else None
         block = lax.axis_index("block")
-        for i, (src, dst) in enumerate(((b_gmem, b_smem), (wout_gmem, wout_smem))):
-            plgpu.copy_gmem_to_smem(src, dst, bar.at[i])
-        for i in range(2):
-            plgpu.barrier_wait(bar.at[i])
-        w_out = lax.broadcast_in_dim(plgpu.load(wout_smem, (), layout=col_layout), (TILE, k), [1])
-        plgpu.copy_gmem_to_smem(w_gmem.at[0], w_smem.at[0], wbar.at[0])
+
+        def kept_rows(kind, layer, row0):
+            return kept_gmem[kind * (n_layers + 1) + layer].at[pl.ds(row0, TILE)]
+
+        def activate(pre):
+            """h = GELU(pre), and GELU'(pre) where the backward needs it."""
+            return _gelu_and_slope(pre) if keep else (_gelu(pre), None)
+
+        def keep_layer(layer, row0, h, slope):
+            """Write h to h_smem (the next product's operand, rounded); keeping, store it and
+            the slope once the last layer's stores have read their buffers."""
+            if keep:
+                plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+            h_smem[...] = round_tf32(h)
+            if keep:
+                stage[...] = slope
+            plgpu.commit_smem()
+            if keep:
+                plgpu.copy_smem_to_gmem(h_smem, kept_rows(0, layer, row0))
+                plgpu.copy_smem_to_gmem(stage, kept_rows(1, layer, row0))
+
+        first = block * per_block
+        plgpu.copy_gmem_to_smem(w_gmem.at[first // tiles_per_member, 0], w_smem.at[0], wbar.at[0])
 
         def tile(i, carry):
-            t = block * per_block + i
-            sample = t // tiles_per_sample
+            t = first + i
+            member = t // tiles_per_member
+            # the member whose weights the last layer prefetches: the next tile's (past the
+            # last tile, any: that prefetch is waited for and unused)
+            following = jnp.minimum((t + 1) // tiles_per_member, n_members - 1)
+            sample = (t % tiles_per_member) // tiles_per_sample
             row0 = pl.multiple_of(t * TILE, TILE)
             p0 = pl.multiple_of((t % tiles_per_sample) * TILE, TILE)
-            plgpu.copy_gmem_to_smem(c_gmem.at[pl.ds(p0, TILE)], h_smem, bar.at[3])
-            plgpu.copy_gmem_to_smem(z_gmem.at[sample], z_smem, bar.at[2])  # this tile's sample's z
-            plgpu.barrier_wait(bar.at[2])
-            plgpu.barrier_wait(bar.at[3])
+            # this tile's points, its sample's latent term, its member's biases and readout
+            plgpu.copy_gmem_to_smem(c_gmem.at[member, pl.ds(p0, TILE)], h_smem, bar.at[3])
+            plgpu.copy_gmem_to_smem(z_gmem.at[member, sample], z_smem, bar.at[2])
+            plgpu.copy_gmem_to_smem(b_gmem.at[member], b_smem, bar.at[0])
+            plgpu.copy_gmem_to_smem(wout_gmem.at[member], wout_smem, bar.at[1])
+            for j in range(4):
+                plgpu.barrier_wait(bar.at[j])
+            w_out = lax.broadcast_in_dim(plgpu.load(wout_smem, (), layout=col_layout), (TILE, k), [1])
             z_row = plgpu.load(z_smem, (), layout=col_layout)
             pre = plgpu.load(h_smem, (), layout=plgpu.Layout.WGMMA)
-            h = _gelu(pre + lax.broadcast_in_dim(z_row, (TILE, k), [1]))
-            h_smem[...] = round_tf32(h)
-            plgpu.commit_smem()
+            pre = pre + lax.broadcast_in_dim(z_row, (TILE, k), [1])
+            h, slope = activate(pre)
+            keep_layer(0, row0, h, slope)
             for layer in range(n_layers):
                 slot = layer % 2
                 plgpu.barrier_wait(wbar.at[slot])
                 # the next layer's weights (after the last layer: the next tile's first)
-                nxt = (layer + 1) % n_layers
+                nxt = (member, layer + 1) if layer + 1 < n_layers else (following, 0)
                 plgpu.copy_gmem_to_smem(w_gmem.at[nxt], w_smem.at[1 - slot], wbar.at[1 - slot])
 
                 def product(acc_ref, slot=slot):
@@ -152,14 +200,14 @@ def _forward_kernel(c, z, w_t, b, w_out):
 
                 acc = pl.run_scoped(product, plgpu.ACC((TILE, k), jnp.float32))
                 bias = plgpu.load(b_smem.at[layer], (), layout=col_layout)
-                h = _gelu(acc + lax.broadcast_in_dim(bias, (TILE, k), [1]))
-                if layer < n_layers - 1:
-                    h_smem[...] = round_tf32(h)
-                    plgpu.commit_smem()
+                pre = acc + lax.broadcast_in_dim(bias, (TILE, k), [1])
+                h, slope = activate(pre)
+                if layer < n_layers - 1 or keep:
+                    keep_layer(layer + 1, row0, h, slope)
             u_smem[...] = jnp.sum(h * w_out, axis=1)
             plgpu.commit_smem()
             plgpu.copy_smem_to_gmem(u_smem, u_gmem.at[pl.ds(row0, TILE)])
-            plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+            plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # before the next tile's loads
             return carry
 
         lax.fori_loop(0, per_block, tile, 0)
@@ -176,26 +224,58 @@ def _forward_kernel(c, z, w_t, b, w_out):
         plgpu.Barrier(num_arrivals=1, num_barriers=4),
         plgpu.Barrier(num_arrivals=1, num_barriers=2),
     ]
+    out_type = jax.ShapeDtypeStruct((rows,), jnp.float32)
+    if keep:
+        scratch.append(plgpu.SMEM((TILE, k), jnp.float32, transforms=swizzled))
+        out_type = (out_type, *([jax.ShapeDtypeStruct((rows, k), jnp.float32)] * n_kept))
     return plgpu.kernel(
-        body, out_type=jax.ShapeDtypeStruct((rows,), jnp.float32), scratch_types=scratch,
+        body, out_type=out_type, scratch_types=scratch,
         grid=(blocks,), grid_names=("block",), compiler_params=plgpu.CompilerParams(approx_math=True),
     )(c, z, w_t, b, w_out)
 
 
-def _forward_in_jnp(c, z, w_t, b, w_out):
-    """What :func:`_forward_kernel` computes from the same padded operands, in jnp: the CPU's
-    stand-in for the kernel (tile by tile the arithmetic is the same; here one product per
-    layer)."""
-    h = _gelu((c[None] + z[:, None]).reshape(-1, c.shape[1]))
-    for layer in range(w_t.shape[0]):
-        h = _gelu(h @ w_t[layer].T + b[layer][None, :])
-    return h @ w_out
+def _kept_in_jnp(c, z, w, b, w_out, keep):
+    """u, and with ``keep`` what the backward pass needs (as :func:`_forward_kernel`: h_0 ..
+    h_L, then GELU'(a_0) .. GELU'(a_L), (S·P, H) each), in jnp at the operands' width H.
+    XLA's training forward where the kernel does not run, and the CPU's stand-in for the
+    kernel (on its padded operands; the activations kept unrounded, which the GPU's TF32
+    products would round as the kernel does)."""
+    pre = (c[None] + z[:, None]).reshape(-1, c.shape[1])
+    h, slope = _gelu_and_slope(pre)
+    hs, slopes = [h], [slope]
+    for layer in range(w.shape[0]):
+        h, slope = _gelu_and_slope(h @ w[layer] + b[layer][None, :])
+        hs.append(h), slopes.append(slope)
+    u = h @ w_out
+    return (u, *hs, *slopes) if keep else u
 
 
-def _per_member(function):
-    """``function`` under ``vmap`` (a sweep group's members) runs once per member in turn:
-    the kernels have no batching rule, and each call fills the GPU on its own."""
-    return jax.custom_batching.sequential_vmap(function)
+def _forward_in_jnp(c, z, w_t, b, w_out, keep=False):
+    """What :func:`_forward_kernel` computes from the same padded operands (members first),
+    laid out as it lays its outputs out, in jnp: the CPU's stand-in for the kernel (tile by
+    tile the arithmetic is the same; here one product per layer)."""
+    out = jax.vmap(functools.partial(_kept_in_jnp, keep=keep))(c, z, jnp.swapaxes(w_t, 2, 3), b, w_out)
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+
+
+def _members(run, keep):
+    """``run`` (:func:`_forward_kernel` or its stand-in) for one member's operands, and under
+    ``vmap`` (a sweep group's members) once for all members: one launch, whose tiles run
+    every member's points (a batching rule of our own; JAX's would need one for the kernel)."""
+
+    def one(c, z, w_t, b, w_out):
+        return run(c[None], z[None], w_t[None], b[None], w_out[None], keep=keep)
+
+    members = jax.custom_batching.custom_vmap(one)
+
+    @members.def_vmap
+    def _(n_members, batched, c, z, w_t, b, w_out):
+        args = [a if is_batched else jnp.broadcast_to(a, (n_members, *a.shape))
+                for a, is_batched in zip((c, z, w_t, b, w_out), batched, strict=True)]
+        out = jax.tree.map(lambda a: a.reshape(n_members, -1, *a.shape[1:]), run(*args, keep=keep))
+        return out, jax.tree.map(lambda _: True, out)
+
+    return members
 
 
 def _widen(c, z, w, b, w_out):
@@ -208,8 +288,8 @@ def _widen(c, z, w, b, w_out):
 
 
 def reference(c, z, w, b, w_out):
-    """The decoder's hidden layers in XLA (jnp) at the model's width: what the kernel computes,
-    and what its gradient is taken from."""
+    """The decoder's hidden layers in XLA (jnp) at the model's width: what the kernel computes
+    (the checks' yardstick), and the value where the kernel does not run."""
     h = _gelu(c[None] + z[:, None])
     for layer in range(w.shape[0]):
         h = _gelu(h @ w[layer] + b[layer][None, None, :])
@@ -223,29 +303,72 @@ def decode(c, z, w, b, w_out, *, kernels: bool = True):
     w_out (H,).
 
     Its value comes from :func:`_forward_kernel` (``kernels=False``: from
-    :func:`_forward_in_jnp`, the same tiles' arithmetic in jnp, for the CPU tests). Where it is
-    differentiated (in either mode), value and derivatives come from :func:`reference` through
-    XLA (a ``custom_jvp``): a fused backward pass (benchmarks/archive/probe_mosaic_decoder.py)
-    measured slower in the training step than XLA's (benchmarks/RESULTS.md), so the kernel
-    serves what is only evaluated.
+    :func:`_forward_in_jnp`, the same tiles' arithmetic in jnp, for the CPU tests).
+    Differentiated (reverse mode: training), the forward pass is the kernel's too, keeping
+    each h_l and GELU'(a_l), and the backward pass is XLA's products from those arrays
+    (:func:`_backward`). A ``custom_vjp``: forward-mode derivatives are not defined here; the
+    NTK builds its models with XLA's layers.
     """
     return _decode(c, z, w, b, w_out, kernels)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(5,))
+def _padded_operands(c, z, w, b, w_out):
+    c_, z_, w_, b_, wo_ = _widen(c, z, w, b, w_out)
+    return c_, z_, jnp.swapaxes(w_, 1, 2), b_, wo_
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _decode(c, z, w, b, w_out, kernels):
     if not fills_the_gpu(z.shape[0], c.shape[0]):
         return reference(c, z, w, b, w_out)
-    c_, z_, w_, b_, wo_ = _widen(c, z, w, b, w_out)
-    w_t = jnp.swapaxes(w_, 1, 2)
+    c_, z_, w_t, b_, wo_ = _padded_operands(c, z, w, b, w_out)
     if kernels:
-        return _per_member(_forward_kernel)(c_, z_, round_tf32(w_t), b_, wo_)
-    return _per_member(_forward_in_jnp)(c_, z_, w_t, b_, wo_)
+        return _members(_forward_kernel, False)(c_, z_, round_tf32(w_t), b_, wo_)
+    return _members(_forward_in_jnp, False)(c_, z_, w_t, b_, wo_)
 
 
-@_decode.defjvp
-def _decode_jvp(kernels, primals, tangents):
-    """Differentiated, value and derivative are :func:`reference`'s: forward mode (the NTK's
-    matrix-free products) as well as reverse mode (training), which JAX gets by transposing
-    this linear map."""
-    return jax.jvp(reference, primals, tangents)
+def _decode_forward(c, z, w, b, w_out, kernels):
+    """u and the arrays the backward pass needs, (S·P, K) each: K = 128 from the kernel and
+    its stand-in, the model's width H from XLA's forward."""
+    if not fills_the_gpu(z.shape[0], c.shape[0]):
+        u, *kept = _kept_in_jnp(c, z, w, b, w_out, True)
+    else:
+        c_, z_, w_t, b_, wo_ = _padded_operands(c, z, w, b, w_out)
+        run = _members(_forward_kernel if kernels else _forward_in_jnp, True)
+        u, *kept = run(c_, z_, round_tf32(w_t) if kernels else w_t, b_, wo_)
+    # (S, 0) zeros: the sample count, carried to the backward through vmap as a shape
+    return u, (tuple(kept), w, w_out, jnp.zeros((z.shape[0], 0), jnp.float32))
+
+
+def _backward(kept, w, w_out, du, z_shape):
+    """The parameters' cotangents (c, z, w, b, w_out) from the kept arrays (h_0 .. h_L, then
+    GELU'(a_0) .. GELU'(a_L), (S·P, K) each, K >= H) and u's cotangent du (S·P,), for
+    ``z_shape[0]`` samples, in XLA: δh_L = du w_outᵀ,
+    δa_l = δh_l ⊙ GELU'(a_l), ∂W_l = h_{l-1}ᵀ δa_l, ∂b_l = Σ δa_l, δh_{l-1} = δa_l W_lᵀ.
+
+    Padded kept arrays are read at the model's width H in the elementwise passes, where XLA
+    fuses the slice into the pass; a weight gradient's product takes h_{l-1} whole (K wide, its
+    padded columns zero) and the first H rows of its (K, H) result are kept, so no sliced copy
+    of h is written for the product."""
+    n_hidden, width = w.shape[0], w.shape[-1]
+    activations = kept[:n_hidden + 1]
+    slopes = [s[:, :width] for s in kept[n_hidden + 1:]]
+    grad = du[:, None] * w_out[None, :]
+    d_w_out = (activations[-1].T @ du)[:width]
+    d_w, d_b = [None] * n_hidden, [None] * n_hidden
+    for layer in reversed(range(n_hidden)):
+        delta = grad * slopes[layer + 1]
+        d_w[layer] = (activations[layer].T @ delta)[:width]
+        d_b[layer] = jnp.sum(delta, axis=0)
+        grad = delta @ w[layer].T
+    delta = (grad * slopes[0]).reshape(z_shape[0], -1, width)
+    return jnp.sum(delta, axis=0), jnp.sum(delta, axis=1), jnp.stack(d_w), jnp.stack(d_b), d_w_out
+
+
+def _decode_backward(kernels, saved, du):
+    del kernels
+    kept, w, w_out, samples = saved
+    return _backward(kept, w, w_out, du, samples.shape)
+
+
+_decode.defvjp(_decode_forward, _decode_backward)

@@ -300,11 +300,11 @@ def use_fused_encoder(config: RunConfig, mode: str) -> bool:
 
 
 def use_fused_decoder(config: RunConfig, mode: str, resolution: int) -> str:
-    """How the decoder's value is computed: ``"kernels"``, the Mosaic GPU kernel of
+    """How the decoder's forward pass is computed: ``"kernels"``, the Mosaic GPU kernel of
     :mod:`fae_lab.models.fused_decoder`, or ``"off"``, XLA's layers.
 
-    The kernel serves the decoder's value where it is not differentiated (the evaluations);
-    training's gradient stays XLA's either way. ``--kernels auto`` or ``pallas`` takes it on a
+    The kernel computes the value in evaluations and, in training, also what XLA's backward
+    pass takes the gradient from. ``--kernels auto`` or ``pallas`` takes it on a
     Hopper GPU, on one device (``mode`` ``"single"``), for the FAE rung with a decoder it can
     run on fields of ``resolution``² points (:func:`~fae_lab.models.fused_decoder.fusable`);
     ``--kernels xla`` never does.
