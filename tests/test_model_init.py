@@ -108,6 +108,16 @@ def test_group_programs_are_kept_per_model_and_step():
                                     4.0, 2) is not first
     assert train_run.group_programs(graphdef, statics, None, bins, 4.0, 3) is not first
     assert len(train_run._PROGRAMS) <= train_run._PROGRAMS_KEPT
+    # another loss, the same model: another training step, the same evaluation program
+    fourier = train_run.group_programs(graphdef, dataclasses.replace(statics, loss_type="fourier"), None,
+                                       bins, 4.0, 2)
+    assert fourier is not first and fourier.step_fn is not first.step_fn
+    assert fourier.evaluate is first.evaluate
+    assert train_run.group_programs(other, statics, None, bins, 4.0, 2).evaluate is not first.evaluate
+    assert train_run.group_programs(graphdef, statics, None, bins, 4.0, 3).evaluate is not first.evaluate
+    assert train_run.group_programs(graphdef, statics, None, bins, 4.0, 2,
+                                    members_in_turn=False).evaluate is not first.evaluate
+    assert len(train_run._EVALUATIONS) <= train_run._PROGRAMS_KEPT
 
 
 @pytest.mark.slow

@@ -344,9 +344,27 @@ class GroupPrograms:
 # of the same model and step in this process (a sweep's next group, a notebook's next phase, a
 # test's next run) calls the same jitted functions, so JAX neither traces, lowers nor loads them
 # again; their arguments' shapes, dtypes and placements still select the compiled executable.
+# The evaluation does not depend on the training step, so groups of one model that train with
+# different losses (a phase's groups) share it: _EVALUATIONS, by what it closes over.
 _PROGRAMS: dict[tuple, GroupPrograms] = {}
+_EVALUATIONS: dict[tuple, Callable] = {}
 _PROGRAMS_KEPT = 8
 _PROGRAMS_LOCK = threading.Lock()
+
+
+def _kept(cache: dict, key: tuple, make: Callable):
+    """``cache[key]``, made by ``make()`` if absent; the cache keeps the _PROGRAMS_KEPT most
+    recently used."""
+    with _PROGRAMS_LOCK:  # a notebook may train in a thread of its own (lab.notebook)
+        if key in cache:
+            cache[key] = cache.pop(key)  # most recently used last
+            return cache[key]
+    value = make()
+    with _PROGRAMS_LOCK:
+        cache[key] = value
+        while len(cache) > _PROGRAMS_KEPT:
+            del cache[next(iter(cache))]
+    return value
 
 
 def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins: RadialBins,
@@ -355,7 +373,8 @@ def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins
     """The programs of a group whose model has ``graphdef`` (architecture, compute dtype, fused
     encoder), training step ``statics`` on ``data_mesh``, and evaluation ``bins``, ``cutoff`` and
     ``n_reconstructions``: made once per process for the same values (``bins`` is one object
-    per (R, n_bins), :func:`~fae_lab.spectral.radial_bins`).
+    per (R, n_bins), :func:`~fae_lab.spectral.radial_bins`); the evaluation once for the same
+    model and evaluation values, whatever the training step.
 
     ``members_in_turn``: the evaluation runs the members one after another (``lax.map``) in one
     call, instead of side by side (``vmap``). Side by side, the hidden layers' products become
@@ -363,30 +382,26 @@ def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins
     and every member's activations are held at once; the full-grid decoding is bound by
     memory traffic, so running members together gains nothing back. Members sharded over
     several devices (the ``members`` placement) need side by side."""
-    key = (graphdef, statics, data_mesh, bins, cutoff, n_reconstructions, members_in_turn)
-    with _PROGRAMS_LOCK:  # a notebook may train in a thread of its own (lab.notebook)
-        if key in _PROGRAMS:
-            _PROGRAMS[key] = _PROGRAMS.pop(key)  # most recently used last
-            return _PROGRAMS[key]
-
     def apply_fn(p, r, x_enc, u_enc, x_dec, field):
         return apply_model(nnx.merge(graphdef, p, r), x_enc, u_enc, x_dec, field)
 
-    evaluate_member = make_split_evaluate(make_evaluate(apply_fn, bins, cutoff, n_reconstructions))
-    if members_in_turn:
-        def evaluate(params, rest, data):
-            return jax.lax.map(lambda member: evaluate_member(*member, data), (params, rest))
-    else:
-        evaluate = jax.vmap(evaluate_member, in_axes=(0, 0, None))
-    programs = GroupPrograms(
-        step_fn=make_train_step(statics, apply_fn, adam(), data_mesh=data_mesh),
-        evaluate=jax.jit(evaluate),
-    )
-    with _PROGRAMS_LOCK:
-        _PROGRAMS[key] = programs
-        while len(_PROGRAMS) > _PROGRAMS_KEPT:
-            del _PROGRAMS[next(iter(_PROGRAMS))]
-    return programs
+    def evaluation():
+        evaluate_member = make_split_evaluate(make_evaluate(apply_fn, bins, cutoff, n_reconstructions))
+        if members_in_turn:
+            def evaluate(params, rest, data):
+                return jax.lax.map(lambda member: evaluate_member(*member, data), (params, rest))
+        else:
+            evaluate = jax.vmap(evaluate_member, in_axes=(0, 0, None))
+        return jax.jit(evaluate)
+
+    def programs():
+        return GroupPrograms(
+            step_fn=make_train_step(statics, apply_fn, adam(), data_mesh=data_mesh),
+            evaluate=_kept(_EVALUATIONS, (graphdef, bins, cutoff, n_reconstructions, members_in_turn), evaluation),
+        )
+
+    return _kept(_PROGRAMS, (graphdef, statics, data_mesh, bins, cutoff, n_reconstructions, members_in_turn),
+                 programs)
 
 
 def train(config: RunConfig, command_line: list[str] | None = None, *, quiet: bool = False,
