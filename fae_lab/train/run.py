@@ -352,7 +352,7 @@ _PROGRAMS_KEPT = 8
 _PROGRAMS_LOCK = threading.Lock()
 
 
-def _kept(cache: dict, key: tuple, make: Callable):
+def _cached(cache: dict, key: tuple, make: Callable):
     """``cache[key]``, made by ``make()`` if absent; the cache keeps the _PROGRAMS_KEPT most
     recently used."""
     with _PROGRAMS_LOCK:  # a notebook may train in a thread of its own (lab.notebook)
@@ -397,10 +397,10 @@ def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins
     def programs():
         return GroupPrograms(
             step_fn=make_train_step(statics, apply_fn, adam(), data_mesh=data_mesh),
-            evaluate=_kept(_EVALUATIONS, (graphdef, bins, cutoff, n_reconstructions, members_in_turn), evaluation),
+            evaluate=_cached(_EVALUATIONS, (graphdef, bins, cutoff, n_reconstructions, members_in_turn), evaluation),
         )
 
-    return _kept(_PROGRAMS, (graphdef, statics, data_mesh, bins, cutoff, n_reconstructions, members_in_turn),
+    return _cached(_PROGRAMS, (graphdef, statics, data_mesh, bins, cutoff, n_reconstructions, members_in_turn),
                  programs)
 
 
