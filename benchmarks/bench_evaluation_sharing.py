@@ -7,7 +7,7 @@ compiles the evaluation), then its H¹ run twice, each with its own training ste
 (the process's step programs cleared): once with the evaluation programs cleared as well (the
 old behaviour, a compilation of its own), once sharing the baseline's. Prints one JSON line:
 each H¹ run's wall seconds and its first evaluation's seconds from the run's start, as its
-metrics store records the evaluation's wall time.
+metrics store records the evaluation's wall time (to 0.1 s).
 
     python3 benchmarks/bench_evaluation_sharing.py [--steps 50] [--json FILE]
 """
@@ -23,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for bench_seed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
+
+from bench_seed import first_rows  # seconds from a run's start to its first evaluation and row
 
 
 def train_once(flags: list[str], out: Path) -> float:
@@ -35,17 +38,6 @@ def train_once(flags: list[str], out: Path) -> float:
     if status != 0:
         raise SystemExit(f"bench_evaluation_sharing: fae-lab train exited {status}")
     return time.perf_counter() - start
-
-
-def first_evaluation_s(run: Path) -> float:
-    """Seconds from the run's start to its first evaluation's end (the metrics store's wall
-    time of the first evaluated step)."""
-    import numpy as np
-    import xarray as xr
-
-    ds = xr.open_zarr(run / "metrics.zarr")
-    wall = np.asarray(ds["eval_wall_time"].values, np.float64)
-    return float(wall[np.isfinite(wall)][0])
 
 
 def main() -> int:
@@ -73,7 +65,7 @@ def main() -> int:
                 train_run._EVALUATIONS.clear()
             run = tmp / way
             result[f"{way}_wall_s"] = round(train_once([*common, *flags["h1"]], run), 2)
-            result[f"{way}_first_evaluation_s"] = round(first_evaluation_s(run), 2)
+            result[f"{way}_first_evaluation_s"] = first_rows(run / "metrics.zarr")["first_evaluation_s"]
     print(json.dumps(result))
     if args.json:
         with args.json.open("a") as out:

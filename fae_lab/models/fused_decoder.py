@@ -317,14 +317,19 @@ def _padded_operands(c, z, w, b, w_out):
     return c_, z_, jnp.swapaxes(w_, 1, 2), b_, wo_
 
 
+def _fused_forward(c, z, w, b, w_out, kernels, keep):
+    """:func:`_forward_kernel` (``kernels``; else its stand-in) on the padded operands, a
+    group's members in one call."""
+    c_, z_, w_t, b_, wo_ = _padded_operands(c, z, w, b, w_out)
+    run = _members(_forward_kernel if kernels else _forward_in_jnp, keep)
+    return run(c_, z_, round_tf32(w_t) if kernels else w_t, b_, wo_)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _decode(c, z, w, b, w_out, kernels):
     if not fills_the_gpu(z.shape[0], c.shape[0]):
         return reference(c, z, w, b, w_out)
-    c_, z_, w_t, b_, wo_ = _padded_operands(c, z, w, b, w_out)
-    if kernels:
-        return _members(_forward_kernel, False)(c_, z_, round_tf32(w_t), b_, wo_)
-    return _members(_forward_in_jnp, False)(c_, z_, w_t, b_, wo_)
+    return _fused_forward(c, z, w, b, w_out, kernels, False)
 
 
 def _decode_forward(c, z, w, b, w_out, kernels):
@@ -333,9 +338,7 @@ def _decode_forward(c, z, w, b, w_out, kernels):
     if not fills_the_gpu(z.shape[0], c.shape[0]):
         u, *kept = _kept_in_jnp(c, z, w, b, w_out, True)
     else:
-        c_, z_, w_t, b_, wo_ = _padded_operands(c, z, w, b, w_out)
-        run = _members(_forward_kernel if kernels else _forward_in_jnp, True)
-        u, *kept = run(c_, z_, round_tf32(w_t) if kernels else w_t, b_, wo_)
+        u, *kept = _fused_forward(c, z, w, b, w_out, kernels, True)
     # (S, 0) zeros: the sample count, carried to the backward through vmap as a shape
     return u, (tuple(kept), w, w_out, jnp.zeros((z.shape[0], 0), jnp.float32))
 
