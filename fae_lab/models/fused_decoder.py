@@ -6,9 +6,11 @@ full grid), and that decoding was most of an evaluation's time; a training step'
 pass was ~400 µs of XLA passes (benchmarks/RESULTS.md). :func:`_forward_kernel` takes a tile
 of 64 points through every layer in shared memory and registers, h_0 = GELU(c_p + z_s),
 h_l = GELU(h_{l-1} W_l + b_l), u = h_L · w, and writes u; in training it also writes what the
-backward pass needs, each h_l and GELU'(a_l). The weights stream through shared memory a layer
-at a time, the next layer's while this one's product runs (so the number of hidden products
-must be even). A sweep group's members (``vmap``) run in one launch.
+backward pass needs, each h_l with GELU'(a_l) in its low bits (:func:`pack`). Two warpgroups
+of a block each take a tile of the same member while a third streams that member's weights
+through shared memory a layer ahead (so the number of hidden products must be even): one
+tile's GELU runs while the other's product does. A sweep group's members (``vmap``) run in
+one launch.
 
 Same function as the XLA path (:class:`~fae_lab.models.decoder.CoordinateDecoder`, standard):
 GELU in its tanh form with the GPU's approximate tanh, products on TF32 operands rounded to
@@ -16,18 +18,21 @@ nearest as XLA rounds them, float32 accumulation. Widths are zero-padded to 128 
 swizzle of a float32 tile); padded units stay exactly zero.
 
 The backward pass stays XLA's (:func:`_backward`): its products and elementwise passes read
-the kept arrays. A fused backward pass was built and measured slower in the training step than
-XLA's; ``benchmarks/archive/probe_mosaic_decoder.py`` keeps it. Forward-mode derivatives are
-not defined (a ``custom_vjp``); the NTK builds its models with XLA's layers.
+the kept arrays. The slope travels in the 13 bits a TF32 product drops, as a 12-bit code
+(within 1.6e-4), so one array a layer is written instead of two and the products read the
+activation exactly. A fused backward pass was built and measured slower in the training step
+than XLA's; ``benchmarks/archive/probe_mosaic_decoder.py`` keeps it. Forward-mode derivatives
+are not defined (a ``custom_vjp``); the NTK builds its models with XLA's layers.
 
 Where it runs: a Hopper GPU, float32, one coordinate grid for the batch, every hidden width
 the same and at most 128, an even number (two or more) of hidden products, and points per
-sample a multiple of 64 (:func:`fusable`); a batch whose tiles cannot be split over enough
-blocks (:func:`fills_the_gpu`) is decoded by XLA's layers. JAX's Mosaic GPU interpreter (JAX
-0.10) cannot run the kernel (no ``load`` with a layout, no transposed TF32 operand), so the CPU
-suite checks everything around it with :func:`_forward_in_jnp`, the same arithmetic in jnp,
-and ``benchmarks/check_fused_decoder.py`` checks the kernel against XLA and float64 on a GPU
-(its figures are in benchmarks/RESULTS.md).
+sample a multiple of 64 (:func:`fusable`); a batch whose tiles do not pair up or cannot be
+split over enough blocks (:func:`fills_the_gpu`) is decoded by XLA's layers, forward and
+backward. JAX's Mosaic GPU interpreter (JAX 0.10) cannot run the kernel (no ``load`` with a
+layout, no transposed TF32 operand), so the CPU suite checks everything around it with
+:func:`_forward_in_jnp`, the same arithmetic in jnp, and ``benchmarks/check_fused_decoder.py``
+checks the kernel against XLA and float64 on a GPU (its figures are in benchmarks/RESULTS.md;
+``benchmarks/profile_decoder_kernel.py`` shows where its time goes).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from fae_lab.config import ModelConfig
 
 WIDE = 128  # the kernels' padded width: a float32 tile row of the 128-byte swizzle is 32 wide
 TILE = 64  # points per tile: one warpgroup's wgmma M
-MAX_CTAS = 132  # an H100's or H200's multiprocessors; each block holds ~200 KB of shared memory
+PROFILE: dict = {}  # Mosaic GPU's on-device profiler (profile_space, profile_dir): benchmarks/profile_decoder_kernel.py
+MAX_CTAS = 132  # an H100's or H200's multiprocessors; a block holds ~200 KB of shared memory
 _C = math.sqrt(2.0 / math.pi)
 _CUBIC = 0.044715
 
@@ -57,6 +63,33 @@ def round_tf32(x):
     rounds a TF32 product's operands (the tensor cores alone would truncate)."""
     bits = lax.bitcast_convert_type(x, jnp.int32)
     bits = (bits + jnp.int32(0x1000)) & jnp.int32(-0x2000)
+    return lax.bitcast_convert_type(bits, jnp.float32)
+
+
+SLOPE_LOW, SLOPE_HIGH = -0.13, 1.13  # GELU'(x) (tanh form) lies in [-0.1290, 1.1290]
+SLOPE_CODES = 4095  # 12 bits: below 0x1000, so rounding the packed value to TF32 gives h
+
+
+def pack(h, slope):
+    """h rounded to TF32, with GELU'(a) as a 12-bit code in the 13 low bits TF32 drops: a TF32
+    product's operand rounding (to nearest, or the tensor cores' truncation) reads exactly the
+    rounded h, and :func:`unpack_slope` reads the slope back to within 1.6e-4."""
+    scale = SLOPE_CODES / (SLOPE_HIGH - SLOPE_LOW)
+    code = jnp.minimum(jnp.maximum(slope * scale - SLOPE_LOW * scale, 0.0), float(SLOPE_CODES))
+    # 1.5 * 2**23 added: the float's low mantissa bits hold the code rounded to an integer
+    code = lax.bitcast_convert_type(code + 12582912.0, jnp.int32) & jnp.int32(0xFFF)
+    bits = lax.bitcast_convert_type(round_tf32(h), jnp.int32) | code
+    return lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def unpack_slope(packed):
+    code = lax.bitcast_convert_type(packed, jnp.int32) & jnp.int32(0xFFF)
+    return code.astype(jnp.float32) * ((SLOPE_HIGH - SLOPE_LOW) / SLOPE_CODES) + SLOPE_LOW
+
+
+def unpack_activation(packed):
+    """The rounded h of a packed value (its low 13 bits cleared)."""
+    bits = lax.bitcast_convert_type(packed, jnp.int32) & jnp.int32(-0x2000)
     return lax.bitcast_convert_type(bits, jnp.float32)
 
 
@@ -94,20 +127,24 @@ def _blocks(tiles: int) -> int:
 
 
 def fills_the_gpu(n_samples: int, n_points: int) -> bool:
-    """Whether the kernel's tiles split into enough blocks to keep most multiprocessors busy
-    (a quarter of them, or one block per tile): a prime number of tiles over MAX_CTAS would
-    leave one block to run them all, and XLA's layers decode those instead."""
+    """Whether a member's tiles pair up (the kernel runs two tiles of one member at a time)
+    and the pairs split into enough blocks to keep most multiprocessors busy (a quarter of
+    them, or one block per pair): a prime number of pairs over MAX_CTAS would leave one block
+    to run them all, and XLA's layers decode those instead."""
     tiles = n_samples * n_points // TILE
-    return _blocks(tiles) >= min(tiles, MAX_CTAS // 4)
+    pairs = tiles // 2
+    return tiles % 2 == 0 and _blocks(pairs) >= min(pairs, MAX_CTAS // 4)
 
 
 def _gelu_and_slope(x):
-    """GELU(x) and GELU'(x), tanh form, from one tanh."""
-    x2 = x * x
-    t = jnp.tanh(_C * (x + _CUBIC * x2 * x))
-    value = 0.5 * x * (1.0 + t)
-    slope = 0.5 * (1.0 + t) + (0.5 * _C) * x * (1.0 - t * t) * (1.0 + 3.0 * _CUBIC * x2)
-    return value, slope
+    """GELU(x) and GELU'(x), tanh form, from one tanh. Written so that few whole tiles are
+    live at once: in the kernel every step is a (64, 128) array in registers, and keeping
+    x² alive beside x, t and GELU(x) spilled registers (the training forward took 2.2× as
+    long; benchmarks/RESULTS.md)."""
+    t = jnp.tanh(x * (_C + (_C * _CUBIC) * (x * x)))
+    half = 0.5 + 0.5 * t
+    slope = half + x * ((x * x) * (1.5 * _C * _CUBIC) + 0.5 * _C) * (1.0 - t * t)
+    return x * half, slope
 
 
 def _forward_kernel(c, z, w_t, b, w_out, keep=False):
@@ -116,10 +153,15 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False):
     layout TF32 ``wgmma`` needs; rounded to TF32), b (M, L, 128), w_out (M, 128). Rows are
     member-major, then sample, then point.
 
+    A block runs pairs of tiles in three warpgroups: two compute a tile each, through every
+    layer, while the third streams the pair's weights through two shared buffers a layer ahead,
+    refilling a buffer once both tiles' products have read it. Two tiles in flight let one
+    warpgroup's GELU run while the other's product does. A pair's two tiles are of one member
+    (a member's tiles are an even number: :func:`fills_the_gpu`).
+
     ``keep`` (a training forward): also what the backward pass needs, one (M·S·P, 128) array a
-    layer, the activations h_0 .. h_L as the products take them (rounded to TF32), then the
-    slopes GELU'(a_0) .. GELU'(a_L). Separate arrays, so that XLA's backward takes each whole
-    with no slice; padded like the operands, since a tiled TMA store cannot stop at a width
+    layer, h_0 .. h_L as the products take them with GELU'(a_l) in their low bits
+    (:func:`pack`); padded like the operands, since a tiled TMA store cannot stop at a width
     that is not a multiple of 32."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import mosaic_gpu as plgpu
@@ -127,119 +169,135 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False):
     n_members, n_points, k = c.shape
     n_samples, n_layers = z.shape[1], w_t.shape[1]
     rows = n_members * n_samples * n_points
-    tiles = rows // TILE
-    blocks = _blocks(tiles)
-    per_block = tiles // blocks
+    pairs = rows // (2 * TILE)
+    blocks = _blocks(pairs)
+    per_block = pairs // blocks
     tiles_per_sample = n_points // TILE
     tiles_per_member = n_samples * tiles_per_sample
     swizzled = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
     col_layout = plgpu.Layout.WGMMA.reduce(0)
-    n_kept = 2 * (n_layers + 1) if keep else 0
+    n_kept = n_layers + 1 if keep else 0
 
     def body(c_gmem, z_gmem, w_gmem, b_gmem, wout_gmem, u_gmem, *rest):
         kept_gmem, rest = rest[:n_kept], rest[n_kept:]
-        h_smem, w_smem, z_smem, b_smem, wout_smem, u_smem, bar, wbar, *rest = rest
-        stage = rest[0] if keep else None
+        h_all, w_smem, z_all, b_all, wout_all, u_all, bar, wbar, wfree = rest
         block = lax.axis_index("block")
+        wg = lax.axis_index("wg")
+        first = block * per_block  # the block's first pair
 
-        def kept_rows(kind, layer, row0):
-            return kept_gmem[kind * (n_layers + 1) + layer].at[pl.ds(row0, TILE)]
+        @pl.when(wg == 2)
+        def _stream_weights():
+            plgpu.set_max_registers(40, action="decrease")
 
-        def activate(pre):
-            """h = GELU(pre), and GELU'(pre) where the backward needs it."""
-            return _gelu_and_slope(pre) if keep else (_gelu(pre), None)
+            def pair(i, carry):
+                member = (2 * (first + i)) // tiles_per_member
+                for layer in range(n_layers):
+                    slot = layer % 2  # an even number of layers: a pair's layer 0 takes buffer 0
+                    with jax.named_scope("buffer_free_wait"):
+                        if layer >= 2:
+                            plgpu.barrier_wait(wfree.at[slot])
+                        else:  # the buffer's first fill needs no wait
+                            pl.when(i > 0)(functools.partial(plgpu.barrier_wait, wfree.at[slot]))
+                    plgpu.copy_gmem_to_smem(w_gmem.at[member, layer], w_smem.at[slot], wbar.at[slot])
+                return carry
 
-        def keep_layer(layer, row0, h, slope):
-            """Write h to h_smem (the next product's operand, rounded); keeping, store it and
-            the slope once the last layer's stores have read their buffers."""
-            if keep:
-                plgpu.wait_smem_to_gmem(0, wait_read_only=True)
-            h_smem[...] = round_tf32(h)
-            if keep:
-                stage[...] = slope
-            plgpu.commit_smem()
-            if keep:
-                plgpu.copy_smem_to_gmem(h_smem, kept_rows(0, layer, row0))
-                plgpu.copy_smem_to_gmem(stage, kept_rows(1, layer, row0))
+            lax.fori_loop(0, per_block, pair, 0)
 
-        first = block * per_block
-        plgpu.copy_gmem_to_smem(w_gmem.at[first // tiles_per_member, 0], w_smem.at[0], wbar.at[0])
+        @pl.when(wg < 2)
+        def _compute():
+            plgpu.set_max_registers(232, action="increase")
+            h_smem, z_smem, u_smem = h_all.at[wg], z_all.at[wg], u_all.at[wg]
+            b_smem, wout_smem = b_all.at[wg], wout_all.at[wg]
 
-        def tile(i, carry):
-            t = first + i
-            member = t // tiles_per_member
-            # the member whose weights the last layer prefetches: the next tile's (past the
-            # last tile, any: that prefetch is waited for and unused)
-            following = jnp.minimum((t + 1) // tiles_per_member, n_members - 1)
-            sample = (t % tiles_per_member) // tiles_per_sample
-            row0 = pl.multiple_of(t * TILE, TILE)
-            p0 = pl.multiple_of((t % tiles_per_sample) * TILE, TILE)
-            # this tile's points, its sample's latent term, its member's biases and readout
-            plgpu.copy_gmem_to_smem(c_gmem.at[member, pl.ds(p0, TILE)], h_smem, bar.at[3])
-            plgpu.copy_gmem_to_smem(z_gmem.at[member, sample], z_smem, bar.at[2])
-            plgpu.copy_gmem_to_smem(b_gmem.at[member], b_smem, bar.at[0])
-            plgpu.copy_gmem_to_smem(wout_gmem.at[member], wout_smem, bar.at[1])
-            for j in range(4):
-                plgpu.barrier_wait(bar.at[j])
-            w_out = lax.broadcast_in_dim(plgpu.load(wout_smem, (), layout=col_layout), (TILE, k), [1])
-            z_row = plgpu.load(z_smem, (), layout=col_layout)
-            pre = plgpu.load(h_smem, (), layout=plgpu.Layout.WGMMA)
-            pre = pre + lax.broadcast_in_dim(z_row, (TILE, k), [1])
-            h, slope = activate(pre)
-            keep_layer(0, row0, h, slope)
-            for layer in range(n_layers):
-                slot = layer % 2
-                plgpu.barrier_wait(wbar.at[slot])
-                # the next layer's weights (after the last layer: the next tile's first)
-                nxt = (member, layer + 1) if layer + 1 < n_layers else (following, 0)
-                plgpu.copy_gmem_to_smem(w_gmem.at[nxt], w_smem.at[1 - slot], wbar.at[1 - slot])
+            def activate(pre):
+                """h = GELU(pre), and GELU'(pre) where the backward needs it."""
+                return _gelu_and_slope(pre) if keep else (_gelu(pre), None)
 
-                def product(acc_ref, slot=slot):
-                    plgpu.wgmma(acc_ref, h_smem, plgpu.transpose_ref(w_smem.at[slot], (1, 0)))
-                    return acc_ref[...]
+            def keep_layer(layer, row0, h, slope):
+                """Write h to h_smem (the next product's operand, rounded; keeping, with the
+                slope in its low bits) once the last layer's store has read it, and store it."""
+                if keep:
+                    with jax.named_scope("store_wait"):
+                        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+                with jax.named_scope("write_h"):
+                    h_smem[...] = pack(h, slope) if keep else round_tf32(h)
+                    plgpu.commit_smem()
+                if keep:
+                    plgpu.copy_smem_to_gmem(h_smem, kept_gmem[layer].at[pl.ds(row0, TILE)])
 
-                acc = pl.run_scoped(product, plgpu.ACC((TILE, k), jnp.float32))
-                bias = plgpu.load(b_smem.at[layer], (), layout=col_layout)
-                pre = acc + lax.broadcast_in_dim(bias, (TILE, k), [1])
-                h, slope = activate(pre)
-                if layer < n_layers - 1 or keep:
-                    keep_layer(layer + 1, row0, h, slope)
-            u_smem[...] = jnp.sum(h * w_out, axis=1)
-            plgpu.commit_smem()
-            plgpu.copy_smem_to_gmem(u_smem, u_gmem.at[pl.ds(row0, TILE)])
-            plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # before the next tile's loads
-            return carry
+            def tile(i, carry):
+                t = 2 * (first + i) + wg
+                member = t // tiles_per_member
+                sample = (t % tiles_per_member) // tiles_per_sample
+                row0 = pl.multiple_of(t * TILE, TILE)
+                p0 = pl.multiple_of((t % tiles_per_sample) * TILE, TILE)
+                # this tile's points, its sample's latent term, its member's biases and readout
+                mine = [bar.at[4 * wg + j] for j in range(4)]
+                plgpu.copy_gmem_to_smem(c_gmem.at[member, pl.ds(p0, TILE)], h_smem, mine[3])
+                plgpu.copy_gmem_to_smem(z_gmem.at[member, sample], z_smem, mine[2])
+                plgpu.copy_gmem_to_smem(b_gmem.at[member], b_smem, mine[0])
+                plgpu.copy_gmem_to_smem(wout_gmem.at[member], wout_smem, mine[1])
+                with jax.named_scope("tile_loads"):
+                    for barrier in mine:
+                        plgpu.barrier_wait(barrier)
+                w_out = lax.broadcast_in_dim(plgpu.load(wout_smem, (), layout=col_layout), (TILE, k), [1])
+                z_row = plgpu.load(z_smem, (), layout=col_layout)
+                pre = plgpu.load(h_smem, (), layout=plgpu.Layout.WGMMA)
+                pre = pre + lax.broadcast_in_dim(z_row, (TILE, k), [1])
+                with jax.named_scope("activate"):
+                    h, slope = activate(pre)
+                keep_layer(0, row0, h, slope)
+                for layer in range(n_layers):
+                    slot = layer % 2
+                    with jax.named_scope("weights_wait"):
+                        plgpu.barrier_wait(wbar.at[slot])
 
-        lax.fori_loop(0, per_block, tile, 0)
-        plgpu.barrier_wait(wbar.at[0])  # the last tile's prefetch, unused
-        plgpu.wait_smem_to_gmem(0)
+                    def product(acc_ref, slot=slot):
+                        plgpu.wgmma(acc_ref, h_smem, plgpu.transpose_ref(w_smem.at[slot], (1, 0)))
+                        return acc_ref[...]
+
+                    with jax.named_scope("product"):
+                        acc = pl.run_scoped(product, plgpu.ACC((TILE, k), jnp.float32))
+                    plgpu.barrier_arrive(wfree.at[slot])  # this tile is done with the buffer
+                    bias = plgpu.load(b_smem.at[layer], (), layout=col_layout)
+                    with jax.named_scope("activate"):
+                        pre = acc + lax.broadcast_in_dim(bias, (TILE, k), [1])
+                        h, slope = activate(pre)
+                    if layer < n_layers - 1 or keep:
+                        keep_layer(layer + 1, row0, h, slope)
+                u_smem[...] = jnp.sum(h * w_out, axis=1)
+                plgpu.commit_smem()
+                plgpu.copy_smem_to_gmem(u_smem, u_gmem.at[pl.ds(row0, TILE)])
+                plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # before the next tile's loads
+                return carry
+
+            lax.fori_loop(0, per_block, tile, 0)
+            plgpu.wait_smem_to_gmem(0)
 
     scratch = [
-        plgpu.SMEM((TILE, k), jnp.float32, transforms=swizzled),
-        plgpu.SMEM((2, k, k), jnp.float32, transforms=swizzled),
-        plgpu.SMEM((k,), jnp.float32),
-        plgpu.SMEM((n_layers, k), jnp.float32),
-        plgpu.SMEM((k,), jnp.float32),
-        plgpu.SMEM((TILE,), jnp.float32),
-        plgpu.Barrier(num_arrivals=1, num_barriers=4),
-        plgpu.Barrier(num_arrivals=1, num_barriers=2),
+        plgpu.SMEM((2, TILE, k), jnp.float32, transforms=swizzled),  # each compute warpgroup's h
+        plgpu.SMEM((2, k, k), jnp.float32, transforms=swizzled),  # the weights' two buffers
+        plgpu.SMEM((2, k), jnp.float32),
+        plgpu.SMEM((2, n_layers, k), jnp.float32),
+        plgpu.SMEM((2, k), jnp.float32),
+        plgpu.SMEM((2, TILE), jnp.float32),
+        plgpu.Barrier(num_arrivals=1, num_barriers=8),  # each compute warpgroup's tile loads
+        plgpu.Barrier(num_arrivals=1, num_barriers=2),  # a weight buffer filled
+        plgpu.Barrier(num_arrivals=2, num_barriers=2),  # a weight buffer read by both tiles
     ]
     out_type = jax.ShapeDtypeStruct((rows,), jnp.float32)
     if keep:
-        scratch.append(plgpu.SMEM((TILE, k), jnp.float32, transforms=swizzled))
         out_type = (out_type, *([jax.ShapeDtypeStruct((rows, k), jnp.float32)] * n_kept))
     return plgpu.kernel(
-        body, out_type=out_type, scratch_types=scratch,
-        grid=(blocks,), grid_names=("block",), compiler_params=plgpu.CompilerParams(approx_math=True),
+        body, out_type=out_type, scratch_types=scratch, grid=(blocks,), grid_names=("block",),
+        num_threads=3, thread_name="wg", compiler_params=plgpu.CompilerParams(approx_math=True, **PROFILE),
     )(c, z, w_t, b, w_out)
 
 
 def _kept_in_jnp(c, z, w, b, w_out, keep):
     """u, and with ``keep`` what the backward pass needs (as :func:`_forward_kernel`: h_0 ..
-    h_L, then GELU'(a_0) .. GELU'(a_L), (S·P, H) each), in jnp at the operands' width H.
-    XLA's training forward where the kernel does not run, and the CPU's stand-in for the
-    kernel (on its padded operands; the activations kept unrounded, which the GPU's TF32
-    products would round as the kernel does)."""
+    h_L packed with GELU'(a_0) .. GELU'(a_L), (S·P, H) each), in jnp at the operands' width H:
+    the CPU's stand-in for the kernel, on its padded operands."""
     pre = (c[None] + z[:, None]).reshape(-1, c.shape[1])
     h, slope = _gelu_and_slope(pre)
     hs, slopes = [h], [slope]
@@ -247,7 +305,9 @@ def _kept_in_jnp(c, z, w, b, w_out, keep):
         h, slope = _gelu_and_slope(h @ w[layer] + b[layer][None, :])
         hs.append(h), slopes.append(slope)
     u = h @ w_out
-    return (u, *hs, *slopes) if keep else u
+    if not keep:
+        return u
+    return (u, *(pack(h, slope) for h, slope in zip(hs, slopes, strict=True)))
 
 
 def _forward_in_jnp(c, z, w_t, b, w_out, keep=False):
@@ -333,31 +393,33 @@ def _decode(c, z, w, b, w_out, kernels):
 
 
 def _decode_forward(c, z, w, b, w_out, kernels):
-    """u and the arrays the backward pass needs, (S·P, K) each: K = 128 from the kernel and
-    its stand-in, the model's width H from XLA's forward."""
+    """u and what the backward pass needs: the kept arrays, (S·P, 128) each, from the kernel
+    or its stand-in; where the kernel does not run, XLA's own forward and its residuals (its
+    backward is then XLA's too, exactly the reference's)."""
     if not fills_the_gpu(z.shape[0], c.shape[0]):
-        u, *kept = _kept_in_jnp(c, z, w, b, w_out, True)
-    else:
-        u, *kept = _fused_forward(c, z, w, b, w_out, kernels, True)
+        return jax.vjp(reference, c, z, w, b, w_out)
+    u, *kept = _fused_forward(c, z, w, b, w_out, kernels, True)
     # (S, 0) zeros: the sample count, carried to the backward through vmap as a shape
     return u, (tuple(kept), w, w_out, jnp.zeros((z.shape[0], 0), jnp.float32))
 
 
-def _backward(kept, w, w_out, du, z_shape):
-    """The parameters' cotangents (c, z, w, b, w_out) from the kept arrays (h_0 .. h_L, then
-    GELU'(a_0) .. GELU'(a_L), (S·P, K) each, K >= H) and u's cotangent du (S·P,), for
+def _backward(kept, w, w_out, du, z_shape, tf32_products=True):
+    """The parameters' cotangents (c, z, w, b, w_out) from the kept arrays (h_0 .. h_L packed
+    with GELU'(a_0) .. GELU'(a_L), (S·P, K) each, K >= H) and u's cotangent du (S·P,), for
     ``z_shape[0]`` samples, in XLA: δh_L = du w_outᵀ,
     δa_l = δh_l ⊙ GELU'(a_l), ∂W_l = h_{l-1}ᵀ δa_l, ∂b_l = Σ δa_l, δh_{l-1} = δa_l W_lᵀ.
 
-    Padded kept arrays are read at the model's width H in the elementwise passes, where XLA
-    fuses the slice into the pass; a weight gradient's product takes h_{l-1} whole (K wide, its
-    padded columns zero) and the first H rows of its (K, H) result are kept, so no sliced copy
-    of h is written for the product."""
+    ``tf32_products`` (the GPU's products round their operands to TF32): a weight gradient's
+    product takes the packed h_{l-1} as it is, since the rounding drops the slope's bits;
+    otherwise (the CPU) the bits are cleared first. The slopes are unpacked at the model's
+    width H in the elementwise passes, where XLA fuses the slice and the unpacking into the
+    pass; a product takes h_{l-1} whole (K wide, its padded columns zero) and the first H rows
+    of its (K, H) result are kept, so no sliced copy of h is written for the product."""
     n_hidden, width = w.shape[0], w.shape[-1]
-    activations = kept[:n_hidden + 1]
-    slopes = [s[:, :width] for s in kept[n_hidden + 1:]]
+    activations = list(kept) if tf32_products else [unpack_activation(x) for x in kept]
+    slopes = [unpack_slope(x[:, :width]) for x in kept]
+    d_w_out = jnp.sum(unpack_activation(kept[-1][:, :width]) * du[:, None], axis=0)
     grad = du[:, None] * w_out[None, :]
-    d_w_out = (activations[-1].T @ du)[:width]
     d_w, d_b = [None] * n_hidden, [None] * n_hidden
     for layer in reversed(range(n_hidden)):
         delta = grad * slopes[layer + 1]
@@ -369,9 +431,10 @@ def _backward(kept, w, w_out, du, z_shape):
 
 
 def _decode_backward(kernels, saved, du):
-    del kernels
+    if callable(saved):  # XLA's forward ran: its own backward
+        return saved(du)
     kept, w, w_out, samples = saved
-    return _backward(kept, w, w_out, du, samples.shape)
+    return _backward(kept, w, w_out, du, samples.shape, tf32_products=kernels)
 
 
 _decode.defvjp(_decode_forward, _decode_backward)
