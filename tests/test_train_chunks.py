@@ -129,3 +129,34 @@ def test_a_run_stored_with_fixed_calls_resumes_without_the_flag(tmp_path):
     check_resume_matches(parse_run_config(["--output-dir", str(run), "--resume"]), run)  # no refusal
     with pytest.raises(UsageError, match="--batch-size was 32"):  # a setting that computes still counts
         check_resume_matches(parse_run_config(["--output-dir", str(run), "--resume", "--batch-size", "8"]), run)
+
+
+@pytest.mark.parametrize("per_call", [["--steps-per-call", "5"], []])  # fixed (a GPU's), sized (a CPU's)
+def test_the_first_chunk_compiles_in_the_background_once(tmp_path, per_call, caplog, monkeypatch):
+    """The training chunk's program is compiled in a thread of its own while the first
+    checkpoint and evaluation run (fae_lab.train.run.compile_ahead), and the loop's first call
+    waits for it and finds it compiled: one compilation of it in all, in that thread, even
+    when it starts late (here 3 s, longer than the tiny run's first evaluation)."""
+    import time
+
+    import jax
+
+    from fae_lab.cli import main
+    from fae_lab.train import run
+    from tests.train_helpers import TINY, write_tiny_data
+
+    compile_late = run.CompileAhead._compile
+    monkeypatch.setattr(run.CompileAhead, "_compile", staticmethod(lambda *a: (time.sleep(3), compile_late(*a))))
+
+    data = write_tiny_data(tmp_path / "tiny.npz")
+    at = TINY.index("--steps-per-call")
+    flags = TINY[:at] + TINY[at + 2:] + per_call
+    jax.config.update("jax_log_compiles", True)  # for every thread (the context manager's is this thread's)
+    try:
+        with caplog.at_level("WARNING", logger="jax"):
+            assert main(["train", "--data-path", str(data), "--output-dir", str(tmp_path / "run"),
+                         "--decoder-hidden", "13,13", *flags]) == 0  # a width of its own: no other test's program
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    chunks = [r for r in caplog.records if r.getMessage().startswith("Compiling") and "chunk" in r.getMessage()]
+    assert [r.threadName for r in chunks] == ["fae-lab-compile-ahead"], [r.getMessage()[:80] for r in chunks]

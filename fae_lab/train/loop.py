@@ -95,7 +95,8 @@ class GroupLoop:
                  evaluate, eval_data: EvalData, run_chunk, rest,
                  stop: Callable[[], int | None] = interrupt.requested,
                  on_evaluation: Callable | None = None,
-                 slow_note: Callable[[float, int], str | None] | None = None):
+                 slow_note: Callable[[float, int], str | None] | None = None,
+                 compile_chunk: Callable[[int], Any] | None = None):
         self.config, self.members, self.progress = config, members, progress
         # Called after each evaluation as on_evaluation(running members, params_of, step)
         # (--track-ntk-every); None leaves the loop as it is.
@@ -103,6 +104,10 @@ class GroupLoop:
         # Called once, when the step time is first measured, as slow_note(seconds a step,
         # steps left); a line it returns is noted (a CPU run that will take long).
         self.slow_note = slow_note
+        # Called once, as compile_chunk(n), with the length of the first chunk, before the first
+        # checkpoint and evaluation: it begins compiling that chunk's program in the background
+        # and returns an object whose wait() returns once it is compiled (run.compile_ahead).
+        self.compile_chunk = compile_chunk
         self.evaluate, self.eval_data, self.run_chunk, self.rest = evaluate, eval_data, run_chunk, rest
         self.stop = stop
         self.step = 0
@@ -123,12 +128,17 @@ class GroupLoop:
         self.step = int(state.step[0])
         self.n_eval = self.members[0].record["n_eval"]
         self.progress.start(self.step)
+        evaluate_first = self.n_eval == 0 and self.step == 0
+        ahead = None
+        if self.compile_chunk is not None and self.step < cfg.max_steps:
+            first = self._target(self.n_eval + evaluate_first) - self.step
+            ahead = self.compile_chunk(self.chunks.length(first))
         if any(m.checkpoint_step is None for _, m in self.running()):
             # The first checkpoint, committed before anything else (evaluation included), so
             # a run killed once its store shows a row can resume.
             self._checkpoint(state)
             self._wait_checkpoints()
-        if self.n_eval == 0 and self.step == 0 and self.stop() is None:
+        if evaluate_first and self.stop() is None:
             self._evaluate(state, 0)
             self.n_eval = 1
             self._after_evaluation(state)
@@ -139,8 +149,11 @@ class GroupLoop:
                     self._absorb(*pending, state)
                 self._interrupted(state)
                 return
-            target = self.eval_steps[self.n_eval] if self.n_eval < len(self.eval_steps) else cfg.max_steps
+            target = self._target(self.n_eval)
             n = self.chunks.length(target - self.step)
+            if ahead is not None:
+                ahead.wait()  # the first chunk's program, compiled in the background
+                ahead = None
             called = time.perf_counter()
             state, metrics = self.run_chunk(state, n)
             if pending is not None:
@@ -173,6 +186,11 @@ class GroupLoop:
             member.writer.write_final(member.final)
             member.writer.update_progress(status="finished", step=self.step, message="")
             self.progress.finish(member.final, member.label if len(self.members) > 1 else "")
+
+    def _target(self, n_eval: int) -> int:
+        """The step the loop trains to before evaluation row ``n_eval`` (the last step once
+        every row is written)."""
+        return self.eval_steps[n_eval] if n_eval < len(self.eval_steps) else self.config.max_steps
 
     def _due_checkpoint(self, step: int) -> bool:
         """At the evaluations that are multiples of ``--checkpoint-every``; by default at the

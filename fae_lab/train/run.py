@@ -404,6 +404,38 @@ def group_programs(graphdef: nnx.GraphDef, statics: StepStatics, data_mesh, bins
                  programs)
 
 
+class CompileAhead:
+    """A program's compilation for some arguments, in a thread of its own
+    (:func:`compile_ahead`); :meth:`wait` returns once it has ended."""
+
+    def __init__(self, program, args):
+        # Not a daemon: a process that ends while XLA compiles (a stop at the first
+        # evaluation) waits for it, since a thread cut off inside XLA aborts the process.
+        self.thread = threading.Thread(target=self._compile, args=(program, args), daemon=False,
+                                       name="fae-lab-compile-ahead")
+        self.thread.start()
+
+    @staticmethod
+    def _compile(program, args):
+        try:
+            program.lower(*args).compile()
+        except Exception:
+            pass  # the call compiles it again, and says what is wrong
+
+    def wait(self) -> None:
+        self.thread.join()
+
+
+def compile_ahead(program, *args) -> CompileAhead:
+    """Compile the jitted ``program`` for ``args`` in the background. XLA compiles outside
+    Python's lock, so a group's training chunk compiles while its first checkpoint is written
+    and its first evaluation compiles and runs; the jitted function's cache keeps the result,
+    and the first call finds it there. Lowering reads only the arguments' types and
+    placements. Wait before that call: it would compile the program a second time while this
+    compilation runs, and it may donate the arguments."""
+    return CompileAhead(program, args)
+
+
 def train(config: RunConfig, command_line: list[str] | None = None, *, quiet: bool = False,
           label: str = "") -> RunResult:
     """Train one run as configured; return when it finishes, diverges or is stopped."""
@@ -481,6 +513,12 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
             return programs.chunk(0)(state, keys_typed, problem.train_data, hyper, rest, jnp.int32(n))
         return programs.chunk(n)(state, keys_typed, problem.train_data, hyper, rest)
 
+    def compile_chunk(n):
+        """Begin compiling the program of a chunk of ``n`` steps, for the group's arguments."""
+        extra = (jnp.int32(n),) if sized else ()
+        return compile_ahead(programs.chunk(0 if sized else n), state, keys_typed, problem.train_data,
+                             hyper, rest, *extra)
+
     state, rest, hyper, keys = placement.place_members((state, rest, hyper, keys))
     keys_typed = jax.random.wrap_key_data(keys)
     problem = dataclasses.replace(problem, train_data=placement.place_shared(problem.train_data),
@@ -510,7 +548,8 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
     if hint:
         progress.note(hint)
     loop = GroupLoop(first, members, progress, evaluate, problem.eval_data, run_chunk, rest,
-                     on_evaluation=tracker, slow_note=slow_hint if on_cpu and not hint else None)
+                     on_evaluation=tracker, slow_note=slow_hint if on_cpu and not hint else None,
+                     compile_chunk=compile_chunk)
     try:
         loop.run(state)
     except BaseException as err:
