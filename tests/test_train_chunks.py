@@ -131,12 +131,15 @@ def test_a_run_stored_with_fixed_calls_resumes_without_the_flag(tmp_path):
         check_resume_matches(parse_run_config(["--output-dir", str(run), "--resume", "--batch-size", "8"]), run)
 
 
-@pytest.mark.parametrize("per_call", [["--steps-per-call", "5"], []])  # fixed (a GPU's), sized (a CPU's)
-def test_the_first_chunk_compiles_in_the_background_once(tmp_path, per_call, caplog, monkeypatch):
-    """The training chunk's program is compiled in a thread of its own while the first
-    checkpoint and evaluation run (fae_lab.train.run.compile_ahead), and the loop's first call
-    waits for it and finds it compiled: one compilation of it in all, in that thread, even
-    when it starts late (here 3 s, longer than the tiny run's first evaluation)."""
+@pytest.mark.parametrize(("per_call", "ahead", "width"),  # a width of its own: no other run's program
+                         [(["--steps-per-call", "5"], True, "13"), ([], True, "14"), ([], False, "15")])
+def test_the_first_chunk_compiles_in_the_background_once(tmp_path, per_call, ahead, width, caplog, monkeypatch):
+    """Off the CPU (here pretended: ``ahead``), the training chunk's program is compiled in a
+    thread of its own while the first checkpoint and evaluation run
+    (fae_lab.train.run.compile_ahead), and the loop's first call waits for it and finds it
+    compiled: one compilation of it in all, in that thread, even when it starts late (here 3
+    s, longer than the tiny run's first evaluation). Fixed call lengths (a GPU's) and sized
+    ones (a CPU's). On the CPU itself, one compilation, by the first call."""
     import time
 
     import jax
@@ -145,6 +148,8 @@ def test_the_first_chunk_compiles_in_the_background_once(tmp_path, per_call, cap
     from fae_lab.train import run
     from tests.train_helpers import TINY, write_tiny_data
 
+    assert not run.compiles_ahead()  # this suite runs on the CPU
+    monkeypatch.setattr(run, "compiles_ahead", lambda: ahead)
     compile_late = run.CompileAhead._compile
     monkeypatch.setattr(run.CompileAhead, "_compile", staticmethod(lambda *a: (time.sleep(3), compile_late(*a))))
 
@@ -155,8 +160,9 @@ def test_the_first_chunk_compiles_in_the_background_once(tmp_path, per_call, cap
     try:
         with caplog.at_level("WARNING", logger="jax"):
             assert main(["train", "--data-path", str(data), "--output-dir", str(tmp_path / "run"),
-                         "--decoder-hidden", "13,13", *flags]) == 0  # a width of its own: no other test's program
+                         "--decoder-hidden", f"{width},{width}", *flags]) == 0
     finally:
         jax.config.update("jax_log_compiles", False)
     chunks = [r for r in caplog.records if r.getMessage().startswith("Compiling") and "chunk" in r.getMessage()]
-    assert [r.threadName for r in chunks] == ["fae-lab-compile-ahead"], [r.getMessage()[:80] for r in chunks]
+    where = "fae-lab-compile-ahead" if ahead else "MainThread"
+    assert [r.threadName for r in chunks] == [where], [r.getMessage()[:80] for r in chunks]

@@ -426,6 +426,14 @@ class CompileAhead:
         self.thread.join()
 
 
+def compiles_ahead() -> bool:
+    """Whether a group compiles its first training chunk in the background (:func:`compile_ahead`):
+    off the CPU, where the host's cores are free while the device evaluates. On a CPU the
+    evaluation runs on the cores the compilation would take, and the program is lowered twice
+    (once there, once by the first call): ~10 % more CPU time for a tiny run, no time saved."""
+    return jax.default_backend() != "cpu"
+
+
 def compile_ahead(program, *args) -> CompileAhead:
     """Compile the jitted ``program`` for ``args`` in the background. XLA compiles outside
     Python's lock, so a group's training chunk compiles while its first checkpoint is written
@@ -549,7 +557,7 @@ def train_group(configs: list[RunConfig], command_lines: list[list[str]] | None 
         progress.note(hint)
     loop = GroupLoop(first, members, progress, evaluate, problem.eval_data, run_chunk, rest,
                      on_evaluation=tracker, slow_note=slow_hint if on_cpu and not hint else None,
-                     compile_chunk=compile_chunk)
+                     compile_chunk=compile_chunk if compiles_ahead() else None)
     try:
         loop.run(state)
     except BaseException as err:
