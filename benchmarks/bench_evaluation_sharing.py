@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for ben
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 
 from bench_seed import first_rows  # seconds from a run's start to its first evaluation and row
+from jsonl import emit
 
 
 def train_once(flags: list[str], out: Path) -> float:
@@ -66,10 +66,7 @@ def main() -> int:
             run = tmp / way
             result[f"{way}_wall_s"] = round(train_once([*common, *flags["h1"]], run), 2)
             result[f"{way}_first_evaluation_s"] = first_rows(run / "metrics.zarr")["first_evaluation_s"]
-    print(json.dumps(result))
-    if args.json:
-        with args.json.open("a") as out:
-            out.write(json.dumps(result) + "\n")
+    emit(result, args.json)
     return 0
 
 

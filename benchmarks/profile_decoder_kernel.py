@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for jsonl
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jsonl import emit
 
 from fae_lab.models import fused_decoder
 
@@ -118,10 +120,7 @@ def main() -> int:
                   "pairs_per_block": pairs // blocks, "kernel_us": round(us, 1),
                   "kernel_us_per_member": round(us / args.members, 1), "scopes": scopes,
                   "device": jax.devices()[0].device_kind}
-        print(json.dumps(result), flush=True)
-        if args.json:
-            with args.json.open("a") as f:
-                f.write(json.dumps(result) + "\n")
+        emit(result, args.json)
     return 0
 
 

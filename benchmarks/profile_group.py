@@ -20,7 +20,6 @@ clipping, the raveled Adam update and the finiteness checks.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from jsonl import emit  # benchmarks/, on the path above
 
 SIZE = ["--generate-n-samples", "4096", "--generate-resolution", "64", "--generate-n-scales", "6",
         "--batch-size", "32"]
@@ -219,10 +220,7 @@ def main() -> int:
         result = profile(args.command, members, args.steps, args.repeats, args.trace_dir, args.top, args.tiny,
                          tuple(filter(None, args.evaluate.split(","))), options or None, tuple(args.flags.split()),
                          args.fused_decoder)
-        print(json.dumps(result), flush=True)
-        if args.json:
-            with args.json.open("a") as out:
-                out.write(json.dumps(result) + "\n")
+        emit(result, args.json)
     return 0
 
 
