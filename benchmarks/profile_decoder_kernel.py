@@ -52,8 +52,10 @@ def timed(fn, args, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats * 1e6
 
 
-def scope_times(trace_file: Path, tiles_per_wg: int, pairs: int) -> dict:
-    """Per warpgroup role, µs per tile (compute) or per pair (weights) in each scope."""
+def scope_times(trace_file: Path, pairs_per_block: int) -> dict:
+    """Per warpgroup role, µs per tile (compute) or per pair (weights) in each scope: a compute
+    warpgroup runs one tile of each of its block's pairs, the weights' warpgroup streams once
+    per pair, so both divide by ``pairs_per_block``."""
     events = json.loads(trace_file.read_text())["traceEvents"]
     open_at: dict = {}
     spent = collections.defaultdict(float)
@@ -75,14 +77,14 @@ def scope_times(trace_file: Path, tiles_per_wg: int, pairs: int) -> dict:
         n[role] += 1
         total[role] += hi - lo
     out = {}
-    for role, per in (("compute", tiles_per_wg), ("weights", pairs)):
+    for role in ("compute", "weights"):
         if not n[role]:
             continue
         names = sorted({name for r, name in spent if r == role})
         out[role] = {
             "span_us_per_warpgroup": round(total[role] / n[role], 2),
             "us_per_" + ("tile" if role == "compute" else "pair"): {
-                name: round(spent[(role, name)] / n[role] / per, 3) for name in names},
+                name: round(spent[(role, name)] / n[role] / pairs_per_block, 3) for name in names},
             "share_of_span": {name: round(spent[(role, name)] / total[role], 3) for name in names},
         }
     return out
@@ -114,7 +116,7 @@ def main() -> int:
             finally:
                 fused_decoder.PROFILE.clear()
             traces = sorted(Path(where).glob("**/*.json"), key=lambda f: f.stat().st_mtime)
-            scopes = scope_times(traces[-1], pairs // blocks, pairs // blocks) if traces else {}
+            scopes = scope_times(traces[-1], pairs // blocks) if traces else {}
         result = {"keep": keep, "members": args.members, "shape (S, P, H, L)":
                   [args.samples, args.points, args.width, args.layers], "blocks": blocks,
                   "pairs_per_block": pairs // blocks, "kernel_us": round(us, 1),
