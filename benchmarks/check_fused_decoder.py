@@ -8,7 +8,9 @@
    error of XLA's default-precision (TF32) gradient, for every parameter; and a sweep group's
    members side by side (one launch for all), value and gradient, each member against itself
    alone.
-3. A seed command's whole evaluation (both splits, every scale; the metrics the run store
+3. ``last_hidden`` (h_L for a readout that is not w·h_L: penultimate RFF): h_L against
+   float64 and its gradient (a random cotangent of h_L) against HIGHEST, the same yardsticks.
+4. A seed command's whole evaluation (both splits, every scale; the metrics the run store
    keeps) with the kernel against without it, the two compared with XLA at HIGHEST precision
    against XLA at its default: the yardstick of TF32 rounding for each metric. Also the time of
    one evaluation each way.
@@ -38,15 +40,19 @@ from fae_lab.models import fused_decoder
 SHAPES = ((32, 4096, 100, 4), (7, 1024, 64, 2), (3, 4096, 128, 4), (64, 4096, 100, 4))
 
 
-def exact(c, z, w, b, w_out):
+def exact_hidden(c, z, w, b):
     def gelu(x):
         return 0.5 * x * (1.0 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
 
-    c, z, w, b, w_out = (np.asarray(a, np.float64) for a in (c, z, w, b, w_out))
+    c, z, w, b = (np.asarray(a, np.float64) for a in (c, z, w, b))
     h = gelu(c[None] + z[:, None])
     for layer in range(w.shape[0]):
         h = gelu(h @ w[layer] + b[layer])
-    return (h @ w_out).reshape(-1)
+    return h.reshape(-1, h.shape[-1])
+
+
+def exact(c, z, w, b, w_out):
+    return exact_hidden(c, z, w, b) @ np.asarray(w_out, np.float64)
 
 
 def inputs(seed, samples, points, width, layers):
@@ -109,6 +115,38 @@ def check_gradients(seed: int) -> list[dict]:
         finite = all(bool(jnp.all(jnp.isfinite(g))) for g in got)
         results.append({"check": "gradient", "shape (S, P, H, L)": shape,
                         "errors (kernel, xla) against highest": errors, "worst_ratio": worst,
+                        "ok": bool(finite and worst <= 2.0)})
+    return results
+
+
+def check_last_hidden(seed: int) -> list[dict]:
+    """h_L through the kernel (``readout=False``) against float64, and its gradient for a random
+    cotangent of h_L against XLA at HIGHEST: within twice XLA's default (TF32) error."""
+    results = []
+    for i, shape in enumerate(GRADIENT_SHAPES):
+        c, z, w, b, _ = inputs(seed + 30 + i, *shape)
+        ref = exact_hidden(c, z, w, b)
+        scale = float(np.max(np.abs(ref)))
+        h = np.asarray(jax.jit(lambda *a: fused_decoder.last_hidden(*a, kernels=True))(c, z, w, b), np.float64)
+        err_kernel = float(np.max(np.abs(h - ref))) / scale
+        err_xla = float(np.max(np.abs(np.asarray(jax.jit(fused_decoder.reference_hidden)(c, z, w, b)) - ref))) / scale
+        cot = jax.random.normal(jax.random.key(seed + 97), ref.shape)
+
+        def grad(fn, cot=cot, args=(c, z, w, b)):
+            return jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a) * cot), argnums=(0, 1, 2, 3)))(*args)
+
+        got = grad(lambda *a: fused_decoder.last_hidden(*a, kernels=True))
+        xla = grad(fused_decoder.reference_hidden)
+        with jax.default_matmul_precision("highest"):
+            best = grad(fused_decoder.reference_hidden)
+        ratios = {"h_L": err_kernel / max(err_xla, 1e-12)}
+        for name, g, x, hi in zip(("c", "z", "w", "b"), got, xla, best, strict=True):
+            e_kernel, e_xla = errors_against_highest(g, x, hi)
+            ratios[name] = e_kernel / max(e_xla, 1e-12)
+        finite = bool(np.all(np.isfinite(h))) and all(bool(jnp.all(jnp.isfinite(g))) for g in got)
+        worst = max(ratios.values())
+        results.append({"check": "last hidden", "shape (S, P, H, L)": shape, "kernel_error": err_kernel,
+                        "xla_error": err_xla, "ratio_per_array": ratios, "worst_ratio": worst,
                         "ok": bool(finite and worst <= 2.0)})
     return results
 
@@ -183,7 +221,8 @@ def check_evaluation(command: str, repeats: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--command", default="phase_b_h1_lambda0.5")
+    p.add_argument("--command", default="phase_b_h1_lambda0.5",
+                   help="seed commands whose evaluation is checked (comma-separated)")
     p.add_argument("--repeats", type=int, default=5, help="evaluations timed each way (0: no evaluation check)")
     p.add_argument("--json", type=Path, help="append the results here")
     args = p.parse_args()
@@ -191,9 +230,10 @@ def main() -> int:
         print("check_fused_decoder: needs a Hopper GPU (the kernel runs nowhere else)", file=sys.stderr)
         return 2
     checks = [lambda: check_values(args.seed)]
-    checks += [lambda: check_gradients(args.seed), lambda: [check_members(args.seed)]]
+    checks += [lambda: check_gradients(args.seed), lambda: [check_members(args.seed)],
+               lambda: check_last_hidden(args.seed)]
     if args.repeats:
-        checks.append(lambda: [check_evaluation(args.command, args.repeats)])
+        checks += [lambda c=c: [check_evaluation(c, args.repeats)] for c in args.command.split(",")]
     ok = True
     for check in checks:  # each printed (and appended) as it ends
         for r in check():

@@ -192,14 +192,36 @@ def test_its_gradient_is_the_decoder_s(samples):
     np.testing.assert_allclose(float(slope), float(got[2][1, 3, 5]), rtol=2e-2, atol=1e-3)
 
 
+@pytest.mark.parametrize("samples", [2, 139])  # 139 x 64 points: XLA's layers
+def test_the_last_hidden_layer_alone_is_the_decoder_s_with_the_same_backward(samples):
+    """last_hidden (for a readout that is not w·h_L): h_L exactly as the reference computes it
+    (not rounded to TF32: the RFF phases need it whole); its pullback of G = du ⊗ w_out is
+    decode's pullback of du, bit for bit (the same backward from the same kept arrays), and of
+    any G the reference's within the kept values' rounding."""
+    width = 100 if samples == 2 else 16
+    *args, w_out = random_decoder(5, samples, 64, width, 2)
+    h, pullback = jax.vjp(lambda *a: fused_decoder.last_hidden(*a, kernels=False), *args)
+    want, want_pullback = jax.vjp(fused_decoder.reference_hidden, *args)
+    assert h.shape == (samples * 64, width)
+    np.testing.assert_allclose(np.asarray(h), np.asarray(want), rtol=1e-5, atol=1e-5)  # padded sums
+    du = jnp.asarray(np.random.default_rng(6).normal(size=samples * 64), jnp.float32)
+    _, decode_pullback = jax.vjp(lambda *a: fused_decoder.decode(*a, kernels=False), *args, w_out)
+    for got, via_decode in zip(pullback(du[:, None] * w_out[None, :]), decode_pullback(du), strict=False):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(via_decode))
+    cot = jnp.asarray(np.random.default_rng(7).normal(size=h.shape), jnp.float32)
+    for got, w_ in zip(pullback(cot), want_pullback(cot), strict=True):
+        scale = float(jnp.max(jnp.abs(w_)))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(w_), rtol=0, atol=(2e-3 if samples == 2 else 1e-5) * scale)
+
+
 def test_a_group_s_members_run_in_one_launch_with_their_own_parameters(monkeypatch):
     """Under vmap the kernel (here its stand-in) is called on every member's operands at once;
     each member's value and gradient are that member's alone, the coordinate term shared or not."""
     calls = []
 
-    def kernel(c, z, w_t, b, w_out, keep=False):
+    def kernel(c, z, w_t, b, w_out, keep=False, readout=True):
         calls.append((c.shape[0], keep))
-        return fused_decoder._forward_in_jnp(c, z, w_t, b, w_out, keep=keep)
+        return fused_decoder._forward_in_jnp(c, z, w_t, b, w_out, keep=keep, readout=readout)
 
     monkeypatch.setattr(fused_decoder, "_forward_kernel", kernel)
     members = [random_decoder(20 + m, 2, 64, 32, 2) for m in range(3)]
@@ -274,9 +296,9 @@ def test_shapes_that_would_leave_the_gpu_idle_go_to_xla(monkeypatch):
     assert fused_decoder.fills_the_gpu(63, 4096) and fused_decoder.fills_the_gpu(32, 4096)
     called = []
 
-    def kernel(*args, keep=False):
+    def kernel(*args, **options):
         called.append(args[1].shape[1])  # z (members, samples, 128)
-        return fused_decoder._forward_in_jnp(*args, keep=keep)
+        return fused_decoder._forward_in_jnp(*args, **options)
 
     monkeypatch.setattr(fused_decoder, "_forward_kernel", kernel)
     args = random_decoder(139, 139, 64, 16, 2)
@@ -292,13 +314,19 @@ CFG = ModelConfig(latent_dim=6, encoder_hidden=(12, 12), decoder_hidden=(10, 10,
                   n_coordinate_frequencies=3, pooling_type="mean")
 
 
+RFF = dict(decoder_type="rff_output", rff_dim=6, rff_multiscale_sigmas=(0.5, 2.0))  # penultimate
+
+
 @pytest.mark.parametrize("samples", [4, 5])  # 4 tiles: the kernel's stand-in; 5 (unpaired): XLA's layers
-def test_the_model_through_the_fused_decoder_is_the_same_function_with_the_same_gradients(samples):
+@pytest.mark.parametrize("decoder", ["standard", "penultimate_rff"])
+def test_the_model_through_the_fused_decoder_is_the_same_function_with_the_same_gradients(samples, decoder):
     """The same loss; the same gradients, to the kept values' rounding where the stand-in's
     training forward keeps them (test_its_gradient_is_the_decoder_s bounds it), exactly where
-    XLA's layers run."""
-    plain = build_model(CFG, R, seed=4)
-    fused = build_model(CFG, R, seed=4, fused_decoder="jnp")
+    XLA's layers run. With random Fourier features at the penultimate layer (two bands) the
+    kernel gives h_L and the model's own Fourier readout follows."""
+    cfg = dataclasses.replace(CFG, **RFF) if decoder == "penultimate_rff" else CFG
+    plain = build_model(cfg, R, seed=4)
+    fused = build_model(cfg, R, seed=4, fused_decoder="jnp")
     grid = jnp.asarray(grid_coordinates(R))
     u = jnp.asarray(np.random.default_rng(3).normal(size=(samples, R * R)), jnp.float32)
 
@@ -348,7 +376,8 @@ def test_a_group_evaluation_through_the_fused_decoder_matches_xla_s():
     (dict(decoder_hidden=(10, 10)), "even number"),
     (dict(decoder_hidden=(10, 12, 10)), "equal hidden widths"),
     (dict(decoder_hidden=(130, 130, 130)), "equal hidden widths"),
-    (dict(decoder_type="rff_output"), "standard decoder"),
+    (dict(decoder_type="rff_output", rff_location="coordinates"), "standard decoder"),
+    (dict(decoder_type="rff_output", rff_location="both"), "standard decoder"),
 ])
 def test_a_decoder_the_kernel_cannot_run_is_refused_in_one_line(change, blocker):
     with pytest.raises(UsageError, match=blocker):
@@ -370,6 +399,9 @@ def test_runs_take_it_on_a_hopper_gpu_where_it_can_run(monkeypatch):
     assert use_fused_decoder(config, "data", 64) == "off"
     assert use_fused_decoder(config, "single", 6) == "off"  # 36 points per sample
     assert use_fused_decoder(dataclasses.replace(config, precision="bf16"), "single", 64) == "off"
-    for change in (dict(decoder_type="rff_output"), dict(rung="auto_decoder"), dict(decoder_hidden=(10, 10))):
+    rff = dataclasses.replace(config, model=dataclasses.replace(CFG, decoder_type="rff_output"))
+    assert use_fused_decoder(rff, "single", 64) == "kernels"  # penultimate, the default location
+    for change in (dict(decoder_type="rff_output", rff_location="coordinates"), dict(rung="auto_decoder"),
+                   dict(decoder_hidden=(10, 10))):
         assert use_fused_decoder(dataclasses.replace(config, model=dataclasses.replace(CFG, **change)),
                                  "single", 64) == "off"

@@ -198,24 +198,38 @@ class CoordinateDecoder(nnx.Module):
         return h
 
     def __call__(self, z: jax.Array, x: jax.Array) -> jax.Array:
-        if self.fused != "off" and x.ndim == 2 and x.shape[0] % fused_decoder.TILE == 0:
-            return self._fused(z, x)
+        fused = self.fused != "off" and x.ndim == 2 and x.shape[0] % fused_decoder.TILE == 0
         features = self.penultimate_features
+        if fused and features is None:
+            return self._fused(z, x)
         if not isinstance(features, HiddenFourierFeatures):
             return self.readout(self.penultimate(z, x).astype(jnp.float32))[..., 0]
         # w·φ(h_L) + c without φ: the readout's kernel, laid out as φ is ([cos, sin] per band),
         # split into its cosine and sine halves (same parameters as readout(penultimate())).
-        t = features.phases(self.last_hidden(z, x))  # (B, P, K, n)
+        h = self._fused_hidden(z, x).reshape(z.shape[0], x.shape[0], -1) if fused else self.last_hidden(z, x)
+        t = features.phases(h)  # (B, P, K, n)
         kernel = self.readout.kernel[...].reshape(t.shape[-2], 2, t.shape[-1])
         u = fourier_readout(t, kernel[:, 0], kernel[:, 1])
         return u + self.readout.bias[...][0]
 
-    def _fused(self, z: jax.Array, x: jax.Array) -> jax.Array:
-        """The standard decoder through :func:`fae_lab.models.fused_decoder.decode` (same
-        parameters, same function): x (P, 2), one grid for the batch."""
-        c = self.first.coordinate_term(self.coordinate_features(x))  # (P, H), bias included
+    def _fused_operands(self, x: jax.Array):
+        """c (P, H) (the first layer's coordinate term, its bias included) and the hidden
+        layers' stacked kernels and biases: x (P, 2), one grid for the batch."""
+        c = self.first.coordinate_term(self.coordinate_features(x))
         w = jnp.stack([layer.kernel[...] for layer in self.hidden.layers])
         b = jnp.stack([layer.bias[...] for layer in self.hidden.layers])
+        return c, w, b
+
+    def _fused(self, z: jax.Array, x: jax.Array) -> jax.Array:
+        """The standard decoder through :func:`fae_lab.models.fused_decoder.decode` (same
+        parameters, same function)."""
+        c, w, b = self._fused_operands(x)
         u = fused_decoder.decode(c, self.first.input_term(z), w, b, self.readout.kernel[...][:, 0],
                                  kernels=self.fused == "kernels")
         return u.reshape(z.shape[0], x.shape[0]) + self.readout.bias[...][0]
+
+    def _fused_hidden(self, z: jax.Array, x: jax.Array) -> jax.Array:
+        """h_L (B·P, H) through :func:`fae_lab.models.fused_decoder.last_hidden` (the decoder
+        with penultimate RFF: its readout is w·φ(h_L))."""
+        c, w, b = self._fused_operands(x)
+        return fused_decoder.last_hidden(c, self.first.input_term(z), w, b, kernels=self.fused == "kernels")

@@ -99,8 +99,9 @@ def fusable(model: ModelConfig, n_points: int, float32: bool) -> list[str]:
     coordinates are one grid for the batch."""
     widths = tuple(model.decoder_hidden)
     blockers = []
-    if model.decoder_type != "standard":
-        blockers.append("the standard decoder")
+    penultimate_rff = model.decoder_type == "rff_output" and model.rff_location == "penultimate"
+    if model.decoder_type != "standard" and not penultimate_rff:
+        blockers.append("the standard decoder or random Fourier features at the penultimate layer")
     if not float32:
         blockers.append("float32 compute")
     if len(set(widths)) != 1 or widths[0] > WIDE:
@@ -147,7 +148,7 @@ def _gelu_and_slope(x):
     return x * half, slope
 
 
-def _forward_kernel(c, z, w_t, b, w_out, keep=False):
+def _forward_kernel(c, z, w_t, b, w_out, keep=False, readout=True):
     """u (M·S·P,) for M members' decoders (a sweep group's; M = 1 for one run), one launch:
     c (M, P, 128), z (M, S, 128), w_t (M, L, 128, 128) = W_l transposed ((N, K): the K-major
     layout TF32 ``wgmma`` needs; rounded to TF32), b (M, L, 128), w_out (M, 128). Rows are
@@ -162,7 +163,11 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False):
     ``keep`` (a training forward): also what the backward pass needs, one (M·S·P, 128) array a
     layer, h_0 .. h_L as the products take them with GELU'(a_l) in their low bits
     (:func:`pack`); padded like the operands, since a tiled TMA store cannot stop at a width
-    that is not a multiple of 32."""
+    that is not a multiple of 32.
+
+    ``readout=False`` (a decoder whose readout is not w·h_L: penultimate RFF): the first output
+    is h_L itself, (M·S·P, 128) float32 as GELU left it (not rounded), in place of u; w_out is
+    not read."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import mosaic_gpu as plgpu
 
@@ -240,7 +245,8 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False):
                 with jax.named_scope("tile_loads"):
                     for barrier in mine:
                         plgpu.barrier_wait(barrier)
-                w_out = lax.broadcast_in_dim(plgpu.load(wout_smem, (), layout=col_layout), (TILE, k), [1])
+                if readout:
+                    w_out = lax.broadcast_in_dim(plgpu.load(wout_smem, (), layout=col_layout), (TILE, k), [1])
                 z_row = plgpu.load(z_smem, (), layout=col_layout)
                 pre = plgpu.load(h_smem, (), layout=plgpu.Layout.WGMMA)
                 pre = pre + lax.broadcast_in_dim(z_row, (TILE, k), [1])
@@ -265,9 +271,17 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False):
                         h, slope = activate(pre)
                     if layer < n_layers - 1 or keep:
                         keep_layer(layer + 1, row0, h, slope)
-                u_smem[...] = jnp.sum(h * w_out, axis=1)
-                plgpu.commit_smem()
-                plgpu.copy_smem_to_gmem(u_smem, u_gmem.at[pl.ds(row0, TILE)])
+                if readout:
+                    u_smem[...] = jnp.sum(h * w_out, axis=1)
+                    plgpu.commit_smem()
+                    plgpu.copy_smem_to_gmem(u_smem, u_gmem.at[pl.ds(row0, TILE)])
+                else:  # h_L as it is, through h_smem once the kept h_L's store has read it
+                    with jax.named_scope("store_wait"):
+                        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+                    with jax.named_scope("write_h"):
+                        h_smem[...] = h
+                        plgpu.commit_smem()
+                    plgpu.copy_smem_to_gmem(h_smem, u_gmem.at[pl.ds(row0, TILE)])
                 plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # before the next tile's loads
                 return carry
 
@@ -285,7 +299,7 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False):
         plgpu.Barrier(num_arrivals=1, num_barriers=2),  # a weight buffer filled
         plgpu.Barrier(num_arrivals=2, num_barriers=2),  # a weight buffer read by both tiles
     ]
-    out_type = jax.ShapeDtypeStruct((rows,), jnp.float32)
+    out_type = jax.ShapeDtypeStruct((rows,) if readout else (rows, k), jnp.float32)
     if keep:
         out_type = (out_type, *([jax.ShapeDtypeStruct((rows, k), jnp.float32)] * n_kept))
     return plgpu.kernel(
@@ -294,37 +308,38 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False):
     )(c, z, w_t, b, w_out)
 
 
-def _kept_in_jnp(c, z, w, b, w_out, keep):
-    """u, and with ``keep`` what the backward pass needs (as :func:`_forward_kernel`: h_0 ..
-    h_L packed with GELU'(a_0) .. GELU'(a_L), (S·P, H) each), in jnp at the operands' width H:
-    the CPU's stand-in for the kernel, on its padded operands."""
+def _kept_in_jnp(c, z, w, b, w_out, keep, readout=True):
+    """u (``readout=False``: h_L), and with ``keep`` what the backward pass needs (as
+    :func:`_forward_kernel`: h_0 .. h_L packed with GELU'(a_0) .. GELU'(a_L), (S·P, H) each), in
+    jnp at the operands' width H: the CPU's stand-in for the kernel, on its padded operands."""
     pre = (c[None] + z[:, None]).reshape(-1, c.shape[1])
     h, slope = _gelu_and_slope(pre)
     hs, slopes = [h], [slope]
     for layer in range(w.shape[0]):
         h, slope = _gelu_and_slope(h @ w[layer] + b[layer][None, :])
         hs.append(h), slopes.append(slope)
-    u = h @ w_out
+    u = h @ w_out if readout else h
     if not keep:
         return u
     return (u, *(pack(h, slope) for h, slope in zip(hs, slopes, strict=True)))
 
 
-def _forward_in_jnp(c, z, w_t, b, w_out, keep=False):
+def _forward_in_jnp(c, z, w_t, b, w_out, keep=False, readout=True):
     """What :func:`_forward_kernel` computes from the same padded operands (members first),
     laid out as it lays its outputs out, in jnp: the CPU's stand-in for the kernel (tile by
     tile the arithmetic is the same; here one product per layer)."""
-    out = jax.vmap(functools.partial(_kept_in_jnp, keep=keep))(c, z, jnp.swapaxes(w_t, 2, 3), b, w_out)
+    out = jax.vmap(functools.partial(_kept_in_jnp, keep=keep, readout=readout))(
+        c, z, jnp.swapaxes(w_t, 2, 3), b, w_out)
     return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
 
 
-def _members(run, keep):
+def _members(run, keep, readout=True):
     """``run`` (:func:`_forward_kernel` or its stand-in) for one member's operands, and under
     ``vmap`` (a sweep group's members) once for all members: one launch, whose tiles run
     every member's points (a batching rule of our own; JAX's would need one for the kernel)."""
 
     def one(c, z, w_t, b, w_out):
-        return run(c[None], z[None], w_t[None], b[None], w_out[None], keep=keep)
+        return run(c[None], z[None], w_t[None], b[None], w_out[None], keep=keep, readout=readout)
 
     members = jax.custom_batching.custom_vmap(one)
 
@@ -332,7 +347,8 @@ def _members(run, keep):
     def _(n_members, batched, c, z, w_t, b, w_out):
         args = [a if is_batched else jnp.broadcast_to(a, (n_members, *a.shape))
                 for a, is_batched in zip((c, z, w_t, b, w_out), batched, strict=True)]
-        out = jax.tree.map(lambda a: a.reshape(n_members, -1, *a.shape[1:]), run(*args, keep=keep))
+        out = jax.tree.map(lambda a: a.reshape(n_members, -1, *a.shape[1:]),
+                           run(*args, keep=keep, readout=readout))
         return out, jax.tree.map(lambda _: True, out)
 
     return members
@@ -347,13 +363,18 @@ def _widen(c, z, w, b, w_out):
     return widen(c, {1}), widen(z, {1}), widen(w, {1, 2}), widen(b, {1}), widen(w_out, {0})
 
 
-def reference(c, z, w, b, w_out):
-    """The decoder's hidden layers in XLA (jnp) at the model's width: what the kernel computes
-    (the checks' yardstick), and the value where the kernel does not run."""
+def reference_hidden(c, z, w, b):
+    """h_L (S·P, H), the decoder's hidden layers in XLA (jnp) at the model's width."""
     h = _gelu(c[None] + z[:, None])
     for layer in range(w.shape[0]):
         h = _gelu(h @ w[layer] + b[layer][None, None, :])
-    return (h @ w_out).reshape(-1)
+    return h.reshape(-1, h.shape[-1])
+
+
+def reference(c, z, w, b, w_out):
+    """The decoder's hidden layers and readout in XLA (jnp) at the model's width: what the
+    kernel computes (the checks' yardstick), and the value where the kernel does not run."""
+    return reference_hidden(c, z, w, b) @ w_out
 
 
 def decode(c, z, w, b, w_out, *, kernels: bool = True):
@@ -377,11 +398,11 @@ def _padded_operands(c, z, w, b, w_out):
     return c_, z_, jnp.swapaxes(w_, 1, 2), b_, wo_
 
 
-def _fused_forward(c, z, w, b, w_out, kernels, keep):
+def _fused_forward(c, z, w, b, w_out, kernels, keep, readout=True):
     """:func:`_forward_kernel` (``kernels``; else its stand-in) on the padded operands, a
     group's members in one call."""
     c_, z_, w_t, b_, wo_ = _padded_operands(c, z, w, b, w_out)
-    run = _members(_forward_kernel if kernels else _forward_in_jnp, keep)
+    run = _members(_forward_kernel if kernels else _forward_in_jnp, keep, readout)
     return run(c_, z_, round_tf32(w_t) if kernels else w_t, b_, wo_)
 
 
@@ -406,7 +427,15 @@ def _decode_forward(c, z, w, b, w_out, kernels):
 def _backward(kept, w, w_out, du, z_shape, tf32_products=True):
     """The parameters' cotangents (c, z, w, b, w_out) from the kept arrays (h_0 .. h_L packed
     with GELU'(a_0) .. GELU'(a_L), (S·P, K) each, K >= H) and u's cotangent du (S·P,), for
-    ``z_shape[0]`` samples, in XLA: δh_L = du w_outᵀ,
+    ``z_shape[0]`` samples, in XLA: ∂w_out = Σ du h_L, δh_L = du w_outᵀ, then
+    :func:`_hidden_backward`."""
+    width = w.shape[-1]
+    d_w_out = jnp.sum(unpack_activation(kept[-1][:, :width]) * du[:, None], axis=0)
+    return (*_hidden_backward(kept, w, du[:, None] * w_out[None, :], z_shape, tf32_products), d_w_out)
+
+
+def _hidden_backward(kept, w, grad, z_shape, tf32_products=True):
+    """The cotangents (c, z, w, b) from the kept arrays and h_L's cotangent ``grad`` (S·P, H):
     δa_l = δh_l ⊙ GELU'(a_l), ∂W_l = h_{l-1}ᵀ δa_l, ∂b_l = Σ δa_l, δh_{l-1} = δa_l W_lᵀ.
 
     ``tf32_products`` (the GPU's products round their operands to TF32): a weight gradient's
@@ -418,8 +447,6 @@ def _backward(kept, w, w_out, du, z_shape, tf32_products=True):
     n_hidden, width = w.shape[0], w.shape[-1]
     activations = list(kept) if tf32_products else [unpack_activation(x) for x in kept]
     slopes = [unpack_slope(x[:, :width]) for x in kept]
-    d_w_out = jnp.sum(unpack_activation(kept[-1][:, :width]) * du[:, None], axis=0)
-    grad = du[:, None] * w_out[None, :]
     d_w, d_b = [None] * n_hidden, [None] * n_hidden
     for layer in reversed(range(n_hidden)):
         delta = grad * slopes[layer + 1]
@@ -427,7 +454,7 @@ def _backward(kept, w, w_out, du, z_shape, tf32_products=True):
         d_b[layer] = jnp.sum(delta, axis=0)
         grad = delta @ w[layer].T
     delta = (grad * slopes[0]).reshape(z_shape[0], -1, width)
-    return jnp.sum(delta, axis=0), jnp.sum(delta, axis=1), jnp.stack(d_w), jnp.stack(d_b), d_w_out
+    return jnp.sum(delta, axis=0), jnp.sum(delta, axis=1), jnp.stack(d_w), jnp.stack(d_b)
 
 
 def _decode_backward(kernels, saved, du):
@@ -438,3 +465,40 @@ def _decode_backward(kernels, saved, du):
 
 
 _decode.defvjp(_decode_forward, _decode_backward)
+
+
+def last_hidden(c, z, w, b, *, kernels: bool = True):
+    """h_L (S·P, H), the hidden layers of :func:`decode` without its readout: for a decoder
+    whose readout is not w·h_L (penultimate random Fourier features). Same operands, same
+    kernel (``readout=False``: h_L written as GELU left it), same backward from the kept
+    arrays, starting at h_L's cotangent; XLA's layers where the tiles do not pair up."""
+    return _last_hidden(c, z, w, b, kernels)
+
+
+def _no_readout(c):
+    return jnp.zeros((c.shape[1],), c.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _last_hidden(c, z, w, b, kernels):
+    if not fills_the_gpu(z.shape[0], c.shape[0]):
+        return reference_hidden(c, z, w, b)
+    h = _fused_forward(c, z, w, b, _no_readout(c), kernels, False, readout=False)
+    return h[:, :w.shape[-1]]
+
+
+def _last_hidden_forward(c, z, w, b, kernels):
+    if not fills_the_gpu(z.shape[0], c.shape[0]):
+        return jax.vjp(reference_hidden, c, z, w, b)
+    h, *kept = _fused_forward(c, z, w, b, _no_readout(c), kernels, True, readout=False)
+    return h[:, :w.shape[-1]], (tuple(kept), w, jnp.zeros((z.shape[0], 0), jnp.float32))
+
+
+def _last_hidden_backward(kernels, saved, grad):
+    if callable(saved):  # XLA's forward ran: its own backward
+        return saved(grad)
+    kept, w, samples = saved
+    return _hidden_backward(kept, w, grad, samples.shape, tf32_products=kernels)
+
+
+_last_hidden.defvjp(_last_hidden_forward, _last_hidden_backward)
