@@ -158,6 +158,7 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
     wall_us = (time.perf_counter() - start) / (repeats * steps) * 1e6
     result = {"command": command, "flags": " ".join(flags), "members": members, "steps_per_call": steps, "fused_encoder": fused,
               "fused_decoder": fused_decoder,
+              "decoder_backward": _decoder_backward() if fused_decoder != "off" else None,
               "backend": jax.default_backend(), "compiler_options": compiler_options or {},
               "xla_flags": os.environ.get("XLA_FLAGS", ""), "wall_us_per_group_step": round(wall_us, 1),
               "wall_us_per_member_step": round(wall_us / members, 1),
@@ -171,7 +172,7 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
     result["kernel_us_per_group_step"] = round(sum(t for t, _ in times.values()) / steps, 1)
     result["launches_per_group_step"] = round(sum(n for _, n in times.values()) / steps, 1)
     print(f"== {command} {' '.join(flags)}, {members} member(s), fused encoder {fused}, "
-          f"fused decoder {fused_decoder}: wall {wall_us:.1f} us per group step, "
+          f"fused decoder {fused_decoder} ({result['decoder_backward']} backward chain): wall {wall_us:.1f} us per group step, "
           f"{wall_us / members:.1f} us per member step", flush=True)
     if times:
         report(times, steps, top)
@@ -184,6 +185,12 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
               f"per member): {seconds * 1e6 / members / config.eval.eval_every:.1f} us per member step at "
               f"--eval-every {config.eval.eval_every}", flush=True)
     return result
+
+
+def _decoder_backward() -> str:
+    from fae_lab.models import fused_decoder
+
+    return fused_decoder.BACKWARD
 
 
 def main() -> int:
@@ -211,7 +218,13 @@ def main() -> int:
     p.add_argument("--fused-decoder", default="off", choices=("off", "kernels", "jnp"),
                    help="the decoder's hidden layers through fae_lab.models.fused_decoder (kernels: "
                         "Hopper GPUs; jnp: its CPU stand-in)")
+    p.add_argument("--decoder-backward", default="kernel", choices=("kernel", "xla"),
+                   help="with --fused-decoder: the backward pass's chain as a kernel "
+                        "(fae_lab.models.fused_decoder.BACKWARD) or as XLA's products and passes")
     args = p.parse_args()
+    from fae_lab.models import fused_decoder
+
+    fused_decoder.BACKWARD = args.decoder_backward
     options = {}
     for item in args.compiler_option:
         name, _, value = item.partition("=")

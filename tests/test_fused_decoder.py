@@ -165,12 +165,14 @@ def numpy_gradient(c, z, w, b, w_out, cot):
     return delta.sum(0), delta.sum(1), np.stack(d_w), np.stack(d_b), hs[-1].T @ cot
 
 
+@pytest.mark.parametrize("chain", ["kernel", "xla"])  # the backward's chain: the kernel's stand-in, or XLA's
 @pytest.mark.parametrize("samples", [2, 139])  # 139 x 64 points: XLA's forward and backward (no kernel)
-def test_its_gradient_is_the_decoder_s(samples):
+def test_its_gradient_is_the_decoder_s(samples, chain, monkeypatch):
     """Reverse mode through the kept arrays and XLA's backward products: the gradient a float64
     NumPy backward computes from the same kept values (activations in TF32, slopes as codes),
     within that rounding of the reference's, and the decoder's (a finite difference). Where
     the kernel does not run, XLA's own gradient exactly."""
+    monkeypatch.setattr(fused_decoder, "BACKWARD", chain)
     width = 100 if samples == 2 else 16
     args = random_decoder(1, samples, 64, width, 4)
     cot = jnp.asarray(np.random.default_rng(2).normal(size=samples * 64), jnp.float32)
@@ -192,12 +194,14 @@ def test_its_gradient_is_the_decoder_s(samples):
     np.testing.assert_allclose(float(slope), float(got[2][1, 3, 5]), rtol=2e-2, atol=1e-3)
 
 
+@pytest.mark.parametrize("chain", ["kernel", "xla"])
 @pytest.mark.parametrize("samples", [2, 139])  # 139 x 64 points: XLA's layers
-def test_the_last_hidden_layer_alone_is_the_decoder_s_with_the_same_backward(samples):
+def test_the_last_hidden_layer_alone_is_the_decoder_s_with_the_same_backward(samples, chain, monkeypatch):
     """last_hidden (for a readout that is not w·h_L): h_L exactly as the reference computes it
     (not rounded to TF32: the RFF phases need it whole); its pullback of G = du ⊗ w_out is
     decode's pullback of du, bit for bit (the same backward from the same kept arrays), and of
     any G the reference's within the kept values' rounding."""
+    monkeypatch.setattr(fused_decoder, "BACKWARD", chain)
     width = 100 if samples == 2 else 16
     *args, w_out = random_decoder(5, samples, 64, width, 2)
     h, pullback = jax.vjp(lambda *a: fused_decoder.last_hidden(*a, kernels=False), *args)
@@ -223,7 +227,12 @@ def test_a_group_s_members_run_in_one_launch_with_their_own_parameters(monkeypat
         calls.append((c.shape[0], keep))
         return fused_decoder._forward_in_jnp(c, z, w_t, b, w_out, keep=keep, readout=readout)
 
+    def backward(kept, seed, w, w_out):
+        calls.append((w.shape[0], "backward"))
+        return fused_decoder._backward_in_jnp(kept, seed, w, w_out)
+
     monkeypatch.setattr(fused_decoder, "_forward_kernel", kernel)
+    monkeypatch.setattr(fused_decoder, "_backward_kernel", backward)
     members = [random_decoder(20 + m, 2, 64, 32, 2) for m in range(3)]
     stacked = [jnp.stack(a) for a in zip(*members, strict=True)]
     cot = jnp.asarray(np.random.default_rng(4).normal(size=(3, 128)), jnp.float32)
@@ -241,7 +250,8 @@ def test_a_group_s_members_run_in_one_launch_with_their_own_parameters(monkeypat
         u, grads = jax.vmap(value_and_grad(lambda *a: fused_decoder.decode(*a)), in_axes)(cot, *args)
         # the rule calls the kernel once for all three members (JAX also traces the function
         # for one member, to know its output's shapes)
-        assert calls[-1] == (3, True) and set(calls) <= {(1, True), (3, True)}
+        assert (3, True) in calls and (3, "backward") in calls
+        assert set(calls) <= {(1, True), (3, True), (1, "backward"), (3, "backward")}
         for m in range(3):
             own = [members[0][0] if shared else members[m][0], *members[m][1:]]
             u_m, g_m = value_and_grad(fused_decoder.reference)(cot[m], *own)

@@ -1,38 +1,41 @@
-"""The standard decoder's forward pass as one Mosaic GPU kernel (Hopper: TF32 ``wgmma``).
+"""The decoder's hidden layers as two Mosaic GPU kernels (Hopper: TF32 ``wgmma``).
 
 Why: XLA runs each hidden layer of the decoder as a product and a GELU pass that both go
-through device memory. Evaluating a run decodes ~40 M points (both splits, every scale, the
-full grid), and that decoding was most of an evaluation's time; a training step's forward
-pass was ~400 µs of XLA passes (benchmarks/RESULTS.md). :func:`_forward_kernel` takes a tile
-of 64 points through every layer in shared memory and registers, h_0 = GELU(c_p + z_s),
-h_l = GELU(h_{l-1} W_l + b_l), u = h_L · w, and writes u; in training it also writes what the
-backward pass needs, each h_l with GELU'(a_l) in its low bits (:func:`pack`). Two warpgroups
-of a block each take a tile of the same member while a third streams that member's weights
-through shared memory a layer ahead (so the number of hidden products must be even): one
-tile's GELU runs while the other's product does. A sweep group's members (``vmap``) run in
-one launch.
+through device memory, and its backward as three more passes a layer. Evaluating a run
+decodes ~40 M points (both splits, every scale, the full grid), and that decoding was most
+of an evaluation's time; a training step's decoder was most of the step (benchmarks/RESULTS.md).
 
-Same function as the XLA path (:class:`~fae_lab.models.decoder.CoordinateDecoder`, standard):
-GELU in its tanh form with the GPU's approximate tanh, products on TF32 operands rounded to
-nearest as XLA rounds them, float32 accumulation. Widths are zero-padded to 128 (the 128-byte
-swizzle of a float32 tile); padded units stay exactly zero.
+:func:`_forward_kernel` takes a tile of 64 points through every layer in shared memory and
+registers, h_0 = GELU(c_p + z_s), h_l = GELU(h_{l-1} W_l + b_l), u = h_L · w, and writes u
+(or h_L, for a readout of its own: :func:`last_hidden`); in training it also writes what the
+backward pass needs, each h_l with GELU'(a_l) in its low bits (:func:`pack`).
+:func:`_backward_kernel` runs the backward's chain per tile the other way, δa_l = δh_l ⊙
+GELU'(a_l), δh_{l-1} = δa_l W_lᵀ, from those arrays, and writes every δa_l; XLA then sums the
+weight and bias gradients (:func:`_sums`). In both, two warpgroups of a block each take a tile
+of the same member while a third streams that member's weights through shared memory a layer
+ahead (so the number of hidden products must be even): one tile's elementwise work runs while
+the other's product does. A sweep group's members (``vmap``) run in one launch.
 
-The backward pass stays XLA's (:func:`_backward`): its products and elementwise passes read
-the kept arrays. The slope travels in the 13 bits a TF32 product drops, as a 12-bit code
-(within 1.6e-4), so one array a layer is written instead of two and the products read the
-activation exactly. A fused backward pass was built and measured slower in the training step
-than XLA's; ``benchmarks/archive/probe_mosaic_decoder.py`` keeps it. Forward-mode derivatives
-are not defined (a ``custom_vjp``); the NTK builds its models with XLA's layers.
+Same function as the XLA path (:class:`~fae_lab.models.decoder.CoordinateDecoder`, standard,
+or with random Fourier features at the penultimate layer): GELU in its tanh form with the
+GPU's approximate tanh, products on TF32 operands rounded to nearest as XLA rounds them,
+float32 accumulation. Widths are zero-padded to 128 (the 128-byte swizzle of a float32 tile);
+padded units stay exactly zero. The slope travels in the 13 bits a TF32 product drops, as a
+12-bit code (within 1.6e-4), so one array a layer is written instead of two and the products
+read the activation exactly. ``BACKWARD = "xla"`` runs the chain as XLA's products and passes
+instead (for comparison: ``benchmarks/profile_group.py --decoder-backward xla``). Forward-mode
+derivatives are not defined (a ``custom_vjp``); the NTK builds its models with XLA's layers.
 
 Where it runs: a Hopper GPU, float32, one coordinate grid for the batch, every hidden width
 the same and at most 128, an even number (two or more) of hidden products, and points per
 sample a multiple of 64 (:func:`fusable`); a batch whose tiles do not pair up or cannot be
 split over enough blocks (:func:`fills_the_gpu`) is decoded by XLA's layers, forward and
-backward. JAX's Mosaic GPU interpreter (JAX 0.10) cannot run the kernel (no ``load`` with a
-layout, no transposed TF32 operand), so the CPU suite checks everything around it with
-:func:`_forward_in_jnp`, the same arithmetic in jnp, and ``benchmarks/check_fused_decoder.py``
-checks the kernel against XLA and float64 on a GPU (its figures are in benchmarks/RESULTS.md;
-``benchmarks/profile_decoder_kernel.py`` shows where its time goes).
+backward. JAX's Mosaic GPU interpreter (JAX 0.10) cannot run the kernels (no ``load`` with a
+layout, no transposed TF32 operand), so the CPU suite checks everything around them with
+:func:`_forward_in_jnp` and :func:`_backward_in_jnp`, the same arithmetic in jnp, and
+``benchmarks/check_fused_decoder.py`` checks the kernels against XLA and float64 on a GPU (its
+figures are in benchmarks/RESULTS.md; ``benchmarks/profile_decoder_kernel.py`` shows where the
+forward kernel's time goes).
 """
 
 from __future__ import annotations
@@ -83,8 +86,12 @@ def pack(h, slope):
 
 
 def unpack_slope(packed):
+    """GELU'(a) of a packed value, from its 12-bit code. The code becomes a float without a
+    conversion instruction: as the low mantissa bits of 2²³ (exponent bits 0x4B00_0000), 2²³
+    subtracted."""
     code = lax.bitcast_convert_type(packed, jnp.int32) & jnp.int32(0xFFF)
-    return code.astype(jnp.float32) * ((SLOPE_HIGH - SLOPE_LOW) / SLOPE_CODES) + SLOPE_LOW
+    code = lax.bitcast_convert_type(code | jnp.int32(0x4B000000), jnp.float32) - 8388608.0
+    return code * ((SLOPE_HIGH - SLOPE_LOW) / SLOPE_CODES) + SLOPE_LOW
 
 
 def unpack_activation(packed):
@@ -308,6 +315,173 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False, readout=True):
     )(c, z, w_t, b, w_out)
 
 
+def _backward_kernel(kept, seed, w, w_out):
+    """Every δa_l = ∂loss/∂a_l, l = 0 .. L, for M members, one launch: the backward pass's
+    chain per tile of points, δa_l = δh_l ⊙ GELU'(a_l) and δh_{l-1} = δa_l W_lᵀ (a TF32
+    ``wgmma``), from the kept arrays (:func:`pack`: the slopes in their low bits) and h_L's
+    cotangent. ``kept``: L + 1 arrays (M·S·P, 128), rows member-major as
+    :func:`_forward_kernel` writes them; ``seed``: u's cotangent du (M·S·P,), δh_L = du w_outᵀ
+    with w_out (M, 128), or h_L's cotangent itself (M·S·P, 128) (w_out not read); ``w``
+    (M, L, 128, 128): W_l as it is, (in, out), the K-major layout of W_lᵀ, rounded to TF32.
+    Returns L + 1 arrays (M·S·P, 128): δa_1 .. δa_L rounded to TF32 (as the products took them
+    and as XLA's weight-gradient products will), δa_0 not rounded (it is only summed).
+
+    Blocks, pairs of tiles and the three warpgroups as in :func:`_forward_kernel`, the weights
+    streamed in the reverse order; one shared tile a compute warpgroup: the kept array's tile
+    is loaded into it, and δa_l, written over it, is both stored and the product's operand."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import mosaic_gpu as plgpu
+
+    n_layers = w.shape[1]
+    rows, k = kept[0].shape
+    per_member = rows // w.shape[0]
+    pairs = rows // (2 * TILE)
+    blocks = _blocks(pairs)
+    per_block = pairs // blocks
+    tiles_per_member = per_member // TILE
+    swizzled = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
+    col_layout = plgpu.Layout.WGMMA.reduce(0)
+    row_layout = plgpu.Layout.WGMMA.reduce(1)
+    from_du = seed.ndim == 1
+    n_kept = n_layers + 1
+
+    def body(*refs):
+        kept_gmem, (seed_gmem, w_gmem, wout_gmem), rest = refs[:n_kept], refs[n_kept:n_kept + 3], refs[n_kept + 3:]
+        delta_gmem, rest = rest[:n_kept], rest[n_kept:]
+        tile_all, w_smem, du_all, wout_all, bar, wbar, wfree = rest
+        block = lax.axis_index("block")
+        wg = lax.axis_index("wg")
+        first = block * per_block
+
+        @pl.when(wg == 2)
+        def _stream_weights():
+            plgpu.set_max_registers(40, action="decrease")
+
+            def pair(i, carry):
+                member = (2 * (first + i)) // tiles_per_member
+                for step in range(n_layers):  # W_L first
+                    slot = step % 2
+                    if step >= 2:
+                        plgpu.barrier_wait(wfree.at[slot])
+                    else:
+                        pl.when(i > 0)(functools.partial(plgpu.barrier_wait, wfree.at[slot]))
+                    plgpu.copy_gmem_to_smem(w_gmem.at[member, n_layers - 1 - step], w_smem.at[slot], wbar.at[slot])
+                return carry
+
+            lax.fori_loop(0, per_block, pair, 0)
+
+        @pl.when(wg < 2)
+        def _compute():
+            plgpu.set_max_registers(232, action="increase")
+            tile_smem, du_smem, wout_smem = tile_all.at[wg], du_all.at[wg], wout_all.at[wg]
+            loaded, seeded, wout_loaded = bar.at[3 * wg], bar.at[3 * wg + 1], bar.at[3 * wg + 2]
+
+            def load_tile(src):
+                """A (64, 128) tile of ``src`` into tile_smem, once the last store has read it."""
+                with jax.named_scope("store_wait"):
+                    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+                plgpu.copy_gmem_to_smem(src, tile_smem, loaded)
+                with jax.named_scope("tile_load"):
+                    plgpu.barrier_wait(loaded)
+                return plgpu.load(tile_smem, (), layout=plgpu.Layout.WGMMA)
+
+            def tile(i, carry):
+                t = 2 * (first + i) + wg
+                member = t // tiles_per_member
+                row0 = pl.multiple_of(t * TILE, TILE)
+                if from_du:
+                    plgpu.copy_gmem_to_smem(seed_gmem.at[pl.ds(row0, TILE)], du_smem, seeded)
+                    plgpu.copy_gmem_to_smem(wout_gmem.at[member], wout_smem, wout_loaded)
+                    plgpu.barrier_wait(seeded)
+                    plgpu.barrier_wait(wout_loaded)
+                    du = plgpu.load(du_smem, (), layout=row_layout)
+                    w_out = plgpu.load(wout_smem, (), layout=col_layout)
+                    grad = lax.broadcast_in_dim(du, (TILE, k), [0]) * lax.broadcast_in_dim(w_out, (TILE, k), [1])
+                else:
+                    grad = load_tile(seed_gmem.at[pl.ds(row0, TILE)])
+                for step in range(n_kept):  # a_L .. a_0
+                    layer = n_layers - step
+                    with jax.named_scope("slope"):
+                        delta = grad * unpack_slope(load_tile(kept_gmem[layer].at[pl.ds(row0, TILE)]))
+                    with jax.named_scope("write_delta"):
+                        tile_smem[...] = round_tf32(delta) if layer else delta
+                        plgpu.commit_smem()
+                    plgpu.copy_smem_to_gmem(tile_smem, delta_gmem[layer].at[pl.ds(row0, TILE)])
+                    if layer:
+                        slot = step % 2
+                        with jax.named_scope("weights_wait"):
+                            plgpu.barrier_wait(wbar.at[slot])
+
+                        def product(acc_ref, slot=slot):
+                            plgpu.wgmma(acc_ref, tile_smem, plgpu.transpose_ref(w_smem.at[slot], (1, 0)))
+                            return acc_ref[...]
+
+                        with jax.named_scope("product"):
+                            grad = pl.run_scoped(product, plgpu.ACC((TILE, k), jnp.float32))
+                        plgpu.barrier_arrive(wfree.at[slot])
+                return carry
+
+            lax.fori_loop(0, per_block, tile, 0)
+            plgpu.wait_smem_to_gmem(0)
+
+    scratch = [
+        plgpu.SMEM((2, TILE, k), jnp.float32, transforms=swizzled),  # each compute warpgroup's tile
+        plgpu.SMEM((2, k, k), jnp.float32, transforms=swizzled),  # the weights' two buffers
+        plgpu.SMEM((2, TILE), jnp.float32),
+        plgpu.SMEM((2, k), jnp.float32),
+        plgpu.Barrier(num_arrivals=1, num_barriers=6),  # each compute warpgroup's loads
+        plgpu.Barrier(num_arrivals=1, num_barriers=2),  # a weight buffer filled
+        plgpu.Barrier(num_arrivals=2, num_barriers=2),  # a weight buffer read by both tiles
+    ]
+    out_type = tuple(jax.ShapeDtypeStruct((rows, k), jnp.float32) for _ in range(n_kept))
+    return plgpu.kernel(
+        body, out_type=out_type, scratch_types=scratch, grid=(blocks,), grid_names=("block",),
+        num_threads=3, thread_name="wg", compiler_params=plgpu.CompilerParams(approx_math=True, **PROFILE),
+    )(*kept, seed, w, w_out)
+
+
+def _backward_in_jnp(kept, seed, w, w_out):
+    """What :func:`_backward_kernel` computes (every δa_l), in jnp: the CPU's stand-in, with
+    exact products (the CPU's are not TF32) and so no rounding of δa_l."""
+    n_members, rows = w.shape[0], kept[0].shape[0]
+    kept = [x.reshape(n_members, rows // n_members, -1) for x in kept]
+    if seed.ndim == 1:
+        grad = seed.reshape(n_members, -1, 1) * w_out[:, None, :]
+    else:
+        grad = seed.reshape(n_members, rows // n_members, -1)
+    deltas = [None] * len(kept)
+    for layer in reversed(range(len(kept))):
+        deltas[layer] = grad * unpack_slope(kept[layer])
+        if layer:
+            grad = jnp.einsum("mpo,mio->mpi", deltas[layer], w[:, layer - 1], precision="highest")
+    return tuple(d.reshape(rows, -1) for d in deltas)
+
+
+def _deltas(run, kept, seed, w, w_out):
+    """``run`` (:func:`_backward_kernel` or its stand-in) for one member's arrays, and under
+    ``vmap`` once for all members (as :func:`_members` does for the forward)."""
+
+    def one(kept, seed, w, w_out):
+        return run(kept, seed, w[None], w_out[None])
+
+    members = jax.custom_batching.custom_vmap(one)
+
+    @members.def_vmap
+    def _(n_members, batched, kept, seed, w, w_out):
+        def stacked(a, is_batched):
+            a = a if is_batched else jnp.broadcast_to(a, (n_members, *a.shape))
+            return a
+
+        kept = tuple(stacked(x, b).reshape(-1, x.shape[-1]) for x, b in zip(kept, batched[0], strict=True))
+        seed = stacked(seed, batched[1])
+        seed = seed.reshape(-1, *seed.shape[2:])
+        out = run(kept, seed, stacked(w, batched[2]), stacked(w_out, batched[3]))
+        out = tuple(d.reshape(n_members, -1, d.shape[-1]) for d in out)
+        return out, tuple(True for _ in out)
+
+    return members(tuple(kept), seed, w, w_out)
+
+
 def _kept_in_jnp(c, z, w, b, w_out, keep, readout=True):
     """u (``readout=False``: h_L), and with ``keep`` what the backward pass needs (as
     :func:`_forward_kernel`: h_0 .. h_L packed with GELU'(a_0) .. GELU'(a_L), (S·P, H) each), in
@@ -424,36 +598,64 @@ def _decode_forward(c, z, w, b, w_out, kernels):
     return u, (tuple(kept), w, w_out, jnp.zeros((z.shape[0], 0), jnp.float32))
 
 
-def _backward(kept, w, w_out, du, z_shape, tf32_products=True):
+BACKWARD = "kernel"  # the backward pass's chain: "kernel" (_backward_kernel; on the CPU its stand-in) or "xla"
+
+
+def _backward(kept, w, w_out, du, z_shape, kernels=True):
     """The parameters' cotangents (c, z, w, b, w_out) from the kept arrays (h_0 .. h_L packed
     with GELU'(a_0) .. GELU'(a_L), (S·P, K) each, K >= H) and u's cotangent du (S·P,), for
-    ``z_shape[0]`` samples, in XLA: ∂w_out = Σ du h_L, δh_L = du w_outᵀ, then
-    :func:`_hidden_backward`."""
+    ``z_shape[0]`` samples: ∂w_out = Σ du h_L, then :func:`_hidden_backward` from
+    δh_L = du w_outᵀ."""
     width = w.shape[-1]
     d_w_out = jnp.sum(unpack_activation(kept[-1][:, :width]) * du[:, None], axis=0)
-    return (*_hidden_backward(kept, w, du[:, None] * w_out[None, :], z_shape, tf32_products), d_w_out)
+    return (*_hidden_backward(kept, w, du, w_out, z_shape, kernels), d_w_out)
 
 
-def _hidden_backward(kept, w, grad, z_shape, tf32_products=True):
-    """The cotangents (c, z, w, b) from the kept arrays and h_L's cotangent ``grad`` (S·P, H):
-    δa_l = δh_l ⊙ GELU'(a_l), ∂W_l = h_{l-1}ᵀ δa_l, ∂b_l = Σ δa_l, δh_{l-1} = δa_l W_lᵀ.
+def _hidden_backward(kept, w, seed, w_out, z_shape, kernels=True):
+    """The cotangents (c, z, w, b) from the kept arrays and ``seed``: u's cotangent du (S·P,)
+    with w_out (δh_L = du w_outᵀ), or h_L's cotangent (S·P, H) (w_out is None):
+    δa_l = δh_l ⊙ GELU'(a_l), δh_{l-1} = δa_l W_lᵀ (the chain: :func:`_backward_kernel`, its
+    stand-in on the CPU, or with ``BACKWARD = "xla"`` XLA's products and passes), then XLA's
+    ∂W_l = h_{l-1}ᵀ δa_l, ∂b_l = Σ δa_l and the first layer's sums (:func:`_sums`).
 
-    ``tf32_products`` (the GPU's products round their operands to TF32): a weight gradient's
+    ``kernels`` (the GPU: its products round their operands to TF32): a weight gradient's
     product takes the packed h_{l-1} as it is, since the rounding drops the slope's bits;
-    otherwise (the CPU) the bits are cleared first. The slopes are unpacked at the model's
-    width H in the elementwise passes, where XLA fuses the slice and the unpacking into the
-    pass; a product takes h_{l-1} whole (K wide, its padded columns zero) and the first H rows
-    of its (K, H) result are kept, so no sliced copy of h is written for the product."""
-    n_hidden, width = w.shape[0], w.shape[-1]
+    otherwise (the CPU) the bits are cleared first."""
+    width = w.shape[-1]
+    if BACKWARD == "xla":
+        return _sums(kept, _xla_chain(kept, w, seed, w_out), width, z_shape, kernels)
+    pad = WIDE - width
+    w_ = jnp.pad(w, ((0, 0), (0, pad), (0, pad)))
+    w_out_ = jnp.zeros((WIDE,), jnp.float32) if w_out is None else jnp.pad(w_out, (0, pad))
+    seed_ = seed if seed.ndim == 1 else jnp.pad(seed, ((0, 0), (0, WIDE - seed.shape[1])))
+    run = _backward_kernel if kernels else _backward_in_jnp
+    deltas = _deltas(run, kept, seed_, round_tf32(w_) if kernels else w_, w_out_)
+    return _sums(kept, deltas, width, z_shape, kernels)
+
+
+def _xla_chain(kept, w, seed, w_out):
+    """Every δa_l in XLA's products and passes, at the model's width H (the slopes unpacked
+    in the elementwise passes, where XLA fuses the slice and the unpacking into the pass)."""
+    width = w.shape[-1]
+    grad = seed[:, None] * w_out[None, :] if w_out is not None else seed
+    deltas = [None] * len(kept)
+    for layer in reversed(range(len(kept))):
+        deltas[layer] = grad * unpack_slope(kept[layer][:, :width])
+        if layer:
+            grad = deltas[layer] @ w[layer - 1].T
+    return deltas
+
+
+def _sums(kept, deltas, width, z_shape, tf32_products):
+    """(c, z, w, b) cotangents from every δa_l (S·P, H or more columns): ∂W_l = h_{l-1}ᵀ δa_l
+    (a product takes h_{l-1} whole, K wide, its padded columns zero, and the first H rows and
+    columns of its result are kept: no sliced copy of h is written), ∂b_l = Σ δa_l, and the
+    first layer's δa_0 summed over samples (c) and over points (z)."""
     activations = list(kept) if tf32_products else [unpack_activation(x) for x in kept]
-    slopes = [unpack_slope(x[:, :width]) for x in kept]
-    d_w, d_b = [None] * n_hidden, [None] * n_hidden
-    for layer in reversed(range(n_hidden)):
-        delta = grad * slopes[layer + 1]
-        d_w[layer] = (activations[layer].T @ delta)[:width]
-        d_b[layer] = jnp.sum(delta, axis=0)
-        grad = delta @ w[layer].T
-    delta = (grad * slopes[0]).reshape(z_shape[0], -1, width)
+    n_hidden = len(kept) - 1
+    d_w = [(activations[layer].T @ deltas[layer + 1])[:width, :width] for layer in range(n_hidden)]
+    d_b = [jnp.sum(deltas[layer + 1][:, :width], axis=0) for layer in range(n_hidden)]
+    delta = deltas[0][:, :width].reshape(z_shape[0], -1, width)
     return jnp.sum(delta, axis=0), jnp.sum(delta, axis=1), jnp.stack(d_w), jnp.stack(d_b)
 
 
@@ -461,7 +663,7 @@ def _decode_backward(kernels, saved, du):
     if callable(saved):  # XLA's forward ran: its own backward
         return saved(du)
     kept, w, w_out, samples = saved
-    return _backward(kept, w, w_out, du, samples.shape, tf32_products=kernels)
+    return _backward(kept, w, w_out, du, samples.shape, kernels)
 
 
 _decode.defvjp(_decode_forward, _decode_backward)
@@ -498,7 +700,7 @@ def _last_hidden_backward(kernels, saved, grad):
     if callable(saved):  # XLA's forward ran: its own backward
         return saved(grad)
     kept, w, samples = saved
-    return _hidden_backward(kept, w, grad, samples.shape, tf32_products=kernels)
+    return _hidden_backward(kept, w, grad, None, samples.shape, kernels)
 
 
 _last_hidden.defvjp(_last_hidden_forward, _last_hidden_backward)

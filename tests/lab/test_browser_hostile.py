@@ -159,7 +159,7 @@ def test_markup_typed_into_the_launch_form_is_text(hostile, page, artifacts):
     field.fill(TYPED)
     field.press("Enter")
     page.locator("button", has_text="Launch training run").click()
-    wait_for(lambda: f"run name '{TYPED}'" in text_of(page, "launch-feedback"), 10,
+    wait_for(lambda: f"run name '{TYPED}'" in text_of(page, "launch-feedback"), 30,
              what="the run name's refusal")
     assert_nothing_ran(page)
     # Data paths outside the data directory (the runs folder) get the one refusal, as text;
@@ -172,7 +172,7 @@ def test_markup_typed_into_the_launch_form_is_text(hostile, page, artifacts):
         path.fill(typed)
         path.press("Enter")
         page.locator("button", has_text="Launch training run").click()
-        wait_for(lambda: "not an allowed data file" in text_of(page, "launch-feedback"), 10,
+        wait_for(lambda: "not an allowed data file" in text_of(page, "launch-feedback"), 30,
                  what="the data file's refusal")
         feedback = text_of(page, "launch-feedback")
         assert f"(files under {runs} only)" in feedback and "passwd" not in feedback
@@ -180,7 +180,7 @@ def test_markup_typed_into_the_launch_form_is_text(hostile, page, artifacts):
         field.fill(TYPED)
         field.press("Enter")
         page.locator("button", has_text="Launch training run").click()
-        wait_for(lambda: f"run name '{TYPED}'" in text_of(page, "launch-feedback"), 10,
+        wait_for(lambda: f"run name '{TYPED}'" in text_of(page, "launch-feedback"), 30,
                  what="the run name's refusal")
     assert not (runs / "ok-name").exists() and not (runs / ".launches").exists()
     page.screenshot(path=artifacts / "hostile-launch.png", full_page=True)
