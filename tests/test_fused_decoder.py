@@ -265,6 +265,37 @@ def test_a_group_s_members_run_in_one_launch_with_their_own_parameters(monkeypat
         assert values.shape == (3, 128)
 
 
+@pytest.mark.parametrize("kernel", ["value", "keep", "hidden", "backward_du", "backward_grad"])
+def test_the_kernels_trace_and_lower_for_a_gpu_on_this_machine(kernel):
+    """The CPU cannot run the Mosaic GPU kernels, but it can trace them and lower them for
+    CUDA: the kernel bodies' Python (layouts, barriers, shapes) runs here, and the outputs have
+    the shapes their callers read. Two members, two samples of 1,024 points, four products."""
+    m, s, p, layers, k = 2, 2, 1024, 4, fused_decoder.WIDE
+    rows = m * s * p
+
+    def f32(*shape):
+        return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+    kept = tuple(f32(rows, k) for _ in range(layers + 1))
+    calls = {
+        "value": (lambda *a: fused_decoder._forward_kernel(*a), (f32(m, p, k), f32(m, s, k), f32(m, layers, k, k),
+                                                                f32(m, layers, k), f32(m, k))),
+        "backward_du": (fused_decoder._backward_kernel, (kept, f32(rows), f32(m, layers, k, k), f32(m, k))),
+        "backward_grad": (fused_decoder._backward_kernel, (kept, f32(rows, k), f32(m, layers, k, k), f32(m, k))),
+    }
+    options = {"keep": dict(keep=True), "hidden": dict(keep=True, readout=False)}.get(kernel)
+    if options is not None:
+        calls[kernel] = (lambda *a: fused_decoder._forward_kernel(*a, **options), calls["value"][1])
+    fn, args = calls[kernel]
+    traced = jax.jit(fn).trace(*args)
+    shapes = [tuple(o.shape) for o in jax.tree.leaves(traced.out_info)]
+    want = {"value": [(rows,)], "keep": [(rows,)] + [(rows, k)] * (layers + 1),
+            "hidden": [(rows, k)] * (layers + 2)}.get(kernel, [(rows, k)] * (layers + 1))
+    assert shapes == want
+    text = traced.lower(lowering_platforms=("cuda",)).as_text()
+    assert "mosaic_gpu" in text and "wgmma" in text
+
+
 def test_forward_mode_is_refused():
     """A custom_vjp: jvp through the fused decoder is an error (the NTK builds its models with
     XLA's layers), not a silently wrong derivative."""

@@ -32,7 +32,8 @@ sample a multiple of 64 (:func:`fusable`); a batch whose tiles do not pair up or
 split over enough blocks (:func:`fills_the_gpu`) is decoded by XLA's layers, forward and
 backward. JAX's Mosaic GPU interpreter (JAX 0.10) cannot run the kernels (no ``load`` with a
 layout, no transposed TF32 operand), so the CPU suite checks everything around them with
-:func:`_forward_in_jnp` and :func:`_backward_in_jnp`, the same arithmetic in jnp, and
+:func:`_forward_in_jnp` and :func:`_backward_in_jnp`, the same arithmetic in jnp, and traces
+and lowers the kernels themselves for CUDA (their bodies' Python, layouts and shapes), and
 ``benchmarks/check_fused_decoder.py`` checks the kernels against XLA and float64 on a GPU (its
 figures are in benchmarks/RESULTS.md; ``benchmarks/profile_decoder_kernel.py`` shows where the
 forward kernel's time goes).
@@ -155,6 +156,59 @@ def _gelu_and_slope(x):
     return x * half, slope
 
 
+def _pairs_per_block(rows: int) -> tuple[int, int]:
+    """(blocks, pairs of tiles per block) for ``rows`` points: each block runs a contiguous run
+    of pairs (:func:`_blocks`)."""
+    pairs = rows // (2 * TILE)
+    blocks = _blocks(pairs)
+    return blocks, pairs // blocks
+
+
+def _stream_weights(w_gmem, w_smem, filled, freed, first, per_block, tiles_per_member, order):
+    """The kernels' third warpgroup: for each of the block's pairs of tiles (from pair
+    ``first``), the pair's member's W_l, l in ``order``, into the two shared buffers in turn,
+    a buffer refilled once both tiles' products have read it (``freed``; a block's first two
+    fills need no wait). With an even number of layers a pair's first layer takes buffer 0."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import mosaic_gpu as plgpu
+
+    plgpu.set_max_registers(40, action="decrease")
+
+    def pair(i, carry):
+        member = (2 * (first + i)) // tiles_per_member
+        for step, layer in enumerate(order):
+            slot = step % 2
+            with jax.named_scope("buffer_free_wait"):
+                if step >= 2:
+                    plgpu.barrier_wait(freed.at[slot])
+                else:  # the buffer's first fill needs no wait
+                    pl.when(i > 0)(functools.partial(plgpu.barrier_wait, freed.at[slot]))
+            plgpu.copy_gmem_to_smem(w_gmem.at[member, layer], w_smem.at[slot], filled.at[slot])
+        return carry
+
+    lax.fori_loop(0, per_block, pair, 0)
+
+
+def _layer_product(operand, w_smem, filled, freed, slot):
+    """``operand`` (64, 128), in shared memory, times the weights in buffer ``slot`` (a TF32
+    ``wgmma``; the buffer's (N, K) tile taken as K-major), once the buffer is filled; then
+    the buffer is marked read by this tile. Returns the (64, 128) float32 product."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import mosaic_gpu as plgpu
+
+    with jax.named_scope("weights_wait"):
+        plgpu.barrier_wait(filled.at[slot])
+
+    def product(acc_ref):
+        plgpu.wgmma(acc_ref, operand, plgpu.transpose_ref(w_smem.at[slot], (1, 0)))
+        return acc_ref[...]
+
+    with jax.named_scope("product"):
+        acc = pl.run_scoped(product, plgpu.ACC((TILE, WIDE), jnp.float32))
+    plgpu.barrier_arrive(freed.at[slot])  # this tile is done with the buffer
+    return acc
+
+
 def _forward_kernel(c, z, w_t, b, w_out, keep=False, readout=True):
     """u (M·S·P,) for M members' decoders (a sweep group's; M = 1 for one run), one launch:
     c (M, P, 128), z (M, S, 128), w_t (M, L, 128, 128) = W_l transposed ((N, K): the K-major
@@ -181,9 +235,7 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False, readout=True):
     n_members, n_points, k = c.shape
     n_samples, n_layers = z.shape[1], w_t.shape[1]
     rows = n_members * n_samples * n_points
-    pairs = rows // (2 * TILE)
-    blocks = _blocks(pairs)
-    per_block = pairs // blocks
+    blocks, per_block = _pairs_per_block(rows)
     tiles_per_sample = n_points // TILE
     tiles_per_member = n_samples * tiles_per_sample
     swizzled = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
@@ -197,23 +249,8 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False, readout=True):
         wg = lax.axis_index("wg")
         first = block * per_block  # the block's first pair
 
-        @pl.when(wg == 2)
-        def _stream_weights():
-            plgpu.set_max_registers(40, action="decrease")
-
-            def pair(i, carry):
-                member = (2 * (first + i)) // tiles_per_member
-                for layer in range(n_layers):
-                    slot = layer % 2  # an even number of layers: a pair's layer 0 takes buffer 0
-                    with jax.named_scope("buffer_free_wait"):
-                        if layer >= 2:
-                            plgpu.barrier_wait(wfree.at[slot])
-                        else:  # the buffer's first fill needs no wait
-                            pl.when(i > 0)(functools.partial(plgpu.barrier_wait, wfree.at[slot]))
-                    plgpu.copy_gmem_to_smem(w_gmem.at[member, layer], w_smem.at[slot], wbar.at[slot])
-                return carry
-
-            lax.fori_loop(0, per_block, pair, 0)
+        pl.when(wg == 2)(functools.partial(_stream_weights, w_gmem, w_smem, wbar, wfree, first, per_block,
+                                           tiles_per_member, range(n_layers)))
 
         @pl.when(wg < 2)
         def _compute():
@@ -261,17 +298,7 @@ def _forward_kernel(c, z, w_t, b, w_out, keep=False, readout=True):
                     h, slope = activate(pre)
                 keep_layer(0, row0, h, slope)
                 for layer in range(n_layers):
-                    slot = layer % 2
-                    with jax.named_scope("weights_wait"):
-                        plgpu.barrier_wait(wbar.at[slot])
-
-                    def product(acc_ref, slot=slot):
-                        plgpu.wgmma(acc_ref, h_smem, plgpu.transpose_ref(w_smem.at[slot], (1, 0)))
-                        return acc_ref[...]
-
-                    with jax.named_scope("product"):
-                        acc = pl.run_scoped(product, plgpu.ACC((TILE, k), jnp.float32))
-                    plgpu.barrier_arrive(wfree.at[slot])  # this tile is done with the buffer
+                    acc = _layer_product(h_smem, w_smem, wbar, wfree, layer % 2)
                     bias = plgpu.load(b_smem.at[layer], (), layout=col_layout)
                     with jax.named_scope("activate"):
                         pre = acc + lax.broadcast_in_dim(bias, (TILE, k), [1])
@@ -335,9 +362,7 @@ def _backward_kernel(kept, seed, w, w_out):
     n_layers = w.shape[1]
     rows, k = kept[0].shape
     per_member = rows // w.shape[0]
-    pairs = rows // (2 * TILE)
-    blocks = _blocks(pairs)
-    per_block = pairs // blocks
+    blocks, per_block = _pairs_per_block(rows)
     tiles_per_member = per_member // TILE
     swizzled = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
     col_layout = plgpu.Layout.WGMMA.reduce(0)
@@ -353,22 +378,8 @@ def _backward_kernel(kept, seed, w, w_out):
         wg = lax.axis_index("wg")
         first = block * per_block
 
-        @pl.when(wg == 2)
-        def _stream_weights():
-            plgpu.set_max_registers(40, action="decrease")
-
-            def pair(i, carry):
-                member = (2 * (first + i)) // tiles_per_member
-                for step in range(n_layers):  # W_L first
-                    slot = step % 2
-                    if step >= 2:
-                        plgpu.barrier_wait(wfree.at[slot])
-                    else:
-                        pl.when(i > 0)(functools.partial(plgpu.barrier_wait, wfree.at[slot]))
-                    plgpu.copy_gmem_to_smem(w_gmem.at[member, n_layers - 1 - step], w_smem.at[slot], wbar.at[slot])
-                return carry
-
-            lax.fori_loop(0, per_block, pair, 0)
+        pl.when(wg == 2)(functools.partial(_stream_weights, w_gmem, w_smem, wbar, wfree, first, per_block,
+                                           tiles_per_member, reversed(range(n_layers))))  # W_L first
 
         @pl.when(wg < 2)
         def _compute():
@@ -408,17 +419,7 @@ def _backward_kernel(kept, seed, w, w_out):
                         plgpu.commit_smem()
                     plgpu.copy_smem_to_gmem(tile_smem, delta_gmem[layer].at[pl.ds(row0, TILE)])
                     if layer:
-                        slot = step % 2
-                        with jax.named_scope("weights_wait"):
-                            plgpu.barrier_wait(wbar.at[slot])
-
-                        def product(acc_ref, slot=slot):
-                            plgpu.wgmma(acc_ref, tile_smem, plgpu.transpose_ref(w_smem.at[slot], (1, 0)))
-                            return acc_ref[...]
-
-                        with jax.named_scope("product"):
-                            grad = pl.run_scoped(product, plgpu.ACC((TILE, k), jnp.float32))
-                        plgpu.barrier_arrive(wfree.at[slot])
+                        grad = _layer_product(tile_smem, w_smem, wbar, wfree, step % 2)
                 return carry
 
             lax.fori_loop(0, per_block, tile, 0)
