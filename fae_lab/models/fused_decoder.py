@@ -470,8 +470,7 @@ def _deltas(run, kept, seed, w, w_out):
     @members.def_vmap
     def _(n_members, batched, kept, seed, w, w_out):
         def stacked(a, is_batched):
-            a = a if is_batched else jnp.broadcast_to(a, (n_members, *a.shape))
-            return a
+            return a if is_batched else jnp.broadcast_to(a, (n_members, *a.shape))
 
         kept = tuple(stacked(x, b).reshape(-1, x.shape[-1]) for x, b in zip(kept, batched[0], strict=True))
         seed = stacked(seed, batched[1])
