@@ -91,6 +91,20 @@ def errors_against_highest(got, xla, best) -> tuple[float, float]:
     return float(jnp.max(jnp.abs(got - best))) / scale, float(jnp.max(jnp.abs(xla - best))) / scale
 
 
+def gradient_errors(fn, reference, args, cot, names) -> tuple[dict, bool]:
+    """({name: [kernel error, XLA default's error]} against XLA at HIGHEST for the gradient of
+    Σ fn(args) · cot with respect to each argument, whether the kernel's gradient is finite):
+    ``fn`` through the kernels, ``reference`` its XLA counterpart."""
+    def grad(f):
+        return jax.jit(jax.grad(lambda *a: jnp.sum(f(*a) * cot), argnums=tuple(range(len(args)))))(*args)
+
+    got, xla = grad(fn), grad(reference)
+    with jax.default_matmul_precision("highest"):
+        best = grad(reference)
+    errors = {name: list(errors_against_highest(g, x, h)) for name, g, x, h in zip(names, got, xla, best, strict=True)}
+    return errors, all(bool(jnp.all(jnp.isfinite(g))) for g in got)
+
+
 def check_gradients(seed: int) -> list[dict]:
     """The gradient through the kernel's training forward (keeping h_l and GELU'(a_l)) and
     XLA's backward, against XLA at HIGHEST precision: as close as XLA's default (TF32)
@@ -99,20 +113,9 @@ def check_gradients(seed: int) -> list[dict]:
     for i, shape in enumerate(GRADIENT_SHAPES):
         args = inputs(seed + 10 + i, *shape)
         cot = jax.random.normal(jax.random.key(seed + 99), (shape[0] * shape[1],))
-
-        def grad(fn, args=args, cot=cot):
-            return jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a) * cot), argnums=(0, 1, 2, 3, 4)))(*args)
-
-        got = grad(lambda *a: fused_decoder.decode(*a, kernels=True))
-        xla = grad(fused_decoder.reference)
-        with jax.default_matmul_precision("highest"):
-            best = grad(fused_decoder.reference)
-        worst = 0.0
-        errors = {}
-        for name, g, x, h in zip(("c", "z", "w", "b", "w_out"), got, xla, best, strict=True):
-            e_kernel, e_xla = errors[name] = list(errors_against_highest(g, x, h))
-            worst = max(worst, e_kernel / max(e_xla, 1e-12))
-        finite = all(bool(jnp.all(jnp.isfinite(g))) for g in got)
+        errors, finite = gradient_errors(lambda *a: fused_decoder.decode(*a, kernels=True), fused_decoder.reference,
+                                         args, cot, ("c", "z", "w", "b", "w_out"))
+        worst = max(e_kernel / max(e_xla, 1e-12) for e_kernel, e_xla in errors.values())
         results.append({"check": "gradient", "shape (S, P, H, L)": shape,
                         "errors (kernel, xla) against highest": errors, "worst_ratio": worst,
                         "ok": bool(finite and worst <= 2.0)})
@@ -131,19 +134,11 @@ def check_last_hidden(seed: int) -> list[dict]:
         err_kernel = float(np.max(np.abs(h - ref))) / scale
         err_xla = float(np.max(np.abs(np.asarray(jax.jit(fused_decoder.reference_hidden)(c, z, w, b)) - ref))) / scale
         cot = jax.random.normal(jax.random.key(seed + 97), ref.shape)
-
-        def grad(fn, cot=cot, args=(c, z, w, b)):
-            return jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a) * cot), argnums=(0, 1, 2, 3)))(*args)
-
-        got = grad(lambda *a: fused_decoder.last_hidden(*a, kernels=True))
-        xla = grad(fused_decoder.reference_hidden)
-        with jax.default_matmul_precision("highest"):
-            best = grad(fused_decoder.reference_hidden)
+        errors, finite = gradient_errors(lambda *a: fused_decoder.last_hidden(*a, kernels=True),
+                                         fused_decoder.reference_hidden, (c, z, w, b), cot, ("c", "z", "w", "b"))
         ratios = {"h_L": err_kernel / max(err_xla, 1e-12)}
-        for name, g, x, hi in zip(("c", "z", "w", "b"), got, xla, best, strict=True):
-            e_kernel, e_xla = errors_against_highest(g, x, hi)
-            ratios[name] = e_kernel / max(e_xla, 1e-12)
-        finite = bool(np.all(np.isfinite(h))) and all(bool(jnp.all(jnp.isfinite(g))) for g in got)
+        ratios.update({name: e_kernel / max(e_xla, 1e-12) for name, (e_kernel, e_xla) in errors.items()})
+        finite = finite and bool(np.all(np.isfinite(h)))
         worst = max(ratios.values())
         results.append({"check": "last hidden", "shape (S, P, H, L)": shape, "kernel_error": err_kernel,
                         "xla_error": err_xla, "ratio_per_array": ratios, "worst_ratio": worst,

@@ -145,6 +145,8 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
     import jax
     from kernel_breakdown import kernel_times, report
 
+    from fae_lab.models import fused_decoder as decoder_kernels
+
     chunk, args, state, fused, (graphdef, config) = group_chunk(command, members, steps, tiny,
                                                                 compiler_options=compiler_options, flags=flags,
                                                                 fused_decoder=fused_decoder)
@@ -158,7 +160,7 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
     wall_us = (time.perf_counter() - start) / (repeats * steps) * 1e6
     result = {"command": command, "flags": " ".join(flags), "members": members, "steps_per_call": steps, "fused_encoder": fused,
               "fused_decoder": fused_decoder,
-              "decoder_backward": _decoder_backward() if fused_decoder != "off" else None,
+              "decoder_backward": decoder_kernels.BACKWARD if fused_decoder != "off" else None,
               "backend": jax.default_backend(), "compiler_options": compiler_options or {},
               "xla_flags": os.environ.get("XLA_FLAGS", ""), "wall_us_per_group_step": round(wall_us, 1),
               "wall_us_per_member_step": round(wall_us / members, 1),
@@ -185,12 +187,6 @@ def profile(command: str, members: int, steps: int, repeats: int, trace_dir: Pat
               f"per member): {seconds * 1e6 / members / config.eval.eval_every:.1f} us per member step at "
               f"--eval-every {config.eval.eval_every}", flush=True)
     return result
-
-
-def _decoder_backward() -> str:
-    from fae_lab.models import fused_decoder
-
-    return fused_decoder.BACKWARD
 
 
 def main() -> int:
@@ -222,9 +218,9 @@ def main() -> int:
                    help="with --fused-decoder: the backward pass's chain as a kernel "
                         "(fae_lab.models.fused_decoder.BACKWARD) or as XLA's products and passes")
     args = p.parse_args()
-    from fae_lab.models import fused_decoder
+    from fae_lab.models import fused_decoder as decoder_kernels
 
-    fused_decoder.BACKWARD = args.decoder_backward
+    decoder_kernels.BACKWARD = args.decoder_backward
     options = {}
     for item in args.compiler_option:
         name, _, value = item.partition("=")

@@ -206,7 +206,7 @@ class CoordinateDecoder(nnx.Module):
             return self.readout(self.penultimate(z, x).astype(jnp.float32))[..., 0]
         # w·φ(h_L) + c without φ: the readout's kernel, laid out as φ is ([cos, sin] per band),
         # split into its cosine and sine halves (same parameters as readout(penultimate())).
-        h = self._fused_hidden(z, x).reshape(z.shape[0], x.shape[0], -1) if fused else self.last_hidden(z, x)
+        h = self._fused_hidden(z, x) if fused else self.last_hidden(z, x)
         t = features.phases(h)  # (B, P, K, n)
         kernel = self.readout.kernel[...].reshape(t.shape[-2], 2, t.shape[-1])
         u = fourier_readout(t, kernel[:, 0], kernel[:, 1])
@@ -229,7 +229,9 @@ class CoordinateDecoder(nnx.Module):
         return u.reshape(z.shape[0], x.shape[0]) + self.readout.bias[...][0]
 
     def _fused_hidden(self, z: jax.Array, x: jax.Array) -> jax.Array:
-        """h_L (B·P, H) through :func:`fae_lab.models.fused_decoder.last_hidden` (the decoder
-        with penultimate RFF: its readout is w·φ(h_L))."""
+        """h_L (B, P, H), as :meth:`last_hidden` gives it, through
+        :func:`fae_lab.models.fused_decoder.last_hidden` (the decoder with penultimate RFF:
+        its readout is w·φ(h_L))."""
         c, w, b = self._fused_operands(x)
-        return fused_decoder.last_hidden(c, self.first.input_term(z), w, b, kernels=self.fused == "kernels")
+        h = fused_decoder.last_hidden(c, self.first.input_term(z), w, b, kernels=self.fused == "kernels")
+        return h.reshape(z.shape[0], x.shape[0], -1)

@@ -528,13 +528,13 @@ def _members(run, keep, readout=True):
     return members
 
 
+def _to_wide(x, *axes):
+    """``x`` zero-padded to the kernels' width WIDE along ``axes``."""
+    return jnp.pad(x, [(0, WIDE - x.shape[i] if i in axes else 0) for i in range(x.ndim)])
+
+
 def _widen(c, z, w, b, w_out):
-    pad = WIDE - c.shape[1]
-
-    def widen(x, axes):
-        return jnp.pad(x, [(0, pad if i in axes else 0) for i in range(x.ndim)])
-
-    return widen(c, {1}), widen(z, {1}), widen(w, {1, 2}), widen(b, {1}), widen(w_out, {0})
+    return _to_wide(c, 1), _to_wide(z, 1), _to_wide(w, 1, 2), _to_wide(b, 1), _to_wide(w_out, 0)
 
 
 def reference_hidden(c, z, w, b):
@@ -624,10 +624,9 @@ def _hidden_backward(kept, w, seed, w_out, z_shape, kernels=True):
     width = w.shape[-1]
     if BACKWARD == "xla":
         return _sums(kept, _xla_chain(kept, w, seed, w_out), width, z_shape, kernels)
-    pad = WIDE - width
-    w_ = jnp.pad(w, ((0, 0), (0, pad), (0, pad)))
-    w_out_ = jnp.zeros((WIDE,), jnp.float32) if w_out is None else jnp.pad(w_out, (0, pad))
-    seed_ = seed if seed.ndim == 1 else jnp.pad(seed, ((0, 0), (0, WIDE - seed.shape[1])))
+    w_ = _to_wide(w, 1, 2)
+    w_out_ = _to_wide(_no_readout(width) if w_out is None else w_out, 0)
+    seed_ = seed if seed.ndim == 1 else _to_wide(seed, 1)
     run = _backward_kernel if kernels else _backward_in_jnp
     deltas = _deltas(run, kept, seed_, round_tf32(w_) if kernels else w_, w_out_)
     return _sums(kept, deltas, width, z_shape, kernels)
@@ -677,22 +676,23 @@ def last_hidden(c, z, w, b, *, kernels: bool = True):
     return _last_hidden(c, z, w, b, kernels)
 
 
-def _no_readout(c):
-    return jnp.zeros((c.shape[1],), c.dtype)
+def _no_readout(width):
+    """The readout operand of a kernel that writes h_L instead of u (the kernels do not read it)."""
+    return jnp.zeros((width,), jnp.float32)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _last_hidden(c, z, w, b, kernels):
     if not fills_the_gpu(z.shape[0], c.shape[0]):
         return reference_hidden(c, z, w, b)
-    h = _fused_forward(c, z, w, b, _no_readout(c), kernels, False, readout=False)
+    h = _fused_forward(c, z, w, b, _no_readout(c.shape[1]), kernels, False, readout=False)
     return h[:, :w.shape[-1]]
 
 
 def _last_hidden_forward(c, z, w, b, kernels):
     if not fills_the_gpu(z.shape[0], c.shape[0]):
         return jax.vjp(reference_hidden, c, z, w, b)
-    h, *kept = _fused_forward(c, z, w, b, _no_readout(c), kernels, True, readout=False)
+    h, *kept = _fused_forward(c, z, w, b, _no_readout(c.shape[1]), kernels, True, readout=False)
     return h[:, :w.shape[-1]], (tuple(kept), w, jnp.zeros((z.shape[0], 0), jnp.float32))
 
 
