@@ -11,6 +11,8 @@ a group's members in one launch, and when it is chosen.
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 
 import jax
@@ -141,9 +143,13 @@ def test_the_training_forward_keeps_each_layer_s_activation_with_its_slope_padde
         back = np.asarray(fused_decoder.unpack_slope(got), np.float64)
         np.testing.assert_allclose(back[:, :width], slope, rtol=0, atol=SLOPE_STEP / 2 + 2e-5)
         # padded units: h = GELU(0) = 0 exactly, and GELU'(0) = 1/2 (the backward reads
-        # only the model's columns of it)
-        assert not np.any(activation[:, width:])
-        np.testing.assert_allclose(back[:, width:], 0.5, rtol=0, atol=SLOPE_STEP / 2)
+        # only the model's columns of it); the last one, the bias gradient's unit, GELU(1)
+        free, bias_unit = slice(width, fused_decoder.BIAS_COLUMN), fused_decoder.BIAS_COLUMN
+        assert not np.any(activation[:, free])
+        np.testing.assert_allclose(back[:, free], 0.5, rtol=0, atol=SLOPE_STEP / 2)
+        gelu_1 = 0.5 * (1 + math.erf(1 / math.sqrt(2)))
+        np.testing.assert_allclose(activation[:, bias_unit], gelu_1, rtol=2.0 ** -10)
+        assert np.ptp(activation[:, bias_unit]) == 0  # one constant down the column
 
 
 def numpy_gradient(c, z, w, b, w_out, cot):
@@ -166,14 +172,14 @@ def numpy_gradient(c, z, w, b, w_out, cot):
 
 
 @pytest.mark.parametrize("chain", ["kernel", "xla"])  # the backward's chain: the kernel's stand-in, or XLA's
-@pytest.mark.parametrize("samples", [2, 139])  # 139 x 64 points: XLA's forward and backward (no kernel)
-def test_its_gradient_is_the_decoder_s(samples, chain, monkeypatch):
+# 139 x 64 points: XLA's forward and backward (no kernel); 128 wide: no padded unit for ∂b
+@pytest.mark.parametrize(("samples", "width"), [(2, 100), (2, 128), (139, 16)])
+def test_its_gradient_is_the_decoder_s(samples, width, chain, monkeypatch):
     """Reverse mode through the kept arrays and XLA's backward products: the gradient a float64
     NumPy backward computes from the same kept values (activations in TF32, slopes as codes),
     within that rounding of the reference's, and the decoder's (a finite difference). Where
     the kernel does not run, XLA's own gradient exactly."""
     monkeypatch.setattr(fused_decoder, "BACKWARD", chain)
-    width = 100 if samples == 2 else 16
     args = random_decoder(1, samples, 64, width, 4)
     cot = jnp.asarray(np.random.default_rng(2).normal(size=samples * 64), jnp.float32)
     argnums = (0, 1, 2, 3, 4)

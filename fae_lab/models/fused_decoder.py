@@ -567,8 +567,19 @@ def decode(c, z, w, b, w_out, *, kernels: bool = True):
     return _decode(c, z, w, b, w_out, kernels)
 
 
+BIAS_COLUMN = WIDE - 1  # a padded unit held at GELU(1) in every layer: its row of ∂W_l is Σ δa_l
+
+
 def _padded_operands(c, z, w, b, w_out):
+    """The kernels' operands: widened (:func:`_widen`), W_l transposed, and, where the model is
+    narrower than the kernels, unit BIAS_COLUMN of every layer set to GELU(1) by a first-layer
+    coordinate term and biases of 1 (its weights in and out stay zero, so no other unit sees
+    it): each kept h_l then carries that constant in its BIAS_COLUMN, and the weight
+    gradient's product h_{l-1}ᵀ δa_l gives GELU(1) ∂b_l in that row (:func:`_sums`), so ∂b_l
+    needs no pass of its own over δa_l."""
     c_, z_, w_, b_, wo_ = _widen(c, z, w, b, w_out)
+    if c.shape[-1] < WIDE:
+        c_, b_ = c_.at[:, BIAS_COLUMN].set(1.0), b_.at[:, BIAS_COLUMN].set(1.0)
     return c_, z_, jnp.swapaxes(w_, 1, 2), b_, wo_
 
 
@@ -647,13 +658,19 @@ def _xla_chain(kept, w, seed, w_out):
 
 def _sums(kept, deltas, width, z_shape, tf32_products):
     """(c, z, w, b) cotangents from every δa_l (S·P, H or more columns): ∂W_l = h_{l-1}ᵀ δa_l
-    (a product takes h_{l-1} whole, K wide, its padded columns zero, and the first H rows and
-    columns of its result are kept: no sliced copy of h is written), ∂b_l = Σ δa_l, and the
-    first layer's δa_0 summed over samples (c) and over points (z)."""
+    (a product takes h_{l-1} whole, K wide, and the first H rows and columns of its result are
+    kept: no sliced copy of h is written), ∂b_l = Σ δa_l (the product's BIAS_COLUMN row over
+    the constant there, where the model leaves that unit free; else a sum), and the first
+    layer's δa_0 summed over samples (c) and over points (z)."""
     activations = list(kept) if tf32_products else [unpack_activation(x) for x in kept]
     n_hidden = len(kept) - 1
-    d_w = [(activations[layer].T @ deltas[layer + 1])[:width, :width] for layer in range(n_hidden)]
-    d_b = [jnp.sum(deltas[layer + 1][:, :width], axis=0) for layer in range(n_hidden)]
+    products = [activations[layer].T @ deltas[layer + 1] for layer in range(n_hidden)]
+    d_w = [product[:width, :width] for product in products]
+    if width < WIDE:  # ∂b_l from the BIAS_COLUMN row (:func:`_padded_operands`), over the constant as kept
+        d_b = [product[BIAS_COLUMN, :width] / unpack_activation(x[0, BIAS_COLUMN])
+               for product, x in zip(products, kept, strict=False)]
+    else:
+        d_b = [jnp.sum(deltas[layer + 1][:, :width], axis=0) for layer in range(n_hidden)]
     delta = deltas[0][:, :width].reshape(z_shape[0], -1, width)
     return jnp.sum(delta, axis=0), jnp.sum(delta, axis=1), jnp.stack(d_w), jnp.stack(d_b)
 
