@@ -11,9 +11,8 @@ a group's members in one launch, and when it is chosen.
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
