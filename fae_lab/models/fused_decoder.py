@@ -668,7 +668,7 @@ def _sums(kept, deltas, width, z_shape, tf32_products):
     d_w = [product[:width, :width] for product in products]
     if width < WIDE:  # ∂b_l from the BIAS_COLUMN row (:func:`_padded_operands`), over the constant as kept
         d_b = [product[BIAS_COLUMN, :width] / unpack_activation(x[0, BIAS_COLUMN])
-               for product, x in zip(products, kept, strict=False)]
+               for product, x in zip(products, kept[:-1], strict=True)]
     else:
         d_b = [jnp.sum(deltas[layer + 1][:, :width], axis=0) for layer in range(n_hidden)]
     delta = deltas[0][:, :width].reshape(z_shape[0], -1, width)
